@@ -1,51 +1,52 @@
-"""Vectorized port of ``citylearn.energy_model.Battery`` (CityLearn 3.0.2).
+"""CityLearn's battery physics as compiled array kernels.
 
-Every function here is pure and works on arrays of N batteries at once. The
-arithmetic follows CityLearn's ``Battery.charge`` line by line (power limit
-from the capacity-power curve, two fixed-point passes of the power-efficiency
-curve, depth-of-discharge and degraded-capacity limits, capacity fade per
-cycle) and stores the state of charge and the energy balance in float32, as
-CityLearn does, so that trajectories agree with CityLearn's own objects to
-well below 1e-6 kWh (checked in ``tests/test_battery.py``).
+The scalar functions below follow ``citylearn.energy_model.Battery.charge``
+(CityLearn 3.0.2) line by line: the power limit from the capacity-power
+curve, two fixed-point passes of the power-efficiency curve, the
+depth-of-discharge and degraded-capacity limits, the capacity fade per
+cycle, and float32 storage of the state of charge and the energy balance.
+They are compiled with numba and applied to whole arrays of batteries by the
+kernels at the bottom of this module (no Python-level loop over agents);
+``tests/test_battery.py`` drives them and CityLearn's own objects with the
+same random requests.
+
+numba earns its place here: a numpy formulation of the same physics needs
+about 150 array operations per step, which measured 4.6 M agent-steps/s at
+N = 100,000 and 290 us per step at N = 7; the fused kernels are several
+times faster at both ends.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+
+import math
 
 import numpy as np
+from numba import njit, prange
 
 ZERO_DIVISION_PLACEHOLDER = 1.0e-6  # CityLearn's guard against division by zero
 
 
 @dataclass(frozen=True)
 class BatteryParams:
-    """Per-battery constants, each an array of shape (N,) or (N, K)."""
+    """Constants of B battery models; agents point at a model by index.
+
+    Curves are stored as (B, K) breakpoint and value arrays, as CityLearn's
+    ``power_efficiency_curve`` and ``capacity_power_curve`` (rows x and y).
+    """
 
     capacity: np.ndarray
     nominal_power: np.ndarray
     capacity_loss_coefficient: np.ndarray
     loss_coefficient: np.ndarray
     depth_of_discharge: np.ndarray
-    efficiency_slope: np.ndarray
-    efficiency_intercept: np.ndarray
-    efficiency_breaks: np.ndarray
-    power_slope: np.ndarray
-    power_intercept: np.ndarray
-    power_breaks: np.ndarray
+    efficiency_x: np.ndarray
+    efficiency_y: np.ndarray
+    power_x: np.ndarray
+    power_y: np.ndarray
     seconds_per_time_step: float = 3600.0
-
-    @property
-    def step_hours(self) -> float:
-        return max(self.seconds_per_time_step / 3600.0, 1.0e-12)
-
-    @property
-    def minimum_soc(self) -> np.ndarray:
-        return np.clip(1.0 - self.depth_of_discharge, 0.0, 1.0)
-
-    @property
-    def minimum_energy(self) -> np.ndarray:
-        return self.minimum_soc * self.capacity
 
     @classmethod
     def from_arrays(
@@ -60,156 +61,223 @@ class BatteryParams:
         capacity_power_curve,
         seconds_per_time_step: float = 3600.0,
     ) -> "BatteryParams":
-        """Build from CityLearn-style arrays; curves have shape (N, 2, K)."""
-        eff_slope, eff_icpt, eff_breaks = _segments(np.asarray(power_efficiency_curve, dtype=np.float64))
-        pow_slope, pow_icpt, pow_breaks = _segments(np.asarray(capacity_power_curve, dtype=np.float64))
+        """Build from CityLearn-style values; curves have shape (B, 2, K)."""
         f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
+        eff = _checked_curve("power_efficiency_curve", power_efficiency_curve)
+        pow_ = _checked_curve("capacity_power_curve", capacity_power_curve)
         return cls(
             capacity=f64(capacity),
             nominal_power=f64(nominal_power),
             capacity_loss_coefficient=f64(capacity_loss_coefficient),
             loss_coefficient=f64(loss_coefficient) * max(seconds_per_time_step / 3600.0, 0.0),
             depth_of_discharge=f64(depth_of_discharge),
-            efficiency_slope=eff_slope,
-            efficiency_intercept=eff_icpt,
-            efficiency_breaks=eff_breaks,
-            power_slope=pow_slope,
-            power_intercept=pow_icpt,
-            power_breaks=pow_breaks,
+            efficiency_x=f64(eff[:, 0, :]),
+            efficiency_y=f64(eff[:, 1, :]),
+            power_x=f64(pow_[:, 0, :]),
+            power_y=f64(pow_[:, 1, :]),
             seconds_per_time_step=float(seconds_per_time_step),
         )
 
-    def take(self, index: np.ndarray) -> "BatteryParams":
-        """Parameters for a selection of batteries (e.g. one row per agent)."""
-        fields = {
-            name: getattr(self, name)[index]
-            for name in self.__dataclass_fields__
-            if name != "seconds_per_time_step"
-        }
-        return BatteryParams(**fields, seconds_per_time_step=self.seconds_per_time_step)
+    @property
+    def n_models(self) -> int:
+        return self.capacity.shape[0]
+
+    @property
+    def step_hours(self) -> float:
+        return max(self.seconds_per_time_step / 3600.0, 1.0e-12)
+
+    @property
+    def minimum_soc(self) -> np.ndarray:
+        return np.clip(1.0 - self.depth_of_discharge, 0.0, 1.0)
+
+    @cached_property
+    def kernel_args(self) -> tuple:
+        """Positional arguments the compiled kernels take: a (B, 9) constants table and the curves.
+
+        Reciprocals and slopes are precomputed so the kernels multiply instead of
+        divide; this changes results only at the 1e-16 relative level.
+        """
+        cap = self.capacity
+        table = np.stack(
+            [
+                cap,
+                1.0 / np.maximum(cap, ZERO_DIVISION_PLACEHOLDER),
+                self.nominal_power * self.step_hours,
+                1.0 / (self.step_hours * np.maximum(self.nominal_power, ZERO_DIVISION_PLACEHOLDER)),
+                self.minimum_soc * cap,
+                self.minimum_soc,
+                self.capacity_loss_coefficient * cap,
+                1.0 - self.loss_coefficient,
+            ],
+            axis=1,
+        )
+        return (
+            np.ascontiguousarray(table),
+            self.efficiency_x, self.efficiency_y, _slopes(self.efficiency_x, self.efficiency_y),
+            self.power_x, self.power_y, _slopes(self.power_x, self.power_y),
+        )
 
 
-def _segments(curve: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Slope and intercept of each linear piece of (N, 2, K) curves.
-
-    CityLearn picks piece ``idx = min(K-2, max(0, searchsorted(x, v, 'left') - 1))``
-    and evaluates ``y[idx] + (v - x[idx]) * (y[idx+1] - y[idx]) / (x[idx+1] - x[idx])``;
-    the inner breakpoints ``x[1:K-1]`` decide the piece.
-    """
-    if curve.ndim != 3 or curve.shape[1] != 2 or curve.shape[2] < 2:
-        raise ValueError(f"battery curve must have shape (N, 2, K>=2), got {curve.shape}")
-    x, y = curve[:, 0, :], curve[:, 1, :]
-    dx = x[:, 1:] - x[:, :-1]
-    if np.any(dx <= 0):
-        raise ValueError("battery curve x values must be strictly increasing")
-    slope = (y[:, 1:] - y[:, :-1]) / dx
-    intercept = y[:, :-1] - slope * x[:, :-1]
-    return np.ascontiguousarray(slope), np.ascontiguousarray(intercept), np.ascontiguousarray(x[:, 1:-1])
+def _slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.diff(y, axis=1) / np.diff(x, axis=1))
 
 
-def piecewise_linear(value: np.ndarray, slope: np.ndarray, intercept: np.ndarray, breaks: np.ndarray) -> np.ndarray:
-    """Evaluate per-row piecewise-linear curves the way CityLearn indexes them."""
-    piece = np.zeros(value.shape, dtype=np.intp)
-    for k in range(breaks.shape[1]):
-        piece += breaks[:, k] < value
-    if slope.shape[1] == 1:
-        return intercept[:, 0] + slope[:, 0] * value
-    rows = np.arange(value.shape[0])
-    return intercept[rows, piece] + slope[rows, piece] * value
+def _checked_curve(name: str, curve) -> np.ndarray:
+    arr = np.asarray(curve, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[1] != 2 or arr.shape[2] < 2:
+        raise ValueError(f"{name} must have shape (B, 2, K>=2), got {arr.shape}")
+    if np.any(np.diff(arr[:, 0, :], axis=1) <= 0):
+        raise ValueError(f"{name} x values must be strictly increasing")
+    return arr
 
 
-def max_power(energy_init: np.ndarray, p: BatteryParams) -> np.ndarray:
-    """Charge/discharge power limit [kW] from the capacity-power curve."""
-    soc = energy_init / np.maximum(p.capacity, ZERO_DIVISION_PLACEHOLDER)
-    limit = p.nominal_power * piecewise_linear(soc, p.power_slope, p.power_intercept, p.power_breaks)
-    return np.maximum(limit, 0.0)
+# ---------------------------------------------------------------- scalar physics
+# Columns of the constants table built by ``BatteryParams.kernel_args``.
+CAP, INV_CAP, MAX_STEP_ENERGY, INV_POWER_NORM, MIN_ENERGY, MIN_SOC, FADE, KEEP = range(8)
 
 
-def efficiency_at(energy: np.ndarray, p: BatteryParams) -> np.ndarray:
+@njit(cache=True, inline="always")
+def _curve(value, xs, ys, slopes, m):
+    """CityLearn's piecewise-linear lookup on row ``m`` (same segment choice)."""
+    k = xs.shape[1]
+    count = 0
+    for j in range(k):
+        count += xs[m, j] < value
+    idx = min(k - 2, max(0, count - 1))
+    return ys[m, idx] + (value - xs[m, idx]) * slopes[m, idx]
+
+
+@njit(cache=True, inline="always")
+def _max_energy(e0, tab, px, py, ps, m):
+    """Charge/discharge energy limit of one step from the capacity-power curve."""
+    return max(_curve(e0 * tab[m, INV_CAP], px, py, ps, m), 0.0) * tab[m, MAX_STEP_ENERGY]
+
+
+@njit(cache=True, inline="always")
+def _efficiency(energy, tab, ex, ey, es, m):
     """Technical efficiency at the average power of moving ``energy`` in one step."""
-    power = np.abs(energy) / p.step_hours
-    normalized = np.clip(power / np.maximum(p.nominal_power, ZERO_DIVISION_PLACEHOLDER), 0.0, 1.0)
-    return piecewise_linear(normalized, p.efficiency_slope, p.efficiency_intercept, p.efficiency_breaks)
+    return _curve(min(max(abs(energy) * tab[m, INV_POWER_NORM], 0.0), 1.0), ex, ey, es, m)
 
 
-def energy_init(soc: np.ndarray, p: BatteryParams) -> np.ndarray:
-    """Stored energy [kWh] seen at the start of an operation (CityLearn's ``energy_init``)."""
-    return np.maximum(p.minimum_energy, soc.astype(np.float64) * p.capacity)
-
-
-def charge_limit(request: np.ndarray, e0: np.ndarray, degraded: np.ndarray, p: BatteryParams):
-    """Accepted charge [kWh] for non-negative requests, and the efficiency used."""
-    max_energy = max_power(e0, p) * p.step_hours
-    limited = np.minimum(request, max_energy)
-    headroom = np.maximum(degraded - e0, 0.0)
+@njit(cache=True, inline="always")
+def _charge_limit(request, e0, degraded, max_energy, tab, ex, ey, es, m):
+    limited = min(request, max_energy)
+    headroom = max(degraded - e0, 0.0)
+    eff = 1.0
     for _ in range(2):
-        eff = efficiency_at(limited, p)
-        limited = np.minimum(np.minimum(request, max_energy), headroom / np.maximum(np.sqrt(eff), ZERO_DIVISION_PLACEHOLDER))
+        eff = _efficiency(limited, tab, ex, ey, es, m)
+        limited = min(request, max_energy, headroom / max(math.sqrt(eff), ZERO_DIVISION_PLACEHOLDER))
     return limited, eff
 
 
-def discharge_limit(request: np.ndarray, e0: np.ndarray, p: BatteryParams):
-    """Accepted discharge [kWh, positive] for non-negative output requests, and the efficiency used."""
-    max_energy = max_power(e0, p) * p.step_hours
-    limited = np.minimum(request, max_energy)
-    above_floor = np.maximum(e0 - p.minimum_energy, 0.0)
+@njit(cache=True, inline="always")
+def _discharge_limit(request, e0, max_energy, tab, ex, ey, es, m):
+    limited = min(request, max_energy)
+    above_floor = max(e0 - tab[m, MIN_ENERGY], 0.0)
+    eff = 1.0
     for _ in range(2):
-        eff = efficiency_at(limited, p)
-        limited = np.minimum(np.minimum(request, max_energy), above_floor * np.sqrt(eff))
+        eff = _efficiency(limited, tab, ex, ey, es, m)
+        limited = min(request, max_energy, above_floor * math.sqrt(eff))
     return limited, eff
 
 
-def apply_energy(energy: np.ndarray, eff: np.ndarray, e0: np.ndarray, degraded: np.ndarray, p: BatteryParams):
-    """CityLearn's ``_charge`` plus capacity fade: new float32 SOC, float32 balance, new degraded capacity."""
-    rte = np.sqrt(eff)
-    charged = np.minimum(e0 + energy * rte, p.capacity)
-    discharged = np.maximum(p.minimum_energy, e0 + energy / rte)
-    final = np.where(energy >= 0.0, charged, discharged)
-    soc = (final / np.maximum(p.capacity, ZERO_DIVISION_PLACEHOLDER)).astype(np.float32)
+@njit(cache=True, inline="always")
+def _apply(energy, eff, e0, degraded, tab, m):
+    """CityLearn's ``_charge`` and ``degrade``: (float32 soc, float32 balance, degraded capacity)."""
+    rte = math.sqrt(eff)
+    if energy >= 0.0:
+        final = min(e0 + energy * rte, tab[m, CAP])
+    else:
+        final = max(tab[m, MIN_ENERGY], e0 + energy / rte)
+    soc = np.float32(final * tab[m, INV_CAP])
     delta = final - e0
-    balance = np.where(delta >= 0.0, delta / rte, delta * rte).astype(np.float32)
-    fade = p.capacity_loss_coefficient * p.capacity * np.abs(balance.astype(np.float64))
-    fade /= 2.0 * np.maximum(degraded, ZERO_DIVISION_PLACEHOLDER)
-    return soc, balance, np.maximum(degraded - fade, 0.0)
+    balance = np.float32(delta / rte if delta >= 0.0 else delta * rte)
+    fade = tab[m, FADE] * abs(np.float64(balance)) / (2.0 * max(degraded, ZERO_DIVISION_PLACEHOLDER))
+    return soc, balance, max(degraded - fade, 0.0)
 
 
-def charge(soc: np.ndarray, degraded: np.ndarray, request: np.ndarray, p: BatteryParams):
-    """One ``Battery.charge(request)`` call for every battery (request > 0 charges, < 0 discharges).
+@njit(cache=True, inline="always")
+def _energy_init(soc, tab, m):
+    """Stored energy at the start of an operation (CityLearn's ``energy_init``)."""
+    return max(tab[m, MIN_ENERGY], np.float64(soc) * tab[m, CAP])
+
+
+@njit(cache=True, inline="always")
+def _charge(soc, degraded, request, m, tab, ex, ey, es, px, py, ps):
+    """``Battery.charge(request)`` for request >= 0."""
+    e0 = _energy_init(soc, tab, m)
+    energy, eff = _charge_limit(request, e0, degraded, _max_energy(e0, tab, px, py, ps, m), tab, ex, ey, es, m)
+    return _apply(energy, eff, e0, degraded, tab, m)
+
+
+@njit(cache=True, inline="always")
+def _discharge(soc, degraded, output, m, tab, ex, ey, es, px, py, ps):
+    """``Battery.charge(-output)`` for output >= 0."""
+    e0 = _energy_init(soc, tab, m)
+    energy, eff = _discharge_limit(output, e0, _max_energy(e0, tab, px, py, ps, m), tab, ex, ey, es, m)
+    return _apply(-energy, eff, e0, degraded, tab, m)
+
+
+@njit(cache=True, inline="always")
+def _available(soc, m, tab, ex, ey, es, px, py, ps):
+    """Energy the battery can deliver this step: the power limit at the current SOC,
+    capped by the energy above the depth-of-discharge floor after losses at that power."""
+    e0 = _energy_init(soc, tab, m)
+    max_energy = _max_energy(e0, tab, px, py, ps, m)
+    eff = _efficiency(max_energy, tab, ex, ey, es, m)
+    return min(max_energy, max(e0 - tab[m, MIN_ENERGY], 0.0) * math.sqrt(eff))
+
+
+@njit(cache=True, inline="always")
+def _standby(soc, m, tab):
+    """CityLearn's ``next_time_step``: standby loss, floored at the minimum SOC."""
+    return np.float32(min(max(np.float64(soc) * tab[m, KEEP], tab[m, MIN_SOC]), 1.0))
+
+
+# ---------------------------------------------------------------- array kernels
+def _charge_kernel(soc, degraded, request, model, tab, ex, ey, es, px, py, ps, soc_out, balance_out, degraded_out):
+    for i in prange(soc.shape[0]):
+        m = model[i]
+        if request[i] >= 0.0:
+            s, b, d = _charge(soc[i], degraded[i], request[i], m, tab, ex, ey, es, px, py, ps)
+        else:
+            s, b, d = _discharge(soc[i], degraded[i], -request[i], m, tab, ex, ey, es, px, py, ps)
+        soc_out[i] = s
+        balance_out[i] = b
+        degraded_out[i] = d
+
+
+def _standby_kernel(soc, model, tab, ex, ey, es, px, py, ps, soc_out):
+    for i in prange(soc.shape[0]):
+        soc_out[i] = _standby(soc[i], model[i], tab)
+
+
+_charge_serial = njit(cache=True)(_charge_kernel)
+_charge_parallel = njit(cache=True, parallel=True)(_charge_kernel)
+_standby_serial = njit(cache=True)(_standby_kernel)
+
+PARALLEL_THRESHOLD = 4096  # below this many agents, thread start-up costs more than it saves
+
+
+def charge(soc: np.ndarray, degraded: np.ndarray, request: np.ndarray, model: np.ndarray, params: BatteryParams):
+    """``Battery.charge(request[i])`` for every battery i, on model ``model[i]``.
 
     Returns ``(soc, balance, degraded)``: float32 state of charge, float32 energy
-    balance [kWh] (positive = energy drawn into the battery, negative = energy
-    delivered), float64 degraded capacity.
+    balance [kWh] (positive: drawn into the battery, negative: delivered) and the
+    float64 degraded capacity.
     """
-    e0 = energy_init(soc, p)
-    charging = request >= 0.0
-    charge_energy, charge_eff = charge_limit(np.where(charging, request, 0.0), e0, degraded, p)
-    discharge_energy, discharge_eff = discharge_limit(np.where(charging, 0.0, -request), e0, p)
-    energy = np.where(charging, charge_energy, -discharge_energy)
-    eff = np.where(charging, charge_eff, discharge_eff)
-    return apply_energy(energy, eff, e0, degraded, p)
+    n = soc.shape[0]
+    soc_out = np.empty(n, dtype=np.float32)
+    balance_out = np.empty(n, dtype=np.float32)
+    degraded_out = np.empty(n, dtype=np.float64)
+    kernel = _charge_parallel if n >= PARALLEL_THRESHOLD else _charge_serial
+    kernel(np.asarray(soc, np.float32), np.asarray(degraded, np.float64), np.asarray(request, np.float64),
+           np.asarray(model, np.int64), *params.kernel_args, soc_out, balance_out, degraded_out)
+    return soc_out, balance_out, degraded_out
 
 
-def charge_only(soc, degraded, request, p: BatteryParams):
-    """``charge`` specialised to non-negative requests (one branch: half the work)."""
-    e0 = energy_init(soc, p)
-    energy, eff = charge_limit(request, e0, degraded, p)
-    return apply_energy(energy, eff, e0, degraded, p)
-
-
-def discharge_only(soc, degraded, output, p: BatteryParams):
-    """``charge(-output)`` specialised to non-negative output requests."""
-    e0 = energy_init(soc, p)
-    energy, eff = discharge_limit(output, e0, p)
-    return apply_energy(-energy, eff, e0, degraded, p)
-
-
-def available_discharge(soc: np.ndarray, p: BatteryParams) -> np.ndarray:
-    """Energy [kWh] the battery would deliver this step if asked for its nominal power."""
-    e0 = energy_init(soc, p)
-    energy, _ = discharge_limit(p.nominal_power * p.step_hours, e0, p)
-    return energy
-
-
-def standby_loss(soc: np.ndarray, p: BatteryParams) -> np.ndarray:
-    """SOC carried to the next step (CityLearn's ``next_time_step``)."""
-    return np.clip(soc.astype(np.float64) * (1.0 - p.loss_coefficient), p.minimum_soc, 1.0).astype(np.float32)
+def standby_loss(soc: np.ndarray, model: np.ndarray, params: BatteryParams) -> np.ndarray:
+    """SOC carried into the next hour (CityLearn's ``next_time_step``)."""
+    out = np.empty(soc.shape[0], dtype=np.float32)
+    _standby_serial(np.asarray(soc, np.float32), np.asarray(model, np.int64), *params.kernel_args, out)
+    return out

@@ -61,7 +61,11 @@ class BatteryParams:
         capacity_power_curve,
         seconds_per_time_step: float = 3600.0,
     ) -> "BatteryParams":
-        """Build from CityLearn-style values; curves have shape (B, 2, K)."""
+        """Build from CityLearn-style values; curves have shape (B, 2, K).
+
+        ``loss_coefficient`` is the per-step standby loss, as CityLearn's
+        ``Battery.loss_coefficient`` property reports it.
+        """
         f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
         eff = _checked_curve("power_efficiency_curve", power_efficiency_curve)
         pow_ = _checked_curve("capacity_power_curve", capacity_power_curve)
@@ -69,7 +73,7 @@ class BatteryParams:
             capacity=f64(capacity),
             nominal_power=f64(nominal_power),
             capacity_loss_coefficient=f64(capacity_loss_coefficient),
-            loss_coefficient=f64(loss_coefficient) * max(seconds_per_time_step / 3600.0, 0.0),
+            loss_coefficient=f64(loss_coefficient),
             depth_of_discharge=f64(depth_of_discharge),
             efficiency_x=f64(eff[:, 0, :]),
             efficiency_y=f64(eff[:, 1, :]),

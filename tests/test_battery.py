@@ -26,7 +26,7 @@ def params_of(batteries):
         capacity=[b.capacity for b in batteries],
         nominal_power=[b.nominal_power for b in batteries],
         capacity_loss_coefficient=[b.capacity_loss_coefficient for b in batteries],
-        loss_coefficient=[b._StorageDevice__loss_coefficient for b in batteries],
+        loss_coefficient=[b.loss_coefficient for b in batteries],
         depth_of_discharge=[b.depth_of_discharge for b in batteries],
         power_efficiency_curve=np.stack([b.power_efficiency_curve for b in batteries]),
         capacity_power_curve=np.stack([b.capacity_power_curve for b in batteries]),

@@ -1,0 +1,300 @@
+"""Vectorized core: N agents stepped with array operations only.
+
+The core owns the per-agent layout (which building profile each agent
+replays, with which time offset and demand scale), the battery parameters,
+the state (state of charge, degraded capacity, backlog) and the multipliers
+of the state augmentation. ``reset`` and ``step`` work on (N, ...) arrays; the
+PettingZoo and Gymnasium views in this package are thin adapters around it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from cmarl_env import dynamics
+from cmarl_env.battery import BatteryParams
+from cmarl_env.config import TRAIN_HOURS, EnvConfig, paper_demand_scales
+from cmarl_env.data import BuildingData, load_dataset
+
+BASE_FEATURES = ("demand", "backlog", "soc", "solar", "price", "hour_sin", "hour_cos")
+MULTIPLIER_FEATURES = ("lambda", "nu")
+
+
+def observation_layout(augment: bool) -> tuple[str, ...]:
+    """Names of the observation columns, in order."""
+    return BASE_FEATURES + (MULTIPLIER_FEATURES if augment else ())
+
+
+@dataclass(frozen=True)
+class AgentLayout:
+    """Which data each agent replays; all arrays have shape (N,)."""
+
+    building: np.ndarray
+    offset: np.ndarray
+    scale: np.ndarray
+
+    @property
+    def types(self) -> np.ndarray:
+        """Agent type index: agents with equal demand scale share a type."""
+        return np.unique(self.scale, return_inverse=True)[1]
+
+
+class NonFiniteActionError(ValueError):
+    """An action contained NaN or an infinity; ``agents`` holds the offending indices."""
+
+    def __init__(self, agents: list[int]):
+        self.agents = agents
+        super().__init__(
+            f"non-finite (NaN or infinite) action for agent index(es) {agents}; actions must be finite numbers in [0, 1]"
+        )
+
+
+class CoreStep(NamedTuple):
+    obs: np.ndarray
+    signals: dynamics.StepSignals
+    reward: np.ndarray
+    lagrangian: np.ndarray
+    clipped: np.ndarray
+    truncated: bool
+
+
+def resolve_window(config: EnvConfig, n_steps: int) -> tuple[int, int]:
+    """Data hours [first, end) the scenario draws from."""
+    if config.window is not None:
+        lo, hi = config.window
+    elif config.split == "train":
+        lo, hi = TRAIN_HOURS
+    elif config.split == "test":
+        lo, hi = TRAIN_HOURS[1], n_steps
+    else:
+        lo, hi = 0, n_steps
+    if hi > n_steps:
+        raise ValueError(f"window=({lo}, {hi}) exceeds the dataset's {n_steps} hours; allowed end_hour <= {n_steps}")
+    return lo, hi
+
+
+def build_layout(config: EnvConfig, data: BuildingData, width: int) -> AgentLayout:
+    """Agents 0..B-1 replay the chosen buildings as they are; later agents reuse them with seeded time offsets."""
+    n = config.n_agents
+    chosen = np.arange(data.n_buildings) if config.buildings is None else np.asarray(config.buildings)
+    if chosen.max() >= data.n_buildings:
+        raise ValueError(
+            f"buildings={config.buildings!r} names building {int(chosen.max())}, "
+            f"but {data.name} has {data.n_buildings} buildings (allowed indices 0..{data.n_buildings - 1})"
+        )
+    building = chosen[np.arange(n) % chosen.size].astype(np.int64)
+    offset = np.zeros(n, dtype=np.int64)
+    if n > chosen.size:
+        rng = np.random.default_rng([config.seed, 0x0FF5E7])
+        offset[chosen.size :] = rng.integers(0, width, size=n - chosen.size)
+    scales = config.demand_scales
+    if scales is None:
+        scale = np.asarray(paper_demand_scales(n), dtype=np.float64)
+    else:
+        scale = np.broadcast_to(np.asarray(scales, dtype=np.float64), (n,)).copy()
+    return AgentLayout(building=building, offset=offset, scale=scale)
+
+
+class DemandResponseCore:
+    """N-agent demand-response dynamics on CityLearn data, with array in/array out."""
+
+    def __init__(self, config: EnvConfig | None = None, data: BuildingData | None = None):
+        self.config = config = config or EnvConfig()
+        self.data = data if data is not None else load_dataset(config.dataset)
+        self.window = resolve_window(config, self.data.n_steps)
+        self.width = self.window[1] - self.window[0]
+        self.layout = build_layout(config, self.data, self.width)
+        self.n_agents = config.n_agents
+        self.layout_names = observation_layout(config.augment)
+        self.obs_dim = len(self.layout_names)
+
+        d = self.data
+        lo, hi = self.window
+        b = self.layout.building
+        self._demand = np.ascontiguousarray(d.demand_kwh[:, lo:hi]).ravel()
+        self._solar = np.ascontiguousarray(d.solar_kwh[:, lo:hi]).ravel()
+        self._price = np.ascontiguousarray(d.price[:, lo:hi]).ravel()
+        angle = 2.0 * np.pi * (np.asarray(d.hour[lo:hi], dtype=np.float64) % 24.0) / 24.0
+        self._hour_sin, self._hour_cos = np.sin(angle), np.cos(angle)
+        self._row = b * self.width
+        self._offset = self.layout.offset
+        self._scale = self.layout.scale
+        self._scale_is_one = bool(np.all(self._scale == 1.0))
+        self.params = BatteryParams.from_arrays(
+            capacity=d.battery_capacity,
+            nominal_power=d.battery_nominal_power,
+            capacity_loss_coefficient=d.battery_capacity_loss_coefficient,
+            loss_coefficient=d.battery_loss_coefficient,
+            depth_of_discharge=d.battery_depth_of_discharge,
+            power_efficiency_curve=d.power_efficiency_curve,
+            capacity_power_curve=d.capacity_power_curve,
+            seconds_per_time_step=d.seconds_per_time_step,
+        )
+        self._model = b
+        self._capacity = self.params.capacity[b]
+        soc0 = d.battery_initial_soc[b] if config.initial_soc is None else np.full(self.n_agents, config.initial_soc)
+        self._initial_soc = np.maximum(soc0, self.params.minimum_soc[b]).astype(np.float32)
+
+        weights = np.zeros((d.n_buildings, self.width))
+        np.add.at(weights, (b, self.layout.offset), self._scale)
+        self.aggregate_demand = dynamics.aggregate_profile(d.demand_kwh[:, lo:hi], weights)
+        self.peak_demand = float(self.aggregate_demand.max())
+        self.grid_limit = config.constraint_fraction * self.peak_demand
+        self.share = self.grid_limit / self.n_agents
+
+        self.demand_norm = float(d.demand_kwh[:, lo:hi].max())
+        self.solar_norm = max(float(d.solar_kwh[:, lo:hi].max()), 1e-9)
+        self.price_norm = max(float(d.price[:, lo:hi].max()), 1e-9)
+        self.lambda_range = tuple(map(float, config.lambda_range))
+        self.nu_range = tuple(map(float, config.nu_range))
+
+        self.np_random = np.random.default_rng(config.seed)
+        self.lam = np.zeros(self.n_agents)
+        self.nu = np.zeros(self.n_agents)
+        self.t = 0
+        self.start_hour = lo
+        self.soc = self._initial_soc.copy()
+        self.degraded = self._capacity.copy()
+        self.backlog = np.zeros(self.n_agents)
+        self._load(0)
+
+    # ----------------------------------------------------------------- episode
+    def reset(self, seed: int | None = None, start_hour=None, per_agent_start: bool = False) -> np.ndarray:
+        """Start an episode: fresh batteries and backlog, a start hour, multipliers per the config.
+
+        ``start_hour`` is an int, an (N,) array of per-agent start hours, or None
+        for the config's start hour (random in the window when that is None too;
+        one draw per agent with ``per_agent_start=True``).
+        """
+        if seed is not None:
+            self.np_random = np.random.default_rng(seed)
+        lo, hi = self.window
+        if start_hour is None:
+            start_hour = self.config.start_hour
+        if start_hour is None:
+            last = max(hi - self.config.episode_length, lo)
+            size = self.n_agents if per_agent_start else None
+            start_hour = self.np_random.integers(lo, last + 1, size=size)
+        start = np.asarray(start_hour, dtype=np.int64)
+        if start.ndim > 1 or (start.ndim == 1 and start.shape != (self.n_agents,)):
+            raise ValueError(f"start_hour must be an int or have shape ({self.n_agents},), got {start.shape}")
+        if start.size and (start.min() < lo or start.max() >= hi):
+            raise ValueError(f"start_hour={start_hour} is outside the data window [{lo}, {hi}) of split {self.config.split!r}")
+        self.start_hour = int(start) if start.ndim == 0 else start
+        self.t = 0
+        self.soc = self._initial_soc.copy()
+        self.degraded = self._capacity.copy()
+        self.backlog = np.zeros(self.n_agents)
+        if self.config.multiplier_mode == "sampled":
+            self.sample_multipliers()
+        self._load(0)
+        return self.observe()
+
+    def sample_multipliers(self) -> None:
+        """Draw each agent's (lambda, nu) uniformly from the configured ranges."""
+        self.lam = self.np_random.uniform(*self.lambda_range, size=self.n_agents)
+        self.nu = self.np_random.uniform(*self.nu_range, size=self.n_agents)
+
+    def set_multipliers(self, lam=None, nu=None) -> None:
+        """Set multipliers (scalar or one per agent); values outside the ranges raise."""
+        if lam is not None:
+            self.lam = self._checked_multiplier("lambda", lam, self.lambda_range)
+        if nu is not None:
+            self.nu = self._checked_multiplier("nu", nu, self.nu_range)
+
+    def _checked_multiplier(self, name, value, bounds) -> np.ndarray:
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != self.n_agents):
+            raise ValueError(f"{name} must be a scalar or have shape ({self.n_agents},), got {arr.shape}")
+        if not np.all(np.isfinite(arr)) or arr.min() < bounds[0] or arr.max() > bounds[1]:
+            raise ValueError(f"{name} values must lie in {list(bounds)}; got min {arr.min()}, max {arr.max()}")
+        return np.broadcast_to(arr, (self.n_agents,)).copy()
+
+    # ------------------------------------------------------------------- steps
+    def _load(self, t: int) -> None:
+        """Gather this hour's data for every agent (one fancy index per signal)."""
+        lo = self.window[0]
+        col = (self.start_hour - lo + t + self._offset) % self.width
+        idx = self._row + col
+        demand = self._demand[idx]
+        self.demand = demand if self._scale_is_one else demand * self._scale
+        self.solar = self._solar[idx]
+        self.price = self._price[idx]
+        self.hour_sin = self._hour_sin[col]
+        self.hour_cos = self._hour_cos[col]
+
+    def observe(self) -> np.ndarray:
+        """Observation matrix (N, obs_dim), float32; rows follow ``observation_layout``."""
+        o = np.empty((self.n_agents, self.obs_dim), dtype=np.float32)
+        o[:, 0] = self.demand / self.demand_norm
+        o[:, 1] = self.backlog / self.demand_norm
+        o[:, 2] = self.soc
+        o[:, 3] = self.solar / self.solar_norm
+        o[:, 4] = self.price / self.price_norm
+        o[:, 5] = self.hour_sin
+        o[:, 6] = self.hour_cos
+        if self.config.augment:
+            o[:, 7] = (self.lam - self.lambda_range[0]) / (self.lambda_range[1] - self.lambda_range[0])
+            o[:, 8] = (self.nu - self.nu_range[0]) / (self.nu_range[1] - self.nu_range[0])
+        return o
+
+    def check_actions(self, actions) -> tuple[np.ndarray, np.ndarray]:
+        """Validate an (N, 2) action array; returns (clipped actions, per-agent clipped flag)."""
+        a = np.asarray(actions, dtype=np.float64)
+        if a.shape != (self.n_agents, 2):
+            raise ValueError(f"actions must have shape ({self.n_agents}, 2) = (agents, [battery, grid]), got {a.shape}")
+        finite = np.isfinite(a).all(axis=1)
+        if not finite.all():
+            raise NonFiniteActionError(np.flatnonzero(~finite)[:10].tolist())
+        clipped = ((a < 0.0) | (a > 1.0)).any(axis=1)
+        if clipped.any():
+            a = np.clip(a, 0.0, 1.0)
+        return a, clipped
+
+    def step(self, actions) -> CoreStep:
+        """Apply (N, 2) actions in [0, 1] (battery fraction, grid fraction); out-of-range values are clipped."""
+        a, clipped = self.check_actions(actions)
+        self.soc, self.degraded, sig = dynamics.step(
+            self.soc, self.degraded, self.backlog, self.demand, self.solar, self.price,
+            a[:, 0], a[:, 1], self._model, self.params,
+        )
+        self.backlog = sig.backlog
+        lagrangian = dynamics.lagrangian_reward(sig.r0, sig.e_grid, sig.r2, self.lam, self.nu, self.share)
+        reward = lagrangian if self.config.reward == "lagrangian" else sig.r0
+        self.t += 1
+        self._load(self.t)
+        truncated = self.t >= self.config.episode_length
+        return CoreStep(self.observe(), sig, reward, lagrangian, clipped, truncated)
+
+    # ------------------------------------------------------------------- facts
+    @property
+    def agent_types(self) -> np.ndarray:
+        return self.layout.types
+
+    @property
+    def type_scales(self) -> np.ndarray:
+        return np.unique(self.layout.scale)
+
+    def state(self) -> np.ndarray:
+        """Global state: every agent's observation, stacked (N * obs_dim,)."""
+        return self.observe().ravel().copy()
+
+    def describe(self) -> dict:
+        """JSON-friendly facts a run folder records."""
+        return {
+            "n_agents": self.n_agents,
+            "dataset": self.data.name,
+            "window": list(self.window),
+            "peak_aggregate_demand_kwh": self.peak_demand,
+            "grid_limit_kwh": self.grid_limit,
+            "share_kwh": self.share,
+            "observation_layout": list(self.layout_names),
+            "type_scales": self.type_scales.tolist(),
+            "demand_norm": self.demand_norm,
+            "solar_norm": self.solar_norm,
+            "price_norm": self.price_norm,
+        }
+

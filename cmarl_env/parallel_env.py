@@ -1,0 +1,220 @@
+"""PettingZoo ``ParallelEnv`` adapter around the vectorized core.
+
+The adapter only converts between agent-keyed dicts and the core's (N, ...)
+arrays; all dynamics live in :mod:`cmarl_env.dynamics`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from cmarl_env import graphs
+from cmarl_env.config import EnvConfig
+from cmarl_env.core import DemandResponseCore, NonFiniteActionError
+from cmarl_env.data import BuildingData
+from cmarl_env.render import EpisodeHistory, render_ansi, render_rgb
+
+INFO_KEYS = (
+    "demand", "solar", "solar_to_battery", "curtailed", "e_bat", "e_grid", "backlog",
+    "r0", "r2", "price", "cost", "lambda", "nu", "lagrangian_reward", "grid_share",
+)
+
+
+class DemandResponseParallelEnv(ParallelEnv):
+    """Constrained demand response: N buildings share a grid-capacity limit.
+
+    Observations (per agent, float32): demand, backlog, state of charge, solar,
+    price (each scaled to about unit range), hour of day as sin/cos and, with
+    ``augment=True``, the agent's multipliers (lambda, nu) normalised to [0, 1]
+    by their ranges. Actions: ``[battery fraction, grid fraction]`` in [0, 1]^2;
+    out-of-range values are clipped to the space and counted in
+    ``infos[agent]["clipped_actions"]``; NaN or infinite values raise.
+    Reward: the objective ``r0 = -price * e_grid`` (or the Lagrangian reward
+    with ``reward="lagrangian"``). ``infos[agent]`` carries every signal,
+    including ``"cost"`` (the global-constraint signal ``e_grid``) and
+    ``"grid_share"`` (c/N, the agent's share of the grid limit).
+    """
+
+    metadata = {
+        "name": "demand_response_v0",
+        "render_modes": ["human", "ansi", "rgb_array"],
+        "is_parallelizable": True,
+        "render_fps": 4,
+    }
+
+    def __init__(self, config: EnvConfig | None = None, *, data: BuildingData | None = None, **overrides: Any):
+        config = (config or EnvConfig()).replace(**overrides) if overrides else (config or EnvConfig())
+        self.config = config
+        self.render_mode = config.render_mode
+        self.core = DemandResponseCore(config, data)
+        if isinstance(config.graph, str):
+            self.graph = graphs.make_graph(config.graph, config.n_agents, seed=config.seed, **dict(config.graph_params))
+        else:
+            self.graph = config.graph
+        graphs.check_connected(self.graph, config.n_agents)
+        self.possible_agents = [f"building_{i}" for i in range(config.n_agents)]
+        self.agent_name_mapping = {name: i for i, name in enumerate(self.possible_agents)}
+        self.agents: list[str] = []
+        self.history = EpisodeHistory()
+        self._clip_counts = np.zeros(config.n_agents, dtype=np.int64)
+        n, dim = config.n_agents, self.core.obs_dim
+        self._obs_low, self._obs_high = _observation_bounds(self.core.layout_names)
+        self.state_space = spaces.Box(
+            np.tile(self._obs_low, n), np.tile(self._obs_high, n), shape=(n * dim,), dtype=np.float32
+        )
+        self._last_obs = self.core.observe()
+
+    # ------------------------------------------------------------------ spaces
+    @functools.lru_cache(maxsize=None)
+    def observation_space(self, agent: str) -> spaces.Box:
+        self._index(agent)
+        return spaces.Box(self._obs_low, self._obs_high, dtype=np.float32)
+
+    @functools.lru_cache(maxsize=None)
+    def action_space(self, agent: str) -> spaces.Box:
+        self._index(agent)
+        return spaces.Box(0.0, 1.0, shape=(2,), dtype=np.float32)
+
+    def _index(self, agent: str) -> int:
+        try:
+            return self.agent_name_mapping[agent]
+        except KeyError:
+            raise ValueError(f"unknown agent {agent!r}; agents are building_0 .. building_{self.config.n_agents - 1}") from None
+
+    # ------------------------------------------------------------------- API
+    def reset(self, seed: int | None = None, options: Mapping[str, Any] | None = None):
+        """Options: ``start_hour`` (int) and ``multipliers`` ({"lambda": ..., "nu": ...})."""
+        options = dict(options or {})
+        obs = self.core.reset(seed=seed, start_hour=options.get("start_hour"))
+        multipliers = options.get("multipliers")
+        if multipliers:
+            self.set_multipliers(lam=multipliers.get("lambda"), nu=multipliers.get("nu"))
+            obs = self.core.observe()
+        self.agents = list(self.possible_agents)
+        self._clip_counts[:] = 0
+        self.history = EpisodeHistory()
+        self.history.record_state(self.core)
+        self._last_obs = obs
+        return {a: obs[i] for i, a in enumerate(self.agents)}, {a: {} for a in self.agents}
+
+    def step(self, actions: Mapping[str, Any]):
+        if not self.agents:
+            raise RuntimeError("step() called on a finished episode; call reset() first")
+        batch = self._stack_actions(actions)
+        try:
+            out = self.core.step(batch)
+        except NonFiniteActionError as err:
+            names = [self.possible_agents[i] for i in err.agents]
+            raise ValueError(f"non-finite (NaN or infinite) action for agent(s) {names}; actions must be finite numbers in [0, 1]") from None
+        self._clip_counts += out.clipped
+        sig = out.signals
+        self.history.record_step(self.core, sig)
+        self._last_obs = out.obs
+        columns = np.stack([
+            sig.demand, sig.solar, sig.solar_to_battery, sig.curtailed, sig.e_bat, sig.e_grid, sig.backlog,
+            sig.r0, sig.r2, sig.price, sig.e_grid, self.core.lam, self.core.nu, out.lagrangian,
+            np.full(self.config.n_agents, self.core.share),
+        ], axis=1).tolist()
+        clipped = out.clipped.tolist()
+        counts = self._clip_counts.tolist()
+        rewards = out.reward.tolist()
+        agents = self.agents
+        obs = {a: out.obs[i] for i, a in enumerate(agents)}
+        infos = {}
+        for i, a in enumerate(agents):
+            info = dict(zip(INFO_KEYS, columns[i]))
+            info["action_clipped"] = clipped[i]
+            info["clipped_actions"] = counts[i]
+            infos[a] = info
+        reward = dict(zip(agents, rewards))
+        terminations = dict.fromkeys(agents, False)
+        truncations = dict.fromkeys(agents, out.truncated)
+        if out.truncated:
+            self.agents = []
+        if self.render_mode == "human":
+            print(self.render_text())
+        return obs, reward, terminations, truncations, infos
+
+    def _stack_actions(self, actions: Mapping[str, Any]) -> np.ndarray:
+        if not isinstance(actions, Mapping):
+            raise ValueError(f"actions must be a dict agent -> [battery, grid], got {type(actions).__name__}")
+        if len(actions) != len(self.agents) or any(a not in actions for a in self.agents):
+            missing = [a for a in self.agents if a not in actions]
+            extra = [a for a in actions if a not in self.agent_name_mapping]
+            raise ValueError(f"actions must cover exactly the live agents; missing {missing}, unknown {extra}")
+        rows = []
+        for a in self.agents:
+            value = np.asarray(actions[a], dtype=np.float64)
+            if value.shape != (2,):
+                raise ValueError(f"action for agent {a!r} must have shape (2,) = [battery, grid], got shape {value.shape}")
+            rows.append(value)
+        return np.stack(rows)
+
+    def state(self) -> np.ndarray:
+        return self._last_obs.ravel().copy()
+
+    def render(self):
+        if self.render_mode is None:
+            return None
+        if self.render_mode == "rgb_array":
+            return render_rgb(self.history, self.core)
+        text = self.render_text()
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    def render_text(self) -> str:
+        return render_ansi(self.history, self.core)
+
+    def close(self) -> None:
+        self.history = EpisodeHistory()
+
+    # ------------------------------------------------------- augmentation API
+    def set_multipliers(self, lam=None, nu=None) -> None:
+        """Set (lambda, nu): a scalar, an array of shape (N,), or a dict agent -> value."""
+        self.core.set_multipliers(lam=self._per_agent(lam, self.core.lam), nu=self._per_agent(nu, self.core.nu))
+        self._last_obs = self.core.observe()
+
+    def get_multipliers(self) -> dict[str, dict[str, float]]:
+        """Current multipliers as ``{"lambda": {agent: value}, "nu": {agent: value}}``."""
+        return {
+            "lambda": dict(zip(self.possible_agents, self.core.lam.tolist())),
+            "nu": dict(zip(self.possible_agents, self.core.nu.tolist())),
+        }
+
+    def _per_agent(self, value, current: np.ndarray):
+        if value is None or not isinstance(value, Mapping):
+            return value
+        out = current.copy()
+        for agent, v in value.items():
+            out[self._index(agent)] = v
+        return out
+
+    @functools.cached_property
+    def random_walk_matrix(self):
+        """Sparse D^-1 A of the communication graph (for consensus)."""
+        return graphs.random_walk_matrix(self.graph, self.config.n_agents)
+
+    @property
+    def grid_limit(self) -> float:
+        return self.core.grid_limit
+
+    @property
+    def agent_types(self) -> dict[str, int]:
+        return dict(zip(self.possible_agents, self.core.agent_types.tolist()))
+
+
+def _observation_bounds(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    bounds = {
+        "demand": (0.0, np.inf), "backlog": (0.0, np.inf), "soc": (0.0, 1.0), "solar": (0.0, 1.0),
+        "price": (0.0, 1.0), "hour_sin": (-1.0, 1.0), "hour_cos": (-1.0, 1.0), "lambda": (0.0, 1.0), "nu": (0.0, 1.0),
+    }
+    low = np.array([bounds[n][0] for n in names], dtype=np.float32)
+    high = np.array([bounds[n][1] for n in names], dtype=np.float32)
+    return low, high

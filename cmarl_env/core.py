@@ -114,15 +114,18 @@ class DemandResponseCore:
         d = self.data
         lo, hi = self.window
         b = self.layout.building
-        self._demand = np.ascontiguousarray(d.demand_kwh[:, lo:hi]).ravel()
-        self._solar = np.ascontiguousarray(d.solar_kwh[:, lo:hi]).ravel()
-        self._price = np.ascontiguousarray(d.price[:, lo:hi]).ravel()
         angle = 2.0 * np.pi * (np.asarray(d.hour[lo:hi], dtype=np.float64) % 24.0) / 24.0
-        self._hour_sin, self._hour_cos = np.sin(angle), np.cos(angle)
+        self._tables = (
+            np.ascontiguousarray(d.demand_kwh[:, lo:hi]).ravel(),
+            np.ascontiguousarray(d.solar_kwh[:, lo:hi]).ravel(),
+            np.ascontiguousarray(d.price[:, lo:hi]).ravel(),
+            np.sin(angle),
+            np.cos(angle),
+        )
         self._row = b * self.width
         self._offset = self.layout.offset
         self._scale = self.layout.scale
-        self._scale_is_one = bool(np.all(self._scale == 1.0))
+        self._lagrangian_reward = config.reward == "lagrangian"
         self.params = BatteryParams.from_arrays(
             capacity=d.battery_capacity,
             nominal_power=d.battery_nominal_power,
@@ -150,12 +153,18 @@ class DemandResponseCore:
         self.price_norm = max(float(d.price[:, lo:hi].max()), 1e-9)
         self.lambda_range = tuple(map(float, config.lambda_range))
         self.nu_range = tuple(map(float, config.nu_range))
+        self._norms = np.array([
+            1.0 / self.demand_norm, 1.0 / self.solar_norm, 1.0 / self.price_norm,
+            self.lambda_range[0], 1.0 / (self.lambda_range[1] - self.lambda_range[0]),
+            self.nu_range[0], 1.0 / (self.nu_range[1] - self.nu_range[0]),
+        ])
 
         self.np_random = np.random.default_rng(config.seed)
         self.lam = np.zeros(self.n_agents)
         self.nu = np.zeros(self.n_agents)
         self.t = 0
         self.start_hour = lo
+        self._phase = self._offset.copy()
         self.soc = self._initial_soc.copy()
         self.degraded = self._capacity.copy()
         self.backlog = np.zeros(self.n_agents)
@@ -184,14 +193,14 @@ class DemandResponseCore:
         if start.size and (start.min() < lo or start.max() >= hi):
             raise ValueError(f"start_hour={start_hour} is outside the data window [{lo}, {hi}) of split {self.config.split!r}")
         self.start_hour = int(start) if start.ndim == 0 else start
+        self._phase = np.ascontiguousarray(start - lo + self._offset, dtype=np.int64)
         self.t = 0
         self.soc = self._initial_soc.copy()
         self.degraded = self._capacity.copy()
         self.backlog = np.zeros(self.n_agents)
         if self.config.multiplier_mode == "sampled":
             self.sample_multipliers()
-        self._load(0)
-        return self.observe()
+        return self._load(0)
 
     def sample_multipliers(self) -> None:
         """Draw each agent's (lambda, nu) uniformly from the configured ranges."""
@@ -214,60 +223,41 @@ class DemandResponseCore:
         return np.broadcast_to(arr, (self.n_agents,)).copy()
 
     # ------------------------------------------------------------------- steps
-    def _load(self, t: int) -> None:
-        """Gather this hour's data for every agent (one fancy index per signal)."""
-        lo = self.window[0]
-        col = (self.start_hour - lo + t + self._offset) % self.width
-        idx = self._row + col
-        demand = self._demand[idx]
-        self.demand = demand if self._scale_is_one else demand * self._scale
-        self.solar = self._solar[idx]
-        self.price = self._price[idx]
-        self.hour_sin = self._hour_sin[col]
-        self.hour_cos = self._hour_cos[col]
+    def _load(self, t: int) -> np.ndarray:
+        """Gather hour ``t``'s data for every agent and return the observation."""
+        self.demand, self.solar, self.price, obs = dynamics.gather_and_observe(
+            t, self._phase, self._row, self.width, self._tables, self._scale, self.backlog, self.soc,
+            self.lam, self.nu, self._norms, self.config.augment, self.obs_dim,
+        )
+        return obs
 
     def observe(self) -> np.ndarray:
-        """Observation matrix (N, obs_dim), float32; rows follow ``observation_layout``."""
-        o = np.empty((self.n_agents, self.obs_dim), dtype=np.float32)
-        o[:, 0] = self.demand / self.demand_norm
-        o[:, 1] = self.backlog / self.demand_norm
-        o[:, 2] = self.soc
-        o[:, 3] = self.solar / self.solar_norm
-        o[:, 4] = self.price / self.price_norm
-        o[:, 5] = self.hour_sin
-        o[:, 6] = self.hour_cos
-        if self.config.augment:
-            o[:, 7] = (self.lam - self.lambda_range[0]) / (self.lambda_range[1] - self.lambda_range[0])
-            o[:, 8] = (self.nu - self.nu_range[0]) / (self.nu_range[1] - self.nu_range[0])
-        return o
-
-    def check_actions(self, actions) -> tuple[np.ndarray, np.ndarray]:
-        """Validate an (N, 2) action array; returns (clipped actions, per-agent clipped flag)."""
-        a = np.asarray(actions, dtype=np.float64)
-        if a.shape != (self.n_agents, 2):
-            raise ValueError(f"actions must have shape ({self.n_agents}, 2) = (agents, [battery, grid]), got {a.shape}")
-        finite = np.isfinite(a).all(axis=1)
-        if not finite.all():
-            raise NonFiniteActionError(np.flatnonzero(~finite)[:10].tolist())
-        clipped = ((a < 0.0) | (a > 1.0)).any(axis=1)
-        if clipped.any():
-            a = np.clip(a, 0.0, 1.0)
-        return a, clipped
+        """Observation matrix (N, obs_dim), float32; columns follow ``observation_layout``."""
+        return self._load(self.t)
 
     def step(self, actions) -> CoreStep:
-        """Apply (N, 2) actions in [0, 1] (battery fraction, grid fraction); out-of-range values are clipped."""
-        a, clipped = self.check_actions(actions)
-        self.soc, self.degraded, sig = dynamics.step(
-            self.soc, self.degraded, self.backlog, self.demand, self.solar, self.price,
-            a[:, 0], a[:, 1], self._model, self.params,
+        """Apply (N, 2) actions (battery fraction, grid fraction); values outside [0, 1] are clipped.
+
+        Raises ``NonFiniteActionError`` (a ``ValueError``) naming the agents whose
+        action holds NaN or an infinity; the state is then left unchanged.
+        """
+        a = np.ascontiguousarray(actions, dtype=np.float64)
+        if a.shape != (self.n_agents, 2):
+            raise ValueError(f"actions must have shape ({self.n_agents}, 2) = (agents, [battery, grid]), got {a.shape}")
+        res = dynamics.step(
+            self.soc, self.degraded, self.backlog, self.demand, self.solar, self.price, a,
+            self.lam, self.nu, self.share, self._model, self.params,
         )
-        self.backlog = sig.backlog
-        lagrangian = dynamics.lagrangian_reward(sig.r0, sig.e_grid, sig.r2, self.lam, self.nu, self.share)
-        reward = lagrangian if self.config.reward == "lagrangian" else sig.r0
+        flags = res.flags
+        if flags.max(initial=0) == dynamics.NON_FINITE:
+            raise NonFiniteActionError(np.flatnonzero(flags == dynamics.NON_FINITE)[:10].tolist())
+        sig = res.signals
+        self.soc, self.degraded, self.backlog = res.soc, res.degraded, sig.backlog
+        reward = res.lagrangian if self._lagrangian_reward else sig.r0
         self.t += 1
-        self._load(self.t)
+        obs = self._load(self.t)
         truncated = self.t >= self.config.episode_length
-        return CoreStep(self.observe(), sig, reward, lagrangian, clipped, truncated)
+        return CoreStep(obs, sig, reward, res.lagrangian, flags == dynamics.CLIPPED, truncated)
 
     # ------------------------------------------------------------------- facts
     @property

@@ -35,9 +35,21 @@ class StepSignals(NamedTuple):
         return self.e_grid
 
 
-def _step_kernel(soc, degraded, backlog, demand, solar, price, a_bat, a_grid, model, tab, ex, ey, es, px, py, ps,
-                 soc_out, degraded_out, solar_out, e_bat_out, e_grid_out, backlog_out, r0_out, r2_out):
+OK, CLIPPED, NON_FINITE = 0, 1, 2  # per-agent action flags
+
+
+def _step_kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu, share, model,
+                 tab, ex, ey, es, px, py, ps,
+                 soc_out, degraded_out, solar_out, e_bat_out, e_grid_out, backlog_out, r0_out, r2_out, lagr_out, flag_out):
     for i in prange(soc.shape[0]):
+        a_bat = actions[i, 0]
+        a_grid = actions[i, 1]
+        if not (np.isfinite(a_bat) and np.isfinite(a_grid)):
+            flag_out[i] = NON_FINITE
+            continue
+        flag_out[i] = CLIPPED if (a_bat < 0.0 or a_bat > 1.0 or a_grid < 0.0 or a_grid > 1.0) else OK
+        a_bat = min(max(a_bat, 0.0), 1.0)
+        a_grid = min(max(a_grid, 0.0), 1.0)
         m = model[i]
         s = soc[i]
         deg = degraded[i]
@@ -47,17 +59,21 @@ def _step_kernel(soc, degraded, backlog, demand, solar, price, a_bat, a_grid, mo
             solar_out[i] = np.float64(bal)
         to_serve = demand[i] + backlog[i]
         e_bat = 0.0
-        if a_bat[i] > 0.0 and to_serve > 0.0:
-            request = a_bat[i] * min(battery._available(s, m, tab, ex, ey, es, px, py, ps), to_serve)
-            s, bal, deg = battery._discharge(s, deg, request, m, tab, ex, ey, es, px, py, ps)
-            e_bat = min(-np.float64(bal), to_serve)
+        if a_bat > 0.0 and to_serve > 0.0:
+            request = a_bat * min(battery._available(s, m, tab, ex, ey, es, px, py, ps), to_serve)
+            if request > 0.0:
+                s, bal, deg = battery._discharge(s, deg, request, m, tab, ex, ey, es, px, py, ps)
+                e_bat = min(-np.float64(bal), to_serve)
         unserved = to_serve - e_bat
-        e_grid = a_grid[i] * unserved
+        e_grid = a_grid * unserved
+        r0 = -price[i] * e_grid
+        r2 = demand[i] - e_grid - e_bat
         e_bat_out[i] = e_bat
         e_grid_out[i] = e_grid
         backlog_out[i] = unserved - e_grid
-        r0_out[i] = -price[i] * e_grid
-        r2_out[i] = demand[i] - e_grid - e_bat
+        r0_out[i] = r0
+        r2_out[i] = r2
+        lagr_out[i] = r0 + lam[i] * (share - e_grid) + nu[i] * r2
         soc_out[i] = battery._standby(s, m, tab)
         degraded_out[i] = deg
 
@@ -66,34 +82,76 @@ _step_serial = njit(cache=True)(_step_kernel)
 _step_parallel = njit(cache=True, parallel=True)(_step_kernel)
 
 
-def step(
-    soc: np.ndarray,
-    degraded: np.ndarray,
-    backlog: np.ndarray,
-    demand: np.ndarray,
-    solar: np.ndarray,
-    price: np.ndarray,
-    a_bat: np.ndarray,
-    a_grid: np.ndarray,
-    model: np.ndarray,
-    params: BatteryParams,
-) -> tuple[np.ndarray, np.ndarray, StepSignals]:
-    """Advance N agents by one hour; returns (soc, degraded capacity, signals).
+class StepResult(NamedTuple):
+    soc: np.ndarray
+    degraded: np.ndarray
+    signals: StepSignals
+    lagrangian: np.ndarray
+    flags: np.ndarray
+
+
+def step(soc, degraded, backlog, demand, solar, price, actions, lam, nu, share, model, params: BatteryParams) -> StepResult:
+    """Advance N agents by one hour with (N, 2) actions ``[a_bat, a_grid]``.
 
     1. solar charges the battery first (CityLearn semantics), the rest is curtailed;
     2. the battery delivers ``a_bat * min(available discharge, demand to serve)``;
     3. the grid delivers ``a_grid`` of what is still unserved;
     4. whatever is left is postponed to the next hour;
     then the battery's standby loss carries its charge into the next hour.
+    Actions outside [0, 1] are clipped (``flags == CLIPPED``); rows with NaN or
+    infinities are flagged ``NON_FINITE`` and their outputs are meaningless.
+    Also returns the Lagrangian reward ``r0 + lam * (share - e_grid) + nu * r2``.
     """
     n = soc.shape[0]
     soc_out = np.empty(n, dtype=np.float32)
-    out = [np.empty(n) for _ in range(7)]
+    out = [np.empty(n) for _ in range(8)]
+    flags = np.empty(n, dtype=np.int8)
     kernel = _step_parallel if n >= battery.PARALLEL_THRESHOLD else _step_serial
-    kernel(soc, degraded, backlog, demand, solar, price, a_bat, a_grid, model, *params.kernel_args, soc_out, *out)
-    degraded_out, solar_to_battery, e_bat, e_grid, new_backlog, r0, r2 = out
+    kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu, float(share), model,
+           *params.kernel_args, soc_out, *out, flags)
+    degraded_out, solar_to_battery, e_bat, e_grid, new_backlog, r0, r2, lagrangian = out
     signals = StepSignals(demand, solar, solar_to_battery, e_bat, e_grid, new_backlog, r0, r2, price)
-    return soc_out, degraded_out, signals
+    return StepResult(soc_out, degraded_out, signals, lagrangian, flags)
+
+
+def _observe_kernel(t, phase, row, width, demand_tab, solar_tab, price_tab, sin_tab, cos_tab, scale,
+                    backlog, soc, lam, nu, norms, augment, demand_out, solar_out, price_out, obs):
+    inv_demand, inv_solar, inv_price, lam_lo, inv_lam_span, nu_lo, inv_nu_span = norms
+    for i in prange(phase.shape[0]):
+        col = (phase[i] + t) % width
+        idx = row[i] + col
+        d = demand_tab[idx] * scale[i]
+        demand_out[i] = d
+        solar_out[i] = solar_tab[idx]
+        price_out[i] = price_tab[idx]
+        obs[i, 0] = d * inv_demand
+        obs[i, 1] = backlog[i] * inv_demand
+        obs[i, 2] = soc[i]
+        obs[i, 3] = solar_tab[idx] * inv_solar
+        obs[i, 4] = price_tab[idx] * inv_price
+        obs[i, 5] = sin_tab[col]
+        obs[i, 6] = cos_tab[col]
+        if augment:
+            obs[i, 7] = (lam[i] - lam_lo) * inv_lam_span
+            obs[i, 8] = (nu[i] - nu_lo) * inv_nu_span
+
+
+_observe_serial = njit(cache=True)(_observe_kernel)
+_observe_parallel = njit(cache=True, parallel=True)(_observe_kernel)
+
+
+def gather_and_observe(t, phase, row, width, tables, scale, backlog, soc, lam, nu, norms, augment, obs_dim):
+    """This hour's (demand, solar, price) for every agent and the (N, obs_dim) float32 observation.
+
+    Agent i reads column ``(phase[i] + t) % width`` of row ``row[i]`` of the
+    flattened (building, hour) tables; ``norms`` holds the reciprocal scales.
+    """
+    n = phase.shape[0]
+    demand, solar, price = np.empty(n), np.empty(n), np.empty(n)
+    obs = np.empty((n, obs_dim), dtype=np.float32)
+    kernel = _observe_parallel if n >= battery.PARALLEL_THRESHOLD else _observe_serial
+    kernel(t, phase, row, width, *tables, scale, backlog, soc, lam, nu, norms, augment, demand, solar, price, obs)
+    return demand, solar, price, obs
 
 
 def lagrangian_reward(r0, e_grid, r2, lam, nu, share):

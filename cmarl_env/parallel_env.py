@@ -98,7 +98,8 @@ class DemandResponseParallelEnv(ParallelEnv):
         self.agents = list(self.possible_agents)
         self._clip_counts[:] = 0
         self.history = EpisodeHistory()
-        self.history.record_state(self.core)
+        if self.render_mode is not None:
+            self.history.record_state(self.core)
         self._last_obs = obs
         return {a: obs[i] for i, a in enumerate(self.agents)}, {a: {} for a in self.agents}
 
@@ -113,18 +114,20 @@ class DemandResponseParallelEnv(ParallelEnv):
             raise ValueError(f"non-finite (NaN or infinite) action for agent(s) {names}; actions must be finite numbers in [0, 1]") from None
         self._clip_counts += out.clipped
         sig = out.signals
-        self.history.record_step(self.core, sig)
+        if self.render_mode is not None:
+            self.history.record_step(self.core, sig)
         self._last_obs = out.obs
-        columns = np.stack([
+        n = self.config.n_agents
+        columns = np.array([
             sig.demand, sig.solar, sig.solar_to_battery, sig.curtailed, sig.e_bat, sig.e_grid, sig.backlog,
             sig.r0, sig.r2, sig.price, sig.e_grid, self.core.lam, self.core.nu, out.lagrangian,
-            np.full(self.config.n_agents, self.core.share),
-        ], axis=1).tolist()
+            np.full(n, self.core.share),
+        ]).T.tolist()
         clipped = out.clipped.tolist()
         counts = self._clip_counts.tolist()
         rewards = out.reward.tolist()
         agents = self.agents
-        obs = {a: out.obs[i] for i, a in enumerate(agents)}
+        obs = dict(zip(agents, out.obs))
         infos = {}
         for i, a in enumerate(agents):
             info = dict(zip(INFO_KEYS, columns[i]))
@@ -147,13 +150,17 @@ class DemandResponseParallelEnv(ParallelEnv):
             missing = [a for a in self.agents if a not in actions]
             extra = [a for a in actions if a not in self.agent_name_mapping]
             raise ValueError(f"actions must cover exactly the live agents; missing {missing}, unknown {extra}")
-        rows = []
-        for a in self.agents:
-            value = np.asarray(actions[a], dtype=np.float64)
-            if value.shape != (2,):
-                raise ValueError(f"action for agent {a!r} must have shape (2,) = [battery, grid], got shape {value.shape}")
-            rows.append(value)
-        return np.stack(rows)
+        try:
+            batch = np.array([actions[a] for a in self.agents], dtype=np.float64)
+        except (ValueError, TypeError):
+            batch = None
+        if batch is None or batch.shape != (len(self.agents), 2):
+            for a in self.agents:
+                shape = np.shape(actions[a])
+                if shape != (2,):
+                    raise ValueError(f"action for agent {a!r} must have shape (2,) = [battery, grid], got shape {shape}")
+            raise ValueError("actions must be numbers of shape (2,) = [battery, grid] per agent")
+        return batch
 
     def state(self) -> np.ndarray:
         return self._last_obs.ravel().copy()

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/cmarl bench quick
+	$(BIN)/cmarl env-demo --out results/env_demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,317 @@
+"""Online execution: the paper's Algorithm 1 for N agents, vectorized.
+
+Every hour each agent acts with its type's state-augmented policy on its
+observation and its own multipliers; then every agent takes a local dual step
+on lambda, L consensus rounds average lambda with the neighbours over the
+communication graph (sparse random-walk matrix), and nu takes a local step.
+Policy inference is batched per agent type; nothing loops over agents in
+Python. ``run_execution`` returns the trajectories and metrics that
+``write_run`` stores as a self-describing run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from algorithms import theory
+from algorithms.dual import DualConfig, DualConsensus
+from cmarl_env import EnvConfig, graphs
+from cmarl_env.core import DemandResponseCore
+from cmarl_env.data import BuildingData
+
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """One execution run: scenario, dual step sizes, consensus rounds."""
+
+    n_agents: int = 7
+    graph: str = "two_clusters"
+    graph_params: Mapping[str, Any] = field(default_factory=dict)
+    constraint: float = 0.27
+    steps: int = 3000
+    start_hour: int = 0
+    demand_scales: tuple[float, ...] | float | None = None
+    dataset: str = "citylearn_challenge_2022_phase_all"
+    dual: DualConfig = field(default_factory=DualConfig)
+    seed: int = 0
+    record_agents: int = 1000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps={self.steps!r} must be an integer >= 1")
+        if not isinstance(self.record_agents, int) or self.record_agents < 0:
+            raise ValueError(f"record_agents={self.record_agents!r} must be an integer >= 0")
+
+    def env_config(self, n_steps: int) -> EnvConfig:
+        """The environment of this run: its data window is the run's own horizon."""
+        end = self.start_hour + self.steps
+        if end > n_steps:
+            raise ValueError(
+                f"start_hour={self.start_hour} + steps={self.steps} = {end} exceeds the dataset's {n_steps} hours; "
+                f"allowed: start_hour + steps <= {n_steps}"
+            )
+        return EnvConfig(
+            n_agents=self.n_agents,
+            dataset=self.dataset,
+            demand_scales=self.demand_scales,
+            graph=self.graph,
+            graph_params=dict(self.graph_params),
+            constraint_fraction=self.constraint,
+            episode_length=self.steps,
+            window=(self.start_hour, end),
+            start_hour=self.start_hour,
+            augment=True,
+            lambda_range=(self.dual.lambda_min, self.dual.lambda_max),
+            nu_range=(self.dual.nu_min, self.dual.nu_max),
+            seed=self.seed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["graph_params"] = dict(self.graph_params)
+        return out
+
+
+@dataclass
+class ExecutionResult:
+    config: ExecutionConfig
+    metrics: dict[str, Any]
+    trajectories: dict[str, np.ndarray]
+    facts: dict[str, Any]
+
+
+SPECTRAL_MAX_N = 20_000  # rho is computed up to this N (sparse eigensolvers get slow beyond)
+NX_GRAPH_MAX_N = 20_000  # above this, random graphs are built as edge arrays only
+
+
+def build_graph(config: ExecutionConfig):
+    """The communication graph (networkx, or edge arrays for large N) and its sparse random-walk matrix."""
+    params = dict(config.graph_params)
+    if config.n_agents > NX_GRAPH_MAX_N and config.graph in graphs.RANDOM_GRAPH_NAMES:
+        graph = graphs.random_edges(config.graph, config.n_agents, seed=config.seed, **params)
+    else:
+        graph = graphs.make_graph(config.graph, config.n_agents, seed=config.seed, **params)
+    graphs.check_connected(graph, config.n_agents)
+    return graph, graphs.random_walk_matrix(graph, config.n_agents)
+
+
+def policies_for(core: DemandResponseCore, policies: Mapping[float, Policy] | None) -> list[tuple[np.ndarray, Policy]]:
+    """(agent indices, policy) per agent type; the shipped policies when none are given."""
+    groups = []
+    for scale in core.type_scales.tolist():
+        if policies is not None and scale in policies:
+            policy = policies[scale]
+        else:
+            from algorithms.policy import load_pretrained
+
+            policy = load_pretrained(scale, expected=core).act
+        groups.append((np.flatnonzero(core.layout.scale == scale), policy))
+    return groups
+
+
+def act(groups: list[tuple[np.ndarray, Policy]], obs: np.ndarray) -> np.ndarray:
+    """Batched inference, one call per agent type."""
+    if len(groups) == 1:
+        return np.asarray(groups[0][1](obs), dtype=np.float64)
+    actions = np.empty((obs.shape[0], 2))
+    for idx, policy in groups:
+        actions[idx] = policy(obs[idx])
+    return actions
+
+
+def backlog_slope(backlog: np.ndarray) -> float:
+    """Least-squares slope [kWh/step] of total backlog over the last third of the run."""
+    tail = backlog[len(backlog) - max(len(backlog) // 3, 2):]
+    if len(tail) < 2:
+        return 0.0
+    return float(np.polyfit(np.arange(len(tail)), tail, 1)[0])
+
+
+def run_execution(
+    config: ExecutionConfig,
+    policies: Mapping[float, Policy] | None = None,
+    *,
+    data: BuildingData | None = None,
+    progress: bool = False,
+) -> ExecutionResult:
+    """Algorithm 1: act, dual step on lambda, L consensus rounds, local nu step; every hour."""
+    if data is None:
+        from cmarl_env.data import load_dataset
+
+        data = load_dataset(config.dataset)
+    core = DemandResponseCore(config.env_config(data.n_steps), data)
+    graph, walk = build_graph(config)
+    n = config.n_agents
+    spectral = theory.spectral_summary(graph, n, config.dual.eps) if n <= SPECTRAL_MAX_N else None
+    rho_l = spectral.rho ** config.dual.rounds if spectral is not None else float("nan")
+    dual = DualConsensus(walk, config.dual, n_agents=n, share=core.share)
+    weights = dual.weights
+    groups = policies_for(core, policies)
+
+    obs = core.reset(start_hour=config.start_hour)
+    core.lam, core.nu = dual.lam.copy(), dual.nu.copy()
+    obs = core.observe()
+    lam_col, nu_col = core.layout_names.index("lambda"), core.layout_names.index("nu")
+    lam_lo, lam_span = core.lambda_range[0], core.lambda_range[1] - core.lambda_range[0]
+    nu_lo, nu_span = core.nu_range[0], core.nu_range[1] - core.nu_range[0]
+
+    steps = config.steps
+    k = min(config.record_agents, n)
+    traj = {
+        "total_grid": np.empty(steps), "total_demand": np.empty(steps), "total_backlog": np.empty(steps),
+        "cost": np.empty(steps), "unmet_r2": np.empty(steps), "consensus_error": np.empty(steps),
+        "consensus_bound": np.empty(steps), "lambda_mean": np.empty(steps), "lambda_min": np.empty(steps),
+        "lambda_max": np.empty(steps), "nu_mean": np.empty(steps), "lambda": np.empty((steps, k), dtype=np.float32),
+        "nu": np.empty((steps, k), dtype=np.float32),
+    }
+    sigma = 0.0
+    bar = _progress(steps, progress)
+    start = time.perf_counter()
+    for t in range(steps):
+        out = core.step(act(groups, obs))
+        sig = out.signals
+        deviation = sig.e_grid - core.share
+        sigma = max(sigma, theory.weighted_norm(deviation - weights @ deviation, weights))
+        lam, nu = dual.step(sig.e_grid, sig.r2)
+        core.lam, core.nu = lam, nu
+        obs = out.obs
+        obs[:, lam_col] = (lam - lam_lo) / lam_span
+        obs[:, nu_col] = (nu - nu_lo) / nu_span
+        traj["total_grid"][t] = sig.e_grid.sum()
+        traj["total_demand"][t] = sig.demand.sum()
+        traj["total_backlog"][t] = sig.backlog.sum()
+        traj["cost"][t] = -sig.r0.sum()
+        traj["unmet_r2"][t] = sig.r2.sum()
+        traj["consensus_error"][t] = theory.weighted_norm(lam - weights @ lam, weights)
+        traj["consensus_bound"][t] = (
+            rho_l * config.dual.alpha * sigma / (1.0 - rho_l) if config.dual.rounds > 0 and rho_l < 1 else math.inf
+        )
+        traj["lambda_mean"][t], traj["lambda_min"][t], traj["lambda_max"][t] = lam.mean(), lam.min(), lam.max()
+        traj["nu_mean"][t] = nu.mean()
+        traj["lambda"][t] = lam[:k]
+        traj["nu"][t] = nu[:k]
+        bar.update(1)
+    wall = time.perf_counter() - start
+    bar.close()
+    traj["grid_limit"] = np.full(steps, core.grid_limit)
+    metrics = _metrics(core, traj, dual, wall)
+    facts = core.describe() | {
+        "graph": config.graph,
+        "n_edges": int(walk.nnz // 2),
+        "rho": spectral.rho if spectral is not None else None,
+        "rho_L": rho_l,
+        "sigma_observed": sigma,
+        "recorded_agents": k,
+    }
+    return ExecutionResult(config, metrics, traj, facts)
+
+
+def _metrics(core: DemandResponseCore, traj: dict, dual: DualConsensus, wall: float) -> dict[str, Any]:
+    lam = dual.lam
+    avg_grid = float(traj["total_grid"].mean())
+    n, steps = core.n_agents, len(traj["total_grid"])
+    lam_list = lam.tolist() if n <= 10_000 else lam[:100].tolist()
+    return {
+        "avg_grid_consumption": avg_grid,
+        "grid_limit": core.grid_limit,
+        "grid_violation_pct": 100.0 * max(avg_grid / core.grid_limit - 1.0, 0.0),
+        "final_backlog_kwh": float(traj["total_backlog"][-1]),
+        "backlog_slope_kwh_per_step": backlog_slope(traj["total_backlog"]),
+        "lambda_final": lam_list,
+        "lambda_final_truncated": n > 10_000,
+        "lambda_spread_final": float(lam.max() - lam.min()),
+        "lambda_mean_final": float(lam.mean()),
+        "nu_mean_final": float(dual.nu.mean()),
+        "consensus_error_final": float(traj["consensus_error"][-1]),
+        "consensus_bound_final": float(traj["consensus_bound"][-1]),
+        "total_cost": float(traj["cost"].sum()),
+        "n_agents": n,
+        "steps": steps,
+        "wall_time_s": wall,
+        "seconds_per_step": wall / steps,
+        "agent_steps_per_s": n * steps / wall,
+    }
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="step", desc="execution", leave=False)
+
+
+class _NoBar:
+    def update(self, _n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("cmarl-env", "numpy", "scipy", "torch", "tianshou", "citylearn", "pettingzoo", "gymnasium", "networkx"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so a reader never sees it half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_run(result: ExecutionResult, out: Path) -> Path:
+    """A self-describing run folder: config, facts, versions, trajectories, metrics (written last)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.json", json.dumps(result.config.to_dict(), indent=2, default=_jsonable))
+    atomic_write_text(out / "facts.json", json.dumps(result.facts | {"versions": package_versions()}, indent=2, default=_jsonable))
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".trajectories.", suffix=".npz")
+    os.close(fd)
+    np.savez_compressed(tmp, **result.trajectories)
+    os.replace(tmp, out / "trajectories.npz")
+    _write_csv(out / "trajectories.csv", result.trajectories)
+    atomic_write_text(out / "metrics.json", json.dumps(result.metrics, indent=2, default=_jsonable))
+    return out
+
+
+def _write_csv(path: Path, traj: dict[str, np.ndarray]) -> None:
+    columns = [k for k, v in traj.items() if v.ndim == 1]
+    k = traj["lambda"].shape[1]
+    shown = min(k, 20)
+    header = columns + [f"lambda_{i}" for i in range(shown)] + [f"nu_{i}" for i in range(shown)]
+    table = np.column_stack([traj[c] for c in columns] + [traj["lambda"][:, :shown], traj["nu"][:, :shown]])
+    lines = [",".join(header)] + [",".join(f"{v:.6g}" for v in row) for row in table]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    return str(value)

@@ -163,9 +163,6 @@ def run_execution(
     obs = core.reset(start_hour=config.start_hour)
     core.lam, core.nu = dual.lam.copy(), dual.nu.copy()
     obs = core.observe()
-    lam_col, nu_col = core.layout_names.index("lambda"), core.layout_names.index("nu")
-    lam_lo, lam_span = core.lambda_range[0], core.lambda_range[1] - core.lambda_range[0]
-    nu_lo, nu_span = core.nu_range[0], core.nu_range[1] - core.nu_range[0]
 
     steps = config.steps
     k = min(config.record_agents, n)
@@ -173,8 +170,8 @@ def run_execution(
         "total_grid": np.empty(steps), "total_demand": np.empty(steps), "total_backlog": np.empty(steps),
         "cost": np.empty(steps), "unmet_r2": np.empty(steps), "consensus_error": np.empty(steps),
         "consensus_bound": np.empty(steps), "lambda_mean": np.empty(steps), "lambda_min": np.empty(steps),
-        "lambda_max": np.empty(steps), "nu_mean": np.empty(steps), "lambda": np.empty((steps, k), dtype=np.float32),
-        "nu": np.empty((steps, k), dtype=np.float32),
+        "lambda_max": np.empty(steps), "nu_mean": np.empty(steps), "lambda": np.empty((steps, k)),
+        "nu": np.empty((steps, k)),
     }
     sigma = 0.0
     bar = _progress(steps, progress)
@@ -186,9 +183,7 @@ def run_execution(
         sigma = max(sigma, theory.weighted_norm(deviation - weights @ deviation, weights))
         lam, nu = dual.step(sig.e_grid, sig.r2)
         core.lam, core.nu = lam, nu
-        obs = out.obs
-        obs[:, lam_col] = (lam - lam_lo) / lam_span
-        obs[:, nu_col] = (nu - nu_lo) / nu_span
+        obs = core.observe()
         traj["total_grid"][t] = sig.e_grid.sum()
         traj["total_demand"][t] = sig.demand.sum()
         traj["total_backlog"][t] = sig.backlog.sum()

@@ -1,0 +1,306 @@
+"""Expand a suite into runs and execute them through Ray: local by default, a cluster with ``address``.
+
+Results folder::
+
+    OUT/suite.json                                  the suite as run (source file, resolved methods)
+    OUT/runs/<scenario>/<method>/seed_<s>/          one self-describing folder per run (benchmarks.methods)
+    OUT/runs/.../error.json                         a failed run: error, traceback, host (no metrics.json)
+    OUT/_cache/lp/                                  clairvoyant LP optima, shared by the runs of one machine
+    OUT/status.json                                 done / failed / pending run ids of the last invocation
+
+Execution: every pending run becomes one Ray task (``num_cpus=cpus_per_run``)
+that works in a temporary folder on whichever node Ray picks and returns the
+folder's files; the driver writes them under ``OUT/runs/...`` with
+``metrics.json`` last (atomically). So a cluster needs no shared file system,
+and the same code runs locally (``ray.init(num_cpus=...)``) or on a cluster
+(``ray.init(address=...)``; the nodes need ``cmarl-env`` installed). At most
+``max_concurrent`` runs are in flight.
+
+Resume: a run whose folder holds a ``metrics.json`` with the same spec hash is
+finished and skipped; anything else (missing, half-written after an
+interruption, failed, or produced by a different suite setting) is run again.
+A failed run writes ``error.json`` and the others go on. ``backend="serial"``
+runs everything in this process (debugging, tests) through the same code path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from benchmarks.methods import atomic_write_text, dump_json, error_record, execute_run
+from benchmarks.suite import RunSpec, Suite
+
+BACKENDS = ("ray", "serial")
+# order of execution: the LP first (it fills the cache the cost ratios read), then the long trainings
+_PRIORITY = {"lp_oracle": 0, "mappo": 1, "maddpg": 1, "masac": 1, "isac": 1}
+
+
+@dataclass
+class SuiteReport:
+    out_dir: Path
+    total: int
+    skipped: int = 0
+    completed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    wall_time_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "total": self.total, "skipped": self.skipped,
+                "completed": self.completed, "failed": self.failed, "pending": self.pending,
+                "interrupted": self.interrupted, "wall_time_s": self.wall_time_s}
+
+
+def run_dir(out_dir: Path, spec: RunSpec) -> Path:
+    return Path(out_dir) / "runs" / spec.scenario.name / spec.method.name / f"seed_{spec.seed}"
+
+
+def run_state(path: Path, spec: RunSpec) -> str:
+    """'done' (metrics.json with this spec's hash), 'stale' (another spec's), 'failed', 'partial' or 'missing'."""
+    metrics = path / "metrics.json"
+    if metrics.is_file():
+        try:
+            got = json.loads(metrics.read_text()).get("spec_hash")
+        except (OSError, json.JSONDecodeError):
+            return "partial"
+        return "done" if got == spec.spec_hash() else "stale"
+    if (path / "error.json").is_file():
+        return "failed"
+    return "partial" if path.exists() else "missing"
+
+
+def plan(suite: Suite, out_dir: Path) -> tuple[list[RunSpec], list[RunSpec], dict[str, str]]:
+    """(pending runs in execution order, finished runs, state of every run id)."""
+    todo, done, states = [], [], {}
+    for spec in suite.runs():
+        state = run_state(run_dir(out_dir, spec), spec)
+        states[spec.run_id] = state
+        (done if state == "done" else todo).append(spec)
+    todo.sort(key=lambda s: _PRIORITY.get(s.method.kind, 2))
+    return todo, done, states
+
+
+# --------------------------------------------------------------------------- worker side
+def execute_packed(spec_dict: dict[str, Any], cache_dir: str | None) -> dict[str, Any]:
+    """Run one spec in a temporary folder and return its files (the Ray task body; never raises)."""
+    import platform
+
+    spec = RunSpec.from_dict(spec_dict)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="cmarl-run-") as tmp:
+        try:
+            metrics = execute_run(spec, Path(tmp), Path(cache_dir) if cache_dir else None)
+            ok, err = True, None
+        except Exception as exc:  # noqa: BLE001 - recorded in error.json
+            ok, metrics = False, None
+            err = error_record(spec, exc, traceback.format_exc())
+        files = {}
+        for p in sorted(Path(tmp).rglob("*")):
+            if p.is_file() and not p.name.startswith("."):
+                files[str(p.relative_to(tmp))] = p.read_bytes()
+    return {"ok": ok, "run_id": spec.run_id, "files": files, "metrics": metrics, "error": err,
+            "host": platform.node(), "wall_time_s": time.perf_counter() - t0}
+
+
+# --------------------------------------------------------------------------- driver side
+def commit(out_dir: Path, spec: RunSpec, result: dict[str, Any]) -> None:
+    """Write a finished run's files under OUT/runs/...; metrics.json last. A failure writes error.json."""
+    path = run_dir(out_dir, spec)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    files = dict(result.get("files") or {})
+    metrics = files.pop("metrics.json", None)
+    if not result.get("ok"):
+        metrics = None
+    for rel, data in files.items():
+        target = path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    if not (path / "spec.json").is_file():
+        atomic_write_text(path / "spec.json", dump_json(spec.to_dict()))
+    if metrics is not None:
+        fd, tmp = tempfile.mkstemp(dir=path, prefix=".metrics.json.")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(metrics)
+        os.replace(tmp, path / "metrics.json")
+    else:
+        err = result.get("error") or error_record(spec, "run failed without an error record", "")
+        err = dict(err) | {"host": result.get("host", err.get("host"))}
+        atomic_write_text(path / "error.json", dump_json(err))
+
+
+def write_suite_record(suite: Suite, out_dir: Path) -> None:
+    record = {
+        "format": "cmarl-bench-results/1",
+        "suite": suite.name,
+        "description": suite.description,
+        "source": suite.source,
+        "definition": suite.raw,
+        "methods": {name: m.to_dict() for name, m in suite.methods.items()},
+        "scenarios": {s.name: s.to_dict() for s in suite.scenarios()},
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    atomic_write_text(Path(out_dir) / "suite.json", dump_json(record))
+
+
+class _Progress:
+    """tqdm bar over all runs of the suite with done / running / left / failed in the postfix."""
+
+    def __init__(self, total: int, done: int, enabled: bool, desc: str):
+        self.total, self.done, self.running, self.failed = total, done, 0, 0
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, unit="run", desc=desc, dynamic_ncols=True, file=sys.stderr)
+            self._post()
+
+    def _post(self) -> None:
+        if self.bar is not None:
+            left = self.total - self.done - self.running
+            self.bar.set_postfix_str(f"done {self.done}, running {self.running}, left {left}, failed {self.failed}")
+
+    def start(self, n: int = 1) -> None:
+        self.running += n
+        self._post()
+
+    def finish(self, ok: bool, run_id: str) -> None:
+        self.running -= 1
+        self.done += 1
+        if not ok:
+            self.failed += 1
+            self.write(f"FAILED {run_id} (see its error.json)")
+        if self.bar is not None:
+            self.bar.update(1)
+        self._post()
+
+    def write(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.write(msg)
+        else:
+            print(msg, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_suite(
+    suite: Suite,
+    out_dir: str | Path,
+    *,
+    backend: str = "ray",
+    address: str | None = None,
+    num_cpus: int | None = None,
+    max_concurrent: int | None = None,
+    progress: bool = True,
+    on_result: Callable[[RunSpec, dict], None] | None = None,
+) -> SuiteReport:
+    """Run every pending run of ``suite`` into ``out_dir`` (resumable; see the module docstring)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not allowed; choose one of {BACKENDS}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_suite_record(suite, out_dir)
+    cache = out_dir / "_cache"
+    cache.mkdir(exist_ok=True)
+    todo, done, states = plan(suite, out_dir)
+    stale = [s.run_id for s in todo if states[s.run_id] == "stale"]
+    report = SuiteReport(out_dir=out_dir, total=len(todo) + len(done), skipped=len(done))
+    t0 = time.perf_counter()
+    bar = _Progress(report.total, len(done), progress, f"bench {suite.name}")
+    if done:
+        bar.write(f"resuming: {len(done)} of {report.total} runs already finished in {out_dir}")
+    if stale:
+        bar.write(f"{len(stale)} run folder(s) were produced by different settings and will be re-run")
+
+    def handle(spec: RunSpec, result: dict[str, Any]) -> None:
+        commit(out_dir, spec, result)
+        (report.completed if result.get("ok") else report.failed).append(spec.run_id)
+        bar.finish(bool(result.get("ok")), spec.run_id)
+        if on_result is not None:
+            on_result(spec, result)
+
+    try:
+        if todo:
+            if backend == "serial":
+                _run_serial(todo, cache, bar, handle)
+            else:
+                _run_ray(suite, todo, cache, bar, handle, address=address, num_cpus=num_cpus,
+                         max_concurrent=max_concurrent)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        bar.write(f"interrupted: finished runs are kept in {out_dir}; run the same command again to resume")
+    finally:
+        bar.close()
+        finished = set(report.completed) | set(report.failed)
+        report.pending = [s.run_id for s in todo if s.run_id not in finished]
+        report.wall_time_s = time.perf_counter() - t0
+        atomic_write_text(out_dir / "status.json", dump_json(report.to_dict() | {
+            "done": sorted([s.run_id for s in done] + report.completed)}))
+    return report
+
+
+def _run_serial(todo: Iterable[RunSpec], cache: Path, bar: _Progress, handle) -> None:
+    for spec in todo:
+        bar.start()
+        handle(spec, execute_packed(spec.to_dict(), str(cache)))
+
+
+def _run_ray(suite: Suite, todo: list[RunSpec], cache: Path, bar: _Progress, handle, *, address: str | None,
+             num_cpus: int | None, max_concurrent: int | None) -> None:
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            cpus = num_cpus or suite.resources.num_cpus or os.cpu_count() or 1
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        started = True
+    try:
+        cpr = suite.resources.cpus_per_run
+        available = float(ray.cluster_resources().get("CPU", 1))
+        limit = max_concurrent or suite.resources.max_concurrent or max(1, int(available // cpr))
+        task = ray.remote(num_cpus=cpr, max_retries=0)(execute_packed)
+        queue = list(todo)
+        inflight: dict[Any, RunSpec] = {}
+        try:
+            while queue or inflight:
+                while queue and len(inflight) < limit:
+                    spec = queue.pop(0)
+                    inflight[task.remote(spec.to_dict(), str(cache))] = spec
+                    bar.start()
+                ready, _ = ray.wait(list(inflight), num_returns=1)
+                for ref in ready:
+                    spec = inflight.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - worker crash, OOM kill, ...
+                        result = {"ok": False, "files": {}, "error": error_record(spec, exc, traceback.format_exc())}
+                    handle(spec, result)
+        except KeyboardInterrupt:
+            for ref in inflight:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001
+                    pass
+            raise
+    finally:
+        if started:
+            ray.shutdown()

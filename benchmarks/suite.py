@@ -1,0 +1,670 @@
+"""Benchmark suites: typed configuration, parsing and validation.
+
+A suite is a JSON file (the shipped ones live in ``benchmarks/suites/``)::
+
+    {
+      "format": "cmarl-suite/1",
+      "name": "quick",
+      "description": "what the suite is for",
+      "defaults": {
+        "scenario": {"n_agents": 7, "graph": "two_clusters", "constraint": 0.27, "steps": 1500, ...},
+        "seeds": [0, 1, 2],
+        "rollouts": 10,
+        "oracle": true
+      },
+      "methods": {
+        "consensus":    {"kind": "consensus", "params": {"rounds": 1}},
+        "no_consensus": {"kind": "no_consensus"},
+        "rounds":       {"kind": "consensus", "sweep": {"rounds": [0, 1, 2, 5]}},
+        "mappo":        {"kind": "mappo", "budget": "short", "params": {"total_steps": 8000}}
+      },
+      "experiments": [
+        {"name": "main", "methods": ["consensus", "no_consensus", "mappo"]},
+        {"name": "sweep", "scenarios": [{"graph": "ring", "demand_scales": [2, 1, 1, 1, 1, 1, 1]}],
+         "matrix": {"constraint": [0.2, 0.3]}, "methods": ["consensus"], "seeds": [0], "oracle": false}
+      ],
+      "resources": {"num_cpus": null, "max_concurrent": null, "cpus_per_run": 1}
+    }
+
+*Scenario* fields (``defaults.scenario`` and every entry of an experiment's
+``scenarios``; see :class:`ScenarioSpec`): ``name``, ``n_agents``, ``graph``,
+``graph_params``, ``constraint``, ``steps``, ``start_hour``, ``start_jitter``,
+``demand_scales``, ``dataset``, ``record_agents``. An experiment's scenarios
+(default: one scenario equal to the defaults) are crossed with its ``matrix``
+(scenario field -> list of values). A scenario without a ``name`` is named
+``{graph}_n{n_agents}_c{constraint}`` plus ``_{field}{value}`` for any other
+matrix field.
+
+*Methods* are named entries with a ``kind`` (:data:`KINDS`), ``params`` (the
+kind's own options), an optional ``sweep`` (param -> list of values; expands
+into one method per combination, named ``{name}-{param}{value}``), ``budget``
+(:data:`BUDGETS`), ``label`` and ``note`` (shown in the leaderboard). An
+experiment lists method names; a swept name stands for all its variants.
+
+Every run is (scenario, method, seed) and performs ``rollouts`` roll-outs of
+``steps`` hours: roll-out 0 starts at ``start_hour`` (its trajectories are
+stored and drawn in the figures); roll-out ``k >= 1`` starts at
+``start_hour + u_k`` with ``u_k`` uniform in ``[0, start_jitter]`` drawn from
+``numpy.random.default_rng([seed, k])``: every method sees the same start
+hours for the same seed (paired comparison). With ``oracle: true`` the
+clairvoyant LP is solved for every roll-out and each run reports its cost
+ratio to the LP optimum.
+
+Errors are :class:`SuiteError` (a ``ValueError``) naming the offending key as a
+path (``experiments[1].matrix.constraint[2]``) and the allowed values.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+FORMAT = "cmarl-suite/1"
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+DEFAULT_DATASET = "citylearn_challenge_2022_phase_all"
+DATASET_HOURS = {DEFAULT_DATASET: 8760}
+
+GRAPHS = ("ring", "line", "two_clusters", "complete", "erdos_renyi", "random_geometric", "small_world",
+          "watts_strogatz")
+DUAL_KINDS = ("consensus", "no_consensus")
+REFERENCE_KINDS = ("rule_based", "grid_only", "lp_oracle")
+MARL_KINDS = ("mappo", "maddpg", "masac", "isac")
+KINDS = DUAL_KINDS + REFERENCE_KINDS + MARL_KINDS
+BUDGETS = ("pretrained", "short", "full", "none")
+
+# DualConfig fields a suite may set (algorithms.dual.DualConfig; checked again when the run builds it).
+DUAL_PARAMS = ("alpha", "eps", "eta", "rounds", "update_period", "lambda_min", "lambda_max", "nu_min", "nu_max")
+# Extra options of the dual kinds: custom checkpoints per demand scale instead of the shipped policies.
+DUAL_EXTRA = ("policies",)
+# baselines.marl.BaselineConfig fields a suite may set (the scenario and the run set the others);
+# tests/test_suite.py checks this list against the real dataclass.
+MARL_PARAMS = ("lambda_", "nu", "total_steps", "num_envs", "epochs", "lr", "critic_lr", "batch_size", "hidden_sizes",
+               "critic_hidden_sizes", "gamma", "reward_scale", "episode_length", "train_window", "rollout_steps",
+               "update_repeats", "clip_eps", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm", "buffer_size",
+               "warmup_steps", "collect_steps", "updates_per_step", "tau", "exploration_noise", "alpha",
+               "eval_episodes", "device", "num_threads")
+MARL_RESERVED = ("name", "n_agents", "constraint_fraction", "seed", "dataset")
+MARL_EXTRA = ("checkpoint",)  # evaluate an existing checkpoint instead of training
+KIND_PARAMS: dict[str, tuple[str, ...]] = {
+    "consensus": DUAL_PARAMS + DUAL_EXTRA,
+    "no_consensus": DUAL_PARAMS + DUAL_EXTRA,
+    "rule_based": (),
+    "grid_only": (),
+    "lp_oracle": ("backlog_cap",),
+    **{k: MARL_PARAMS + MARL_EXTRA for k in MARL_KINDS},
+}
+DEFAULT_BUDGET = {"consensus": "pretrained", "no_consensus": "pretrained", "rule_based": "none",
+                  "grid_only": "none", "lp_oracle": "none", **{k: "full" for k in MARL_KINDS}}
+KIND_LABELS = {"consensus": "Dual consensus (ours)", "no_consensus": "No consensus (L = 0)",
+               "rule_based": "Rule-based", "grid_only": "Grid only", "lp_oracle": "Clairvoyant LP",
+               "mappo": "MAPPO", "maddpg": "MADDPG", "masac": "MASAC", "isac": "ISAC"}
+
+SCENARIO_KEYS = ("name", "n_agents", "graph", "graph_params", "constraint", "steps", "start_hour", "start_jitter",
+                 "demand_scales", "dataset", "record_agents")
+TOP_KEYS = ("format", "name", "description", "defaults", "methods", "experiments", "resources")
+DEFAULTS_KEYS = ("scenario", "seeds", "rollouts", "oracle")
+METHOD_KEYS = ("kind", "params", "sweep", "budget", "label", "note")
+EXPERIMENT_KEYS = ("name", "scenarios", "matrix", "methods", "seeds", "rollouts", "oracle")
+RESOURCE_KEYS = ("num_cpus", "max_concurrent", "cpus_per_run")
+
+_extra_kinds: dict[str, tuple[str, ...]] = {}
+
+
+class SuiteError(ValueError):
+    """A suite file is malformed; the message names the key (as a path) and the allowed values."""
+
+
+def register_kind(kind: str, params: Sequence[str] = ()) -> None:
+    """Allow a method kind beyond :data:`KINDS` (used with ``benchmarks.methods.register``)."""
+    _extra_kinds[kind] = tuple(params)
+
+
+def known_kinds() -> tuple[str, ...]:
+    return KINDS + tuple(k for k in _extra_kinds if k not in KINDS)
+
+
+# --------------------------------------------------------------------------- dataclasses
+@dataclass(frozen=True)
+class ScenarioSpec:
+    """One environment setting: agents, graph, constraint level, horizon, roll-out start hours."""
+
+    name: str
+    n_agents: int = 7
+    graph: str = "two_clusters"
+    graph_params: Mapping[str, Any] = field(default_factory=dict)
+    constraint: float = 0.27
+    steps: int = 3000
+    start_hour: int = 0
+    start_jitter: int = 168
+    demand_scales: tuple[float, ...] | float | None = None
+    dataset: str = DEFAULT_DATASET
+    record_agents: int = 100
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["graph_params"] = dict(self.graph_params)
+        if isinstance(self.demand_scales, tuple):
+            out["demand_scales"] = list(self.demand_scales)
+        return out
+
+    def physics_key(self) -> dict[str, Any]:
+        """Everything but the name: two scenarios with equal keys are the same scenario."""
+        out = self.to_dict()
+        out.pop("name")
+        return out
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method as the leaderboard shows it (a sweep is already expanded)."""
+
+    name: str
+    kind: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    budget: str = "none"
+    label: str = ""
+    note: str = ""
+    family: str = ""  # the suite entry it came from (differs from name for sweeps)
+
+    @property
+    def reference(self) -> bool:
+        """References (the LP bound) are listed but not ranked."""
+        return self.kind == "lp_oracle"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["params"] = _plain(dict(self.params))
+        return out
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: a scenario, a method and a seed, with the roll-out start hours fixed up front."""
+
+    suite: str
+    experiment: str
+    scenario: ScenarioSpec
+    method: MethodSpec
+    seed: int
+    rollouts: int
+    oracle: bool
+    start_hours: tuple[int, ...]
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.scenario.name}/{self.method.name}/seed_{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "cmarl-bench-run-spec/1",
+            "run_id": self.run_id,
+            "suite": self.suite,
+            "experiment": self.experiment,
+            "scenario": self.scenario.to_dict(),
+            "method": self.method.to_dict(),
+            "seed": self.seed,
+            "rollouts": self.rollouts,
+            "oracle": self.oracle,
+            "start_hours": list(self.start_hours),
+            "spec_hash": self.spec_hash(),
+        }
+
+    def spec_hash(self) -> str:
+        """Hash of everything that determines the run's result (not the suite or experiment name)."""
+        payload = {"scenario": self.scenario.physics_key(), "method": {k: v for k, v in self.method.to_dict().items()
+                                                                         if k in ("kind", "params")},
+                   "seed": self.seed, "rollouts": self.rollouts, "oracle": self.oracle,
+                   "start_hours": list(self.start_hours)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunSpec":
+        sc = dict(d["scenario"])
+        if isinstance(sc.get("demand_scales"), list):
+            sc["demand_scales"] = tuple(sc["demand_scales"])
+        me = dict(d["method"])
+        return cls(suite=d["suite"], experiment=d["experiment"], scenario=ScenarioSpec(**sc), method=MethodSpec(**me),
+                   seed=int(d["seed"]), rollouts=int(d["rollouts"]), oracle=bool(d["oracle"]),
+                   start_hours=tuple(int(h) for h in d["start_hours"]))
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str
+    scenarios: tuple[ScenarioSpec, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    rollouts: int
+    oracle: bool
+
+
+@dataclass(frozen=True)
+class Resources:
+    num_cpus: int | None = None        # local Ray: CPUs to start with (None: all of this machine)
+    max_concurrent: int | None = None  # runs in flight at once (None: num_cpus // cpus_per_run)
+    cpus_per_run: float = 1
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    methods: Mapping[str, MethodSpec]
+    experiments: tuple[ExperimentSpec, ...]
+    resources: Resources
+    source: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def runs(self) -> list[RunSpec]:
+        """All runs of the suite, in a stable order, without duplicates."""
+        out: dict[str, RunSpec] = {}
+        for exp in self.experiments:
+            for scenario in exp.scenarios:
+                for mname in exp.methods:
+                    method = self.methods[mname]
+                    for seed in exp.seeds:
+                        spec = RunSpec(self.name, exp.name, scenario, method, seed, exp.rollouts, exp.oracle,
+                                       start_hours(scenario, seed, exp.rollouts))
+                        prev = out.get(spec.run_id)
+                        if prev is not None and prev.spec_hash() != spec.spec_hash():
+                            raise SuiteError(
+                                f"suite {self.name!r}: run {spec.run_id} appears in experiments {prev.experiment!r} "
+                                f"and {exp.name!r} with different settings (rollouts/oracle); give the scenarios "
+                                "distinct names"
+                            )
+                        out.setdefault(spec.run_id, spec)
+        return list(out.values())
+
+    def scenarios(self) -> list[ScenarioSpec]:
+        seen: dict[str, ScenarioSpec] = {}
+        for exp in self.experiments:
+            for s in exp.scenarios:
+                seen.setdefault(s.name, s)
+        return list(seen.values())
+
+
+# --------------------------------------------------------------------------- start hours
+def start_hours(scenario: ScenarioSpec, seed: int, rollouts: int) -> tuple[int, ...]:
+    """Roll-out 0 at ``start_hour``; roll-out k >= 1 at ``start_hour + u``, ``u ~ U{0..start_jitter}`` from rng([seed, k])."""
+    import numpy as np
+
+    hours = [scenario.start_hour]
+    for k in range(1, rollouts):
+        u = int(np.random.default_rng([seed, k]).integers(0, scenario.start_jitter + 1)) if scenario.start_jitter else 0
+        hours.append(scenario.start_hour + u)
+    return tuple(hours)
+
+
+# --------------------------------------------------------------------------- parsing
+def shipped_suites() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(SUITES_DIR.glob("*.json"))}
+
+
+def resolve_suite_path(name_or_path: str | Path) -> Path:
+    """A shipped suite name (``quick``) or a path to a JSON file."""
+    text = str(name_or_path)
+    shipped = shipped_suites()
+    if text in shipped:
+        return shipped[text]
+    path = Path(text)
+    if path.is_file():
+        return path
+    raise SuiteError(f"suite {text!r} is neither a shipped suite ({', '.join(shipped) or 'none'}) nor an existing file")
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    path = resolve_suite_path(name_or_path)
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SuiteError(f"suite file {path} is not valid JSON: line {err.lineno} column {err.colno}: {err.msg}") from None
+    return parse_suite(raw, source=str(path))
+
+
+def parse_suite(raw: Any, source: str = "<dict>") -> Suite:
+    """Validate a suite dict and build the typed :class:`Suite`."""
+    where = f"suite {source}"
+    _require_mapping(raw, "", where)
+    _check_keys(raw, TOP_KEYS, "", where)
+    fmt = raw.get("format", FORMAT)
+    if fmt != FORMAT:
+        raise SuiteError(f"{where}: format={fmt!r} is not supported; allowed: {FORMAT!r}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        raise SuiteError(f"{where}: name={name!r} must be a non-empty string without '/'")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise SuiteError(f"{where}: description must be a string")
+
+    defaults = raw.get("defaults", {})
+    _require_mapping(defaults, "defaults", where)
+    _check_keys(defaults, DEFAULTS_KEYS, "defaults", where)
+    base_scenario = defaults.get("scenario", {})
+    _require_mapping(base_scenario, "defaults.scenario", where)
+    _check_keys(base_scenario, SCENARIO_KEYS, "defaults.scenario", where)
+    if "name" in base_scenario:
+        raise SuiteError(f"{where}: defaults.scenario.name is not allowed (scenario names belong to experiments)")
+    default_seeds = _seeds(defaults.get("seeds", [0]), "defaults.seeds", where)
+    default_rollouts = _int(defaults.get("rollouts", 10), "defaults.rollouts", where, 1, 10_000)
+    default_oracle = _bool(defaults.get("oracle", True), "defaults.oracle", where)
+
+    methods_raw = raw.get("methods")
+    if not isinstance(methods_raw, Mapping) or not methods_raw:
+        raise SuiteError(f"{where}: methods must be a non-empty object (method name -> definition)")
+    methods: dict[str, MethodSpec] = {}
+    families: dict[str, list[str]] = {}
+    for mname, mraw in methods_raw.items():
+        for spec in _parse_method(mname, mraw, where):
+            if spec.name in methods:
+                raise SuiteError(f"{where}: methods.{mname} expands to {spec.name!r}, which is already defined")
+            methods[spec.name] = spec
+            families.setdefault(mname, []).append(spec.name)
+
+    exps_raw = raw.get("experiments")
+    if not isinstance(exps_raw, list) or not exps_raw:
+        raise SuiteError(f"{where}: experiments must be a non-empty list")
+    experiments = []
+    names_seen: set[str] = set()
+    scenario_registry: dict[str, ScenarioSpec] = {}
+    for i, eraw in enumerate(exps_raw):
+        key = f"experiments[{i}]"
+        _require_mapping(eraw, key, where)
+        _check_keys(eraw, EXPERIMENT_KEYS, key, where)
+        ename = eraw.get("name", f"experiment_{i}")
+        if not isinstance(ename, str) or not ename:
+            raise SuiteError(f"{where}: {key}.name={ename!r} must be a non-empty string")
+        if ename in names_seen:
+            raise SuiteError(f"{where}: {key}.name={ename!r} is used twice; experiment names must be unique")
+        names_seen.add(ename)
+        mlist = eraw.get("methods")
+        if not isinstance(mlist, list) or not mlist:
+            raise SuiteError(f"{where}: {key}.methods must be a non-empty list of method names; defined: {sorted(families)}")
+        expanded: list[str] = []
+        for j, m in enumerate(mlist):
+            if m in families:
+                expanded.extend(families[m])
+            elif m in methods:
+                expanded.append(m)
+            else:
+                raise SuiteError(f"{where}: {key}.methods[{j}]={m!r} is not a defined method; "
+                                 f"allowed: {sorted(set(families) | set(methods))}")
+        expanded = list(dict.fromkeys(expanded))
+        seeds = _seeds(eraw["seeds"], f"{key}.seeds", where) if "seeds" in eraw else default_seeds
+        rollouts = _int(eraw["rollouts"], f"{key}.rollouts", where, 1, 10_000) if "rollouts" in eraw else default_rollouts
+        oracle = _bool(eraw["oracle"], f"{key}.oracle", where) if "oracle" in eraw else default_oracle
+        scenarios = _expand_scenarios(eraw, base_scenario, key, where)
+        for s in scenarios:
+            prev = scenario_registry.get(s.name)
+            if prev is not None and prev.physics_key() != s.physics_key():
+                raise SuiteError(f"{where}: {key} defines scenario {s.name!r} differently from an earlier experiment; "
+                                 "give one of them another name")
+            scenario_registry[s.name] = s
+            for m in expanded:
+                _check_compatible(methods[m], s, key, where)
+        experiments.append(ExperimentSpec(ename, tuple(scenarios), tuple(expanded), seeds, rollouts, oracle))
+
+    res_raw = raw.get("resources", {})
+    _require_mapping(res_raw, "resources", where)
+    _check_keys(res_raw, RESOURCE_KEYS, "resources", where)
+    num_cpus = res_raw.get("num_cpus")
+    if num_cpus is not None:
+        _int(num_cpus, "resources.num_cpus", where, 1, 100_000)
+    max_conc = res_raw.get("max_concurrent")
+    if max_conc is not None:
+        _int(max_conc, "resources.max_concurrent", where, 1, 100_000)
+    cpr = _real(res_raw.get("cpus_per_run", 1), "resources.cpus_per_run", where, 0.0, 1024.0, low_open=True)
+    suite = Suite(name=name, description=description, methods=methods, experiments=tuple(experiments),
+                  resources=Resources(num_cpus, max_conc, cpr), source=source, raw=copy.deepcopy(dict(raw)))
+    suite.runs()  # raises on conflicting duplicates
+    return suite
+
+
+def _parse_method(mname: Any, mraw: Any, where: str) -> list[MethodSpec]:
+    key = f"methods.{mname}"
+    if not isinstance(mname, str) or not mname or "/" in mname:
+        raise SuiteError(f"{where}: method name {mname!r} must be a non-empty string without '/'")
+    _require_mapping(mraw, key, where)
+    _check_keys(mraw, METHOD_KEYS, key, where)
+    kind = mraw.get("kind")
+    kinds = known_kinds()
+    if kind not in kinds:
+        raise SuiteError(f"{where}: {key}.kind={kind!r} is not allowed; choose one of {list(kinds)}")
+    allowed = _dual_params() if kind in DUAL_KINDS else KIND_PARAMS.get(kind, _extra_kinds.get(kind, ()))
+    params = mraw.get("params", {})
+    _require_mapping(params, f"{key}.params", where)
+    _check_params(kind, params, allowed, f"{key}.params", where)
+    sweep = mraw.get("sweep", {})
+    _require_mapping(sweep, f"{key}.sweep", where)
+    _check_params(kind, {k: None for k in sweep}, allowed, f"{key}.sweep", where)
+    for p, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            raise SuiteError(f"{where}: {key}.sweep.{p} must be a non-empty list of values")
+        for j, v in enumerate(values):
+            _check_param_value(kind, p, v, f"{key}.sweep.{p}[{j}]", where)
+    budget = mraw.get("budget", DEFAULT_BUDGET.get(kind, "none"))
+    if budget not in BUDGETS:
+        raise SuiteError(f"{where}: {key}.budget={budget!r} is not allowed; choose one of {list(BUDGETS)}")
+    label = mraw.get("label", KIND_LABELS.get(kind, mname))
+    note = mraw.get("note", "")
+    for k, v in (("label", label), ("note", note)):
+        if not isinstance(v, str):
+            raise SuiteError(f"{where}: {key}.{k} must be a string")
+    if kind == "no_consensus" and params.get("rounds", 0) != 0:
+        raise SuiteError(f"{where}: {key}.params.rounds={params['rounds']!r} contradicts kind 'no_consensus' "
+                         "(which means rounds = 0); use kind 'consensus'")
+    if not sweep:
+        return [MethodSpec(mname, kind, dict(params), budget, label, note, mname)]
+    out = []
+    keys = list(sweep)
+    for combo in itertools.product(*(sweep[k] for k in keys)):
+        p = dict(params)
+        p.update(dict(zip(keys, combo)))
+        suffix = "-".join(f"{k}{_fmt_value(v)}" for k, v in zip(keys, combo))
+        extra = ", ".join(f"{k}={_fmt_value(v)}" for k, v in zip(keys, combo))
+        out.append(MethodSpec(f"{mname}-{suffix}", kind, p, budget, f"{label} ({extra})", note, mname))
+    return out
+
+
+def _dual_params() -> tuple[str, ...]:
+    """The fields of algorithms.dual.DualConfig (the static list when it cannot be imported) + the extras."""
+    try:
+        import dataclasses
+
+        from algorithms.dual import DualConfig
+
+        names = tuple(f.name for f in dataclasses.fields(DualConfig))
+    except (ImportError, TypeError):
+        names = DUAL_PARAMS
+    return names + DUAL_EXTRA
+
+
+def _check_params(kind: str, params: Mapping[str, Any], allowed: Sequence[str], key: str, where: str) -> None:
+    for p, v in params.items():
+        if kind in MARL_KINDS and p in MARL_RESERVED:
+            raise SuiteError(f"{where}: {key}.{p} is set by the scenario and the run, not by the method; "
+                             f"allowed: {sorted(allowed)}")
+        if p not in allowed:
+            raise SuiteError(f"{where}: unknown key {key}.{p} for kind {kind!r}; allowed: {sorted(allowed) or 'none'}")
+        if v is not None:
+            _check_param_value(kind, p, v, f"{key}.{p}", where)
+
+
+def _check_param_value(kind: str, p: str, v: Any, key: str, where: str) -> None:
+    if p == "rounds":
+        _int(v, key, where, 0, 10_000)
+        if kind == "no_consensus" and v != 0:
+            raise SuiteError(f"{where}: {key}={v!r} contradicts kind 'no_consensus' (rounds = 0)")
+    elif p in ("alpha", "eta") and kind in DUAL_KINDS:
+        _real(v, key, where, 0.0, 1e6, low_open=True)
+    elif p == "eps":
+        _real(v, key, where, 0.0, 1.0, low_open=True)
+    elif p == "update_period":
+        _int(v, key, where, 1, 10**7)
+    elif p == "total_steps":
+        _int(v, key, where, 1, 10**10)
+    elif p == "policies":
+        if not isinstance(v, Mapping) or not v:
+            raise SuiteError(f"{where}: {key} must map demand scales (e.g. \"1.0\") to checkpoint paths")
+        for s, path in v.items():
+            try:
+                float(s)
+            except ValueError:
+                raise SuiteError(f"{where}: {key}.{s} is not a demand scale (a number such as \"2.0\")") from None
+            if not isinstance(path, str):
+                raise SuiteError(f"{where}: {key}.{s} must be a checkpoint path (string)")
+    elif p == "checkpoint" and not isinstance(v, str):
+        raise SuiteError(f"{where}: {key} must be a checkpoint path (string)")
+
+
+def _expand_scenarios(eraw: Mapping[str, Any], base: Mapping[str, Any], key: str, where: str) -> list[ScenarioSpec]:
+    scen_list = eraw.get("scenarios", [{}])
+    if not isinstance(scen_list, list) or not scen_list:
+        raise SuiteError(f"{where}: {key}.scenarios must be a non-empty list of scenario objects")
+    matrix = eraw.get("matrix", {})
+    _require_mapping(matrix, f"{key}.matrix", where)
+    for m, values in matrix.items():
+        if m not in SCENARIO_KEYS or m == "name":
+            raise SuiteError(f"{where}: unknown key {key}.matrix.{m}; allowed: {[k for k in SCENARIO_KEYS if k != 'name']}")
+        if not isinstance(values, list) or not values:
+            raise SuiteError(f"{where}: {key}.matrix.{m} must be a non-empty list of values")
+    mkeys = list(matrix)
+    out: list[ScenarioSpec] = []
+    for i, sraw in enumerate(scen_list):
+        skey = f"{key}.scenarios[{i}]"
+        _require_mapping(sraw, skey, where)
+        _check_keys(sraw, SCENARIO_KEYS, skey, where)
+        for combo in itertools.product(*(matrix[m] for m in mkeys)) if mkeys else [()]:
+            values = dict(base)
+            values.update(sraw)
+            values.update(dict(zip(mkeys, combo)))
+            ckey = skey if not mkeys else f"{key}.matrix({', '.join(f'{m}={_fmt_value(v)}' for m, v in zip(mkeys, combo))})"
+            if "name" in sraw and mkeys:
+                values["name"] = sraw["name"] + "".join(f"_{_short(m)}{_fmt_value(v)}" for m, v in zip(mkeys, combo))
+            out.append(_scenario(values, ckey, where, [m for m in mkeys if m not in ("graph", "n_agents", "constraint")]))
+    names = [s.name for s in out]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise SuiteError(f"{where}: {key} yields several scenarios named {sorted(dup)}; give each scenario a 'name'")
+    return out
+
+
+def _short(field_name: str) -> str:
+    return {"constraint": "c", "n_agents": "n", "steps": "T", "start_hour": "h"}.get(field_name, field_name)
+
+
+def _scenario(values: dict[str, Any], key: str, where: str, extra_name_fields: Sequence[str]) -> ScenarioSpec:
+    n = _int(values.get("n_agents", 7), f"{key}.n_agents", where, 1, 10_000_000)
+    graph = values.get("graph", "two_clusters")
+    if graph not in GRAPHS:
+        raise SuiteError(f"{where}: {key}.graph={graph!r} is not allowed; choose one of {list(GRAPHS)}")
+    gparams = values.get("graph_params", {})
+    _require_mapping(gparams, f"{key}.graph_params", where)
+    c = _real(values.get("constraint", 0.27), f"{key}.constraint", where, 0.0, 1.0, low_open=True)
+    steps = _int(values.get("steps", 3000), f"{key}.steps", where, 1, 10**7)
+    start = _int(values.get("start_hour", 0), f"{key}.start_hour", where, 0, 10**7)
+    jitter = _int(values.get("start_jitter", 168), f"{key}.start_jitter", where, 0, 10**7)
+    dataset = values.get("dataset", DEFAULT_DATASET)
+    if not isinstance(dataset, str) or not dataset:
+        raise SuiteError(f"{where}: {key}.dataset={dataset!r} must be a dataset name or schema path")
+    hours = DATASET_HOURS.get(dataset)
+    if hours is not None and start + jitter + steps > hours:
+        raise SuiteError(f"{where}: {key}: start_hour + start_jitter + steps = {start} + {jitter} + {steps} exceeds the "
+                         f"{hours} hours of {dataset}; allowed: start_hour + start_jitter + steps <= {hours}")
+    record = _int(values.get("record_agents", 100), f"{key}.record_agents", where, 0, 10_000_000)
+    scales = values.get("demand_scales")
+    if isinstance(scales, list):
+        if len(scales) != n:
+            raise SuiteError(f"{where}: {key}.demand_scales has {len(scales)} entries but n_agents={n}; "
+                             "allowed: one per agent, a single number, or null (the paper's layout)")
+        for j, s in enumerate(scales):
+            _real(s, f"{key}.demand_scales[{j}]", where, 0.0, 1000.0, low_open=True)
+        scales = tuple(float(s) for s in scales)
+    elif scales is not None:
+        scales = _real(scales, f"{key}.demand_scales", where, 0.0, 1000.0, low_open=True)
+    name = values.get("name")
+    if name is None:
+        name = f"{graph}_n{n}_c{_fmt_value(c)}" + "".join(f"_{_short(m)}{_fmt_value(values[m])}" for m in extra_name_fields)
+    if not isinstance(name, str) or not name or "/" in name:
+        raise SuiteError(f"{where}: {key}.name={name!r} must be a non-empty string without '/'")
+    return ScenarioSpec(name=name, n_agents=n, graph=graph, graph_params=dict(gparams), constraint=c, steps=steps,
+                        start_hour=start, start_jitter=jitter, demand_scales=scales, dataset=dataset,
+                        record_agents=record)
+
+
+def _check_compatible(method: MethodSpec, scenario: ScenarioSpec, key: str, where: str) -> None:
+    if method.kind in MARL_KINDS and scenario.demand_scales is not None:
+        raise SuiteError(
+            f"{where}: {key}: method {method.name!r} (kind {method.kind!r}) cannot run scenario {scenario.name!r}: "
+            "scenario key demand_scales must be null for the MARL baselines (baselines.marl trains on the paper's "
+            "demand layout); run them in an experiment of their own"
+        )
+    if method.kind == "lp_oracle" and scenario.n_agents > 5000:
+        raise SuiteError(f"{where}: {key}: method {method.name!r} (the LP) cannot run scenario {scenario.name!r} with "
+                         f"n_agents={scenario.n_agents}; allowed: n_agents <= 5000")
+
+
+# --------------------------------------------------------------------------- small checks
+def _require_mapping(value: Any, key: str, where: str) -> None:
+    if not isinstance(value, Mapping):
+        raise SuiteError(f"{where}: {key or 'the top level'} must be a JSON object, got {type(value).__name__}")
+
+
+def _check_keys(value: Mapping[str, Any], allowed: Sequence[str], key: str, where: str) -> None:
+    for k in value:
+        if k not in allowed:
+            path = f"{key}.{k}" if key else k
+            raise SuiteError(f"{where}: unknown key {path!r}; allowed: {list(allowed)}")
+
+
+def _int(value: Any, key: str, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SuiteError(f"{where}: {key}={value!r} must be an integer in [{low}, {high}]")
+    if not low <= value <= high:
+        raise SuiteError(f"{where}: {key}={value!r} is out of range; allowed: [{low}, {high}]")
+    return value
+
+
+def _real(value: Any, key: str, where: str, low: float, high: float, *, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SuiteError(f"{where}: {key}={value!r} must be a finite number")
+    if (value <= low if low_open else value < low) or value > high:
+        raise SuiteError(f"{where}: {key}={value!r} is out of range; allowed: {'(' if low_open else '['}{low}, {high}]")
+    return float(value)
+
+
+def _bool(value: Any, key: str, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise SuiteError(f"{where}: {key}={value!r} must be true or false")
+    return value
+
+
+def _seeds(value: Any, key: str, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise SuiteError(f"{where}: {key} must be a non-empty list of integer seeds")
+    for j, s in enumerate(value):
+        _int(s, f"{key}[{j}]", where, 0, 2**31 - 1)
+    if len(set(value)) != len(value):
+        raise SuiteError(f"{where}: {key}={value!r} repeats a seed")
+    return tuple(value)
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "x".join(_fmt_value(x) for x in v)
+    return str(v)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

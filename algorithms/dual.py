@@ -1,128 +1,377 @@
-"""Local dual steps and neighbour consensus on the multipliers (paper Algorithm 1, eq. 10 and 14).
+"""Distributed multiplier updates at execution time (paper Algorithm 1, eq. 10/14).
 
-Pure vectorized functions on float64 arrays of N agents, and ``DualConsensus``,
-which applies them every ``update_period`` hours:
+Every update, for all agents at once (float64 arrays of shape ``(N,)``, no
+per-agent python loops):
 
-1. ``lambda_i <- clip(lambda_i + alpha * (e_grid_i - c/N), 0, lambda_max)`` (local dual step),
-2. L rounds of ``lambda_i <- lambda_i - eps * (lambda_i - mean_{j in N(i)} lambda_j)`` (consensus),
-3. ``nu_i <- clip(nu_i - eta * r2_i, nu_min, nu_max)`` (local, no consensus).
+1. dual step on the global-constraint multiplier
+   ``lam <- clip(lam + alpha (e_grid - c/N), lambda_min, lambda_max)``
+   (:func:`dual_step_lambda`),
+2. ``L`` consensus rounds ``lam <- lam - eps (lam - W lam)`` with
+   ``W = D^-1 A`` the random-walk matrix of the communication graph, i.e.
+   ``lam_i <- lam_i - eps (lam_i - mean_{j in N(i)} lam_j)`` (:func:`consensus`),
+3. local step on the local-constraint multiplier
+   ``nu <- clip(nu - eta r2, nu_min, nu_max)`` (:func:`dual_step_nu`).
 
-L = 0 is the paper's "no consensus" variant. Between updates the signals
-are averaged, so a period of k hours takes one step on the k-hour mean.
+"No consensus" is the same with ``L = 0``.  :class:`DualConsensus` holds the
+graph and the state and applies the three steps every ``update_period``
+environment steps, using the mean of the signals since the previous update.
+
+Defaults (:class:`DualConfig`): ``alpha = 0.05``, ``eps = 0.5``,
+``eta = 0.05``, ``L = 1``, ``update_period = 1``, ``lam in [0, 15]``,
+``nu in [-20, 20]`` (DESIGN.md section 5).  The step sizes are sensible
+starting points, not tuned values; they may be tuned later.
+
+Pure numpy/scipy; no torch.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from cmarl_env import graphs as _graphs
 
-def dual_step_lambda(lam: np.ndarray, e_grid: np.ndarray, share, alpha: float, lam_max: float = 15.0, lam_min: float = 0.0) -> np.ndarray:
-    """Projected dual ascent on the grid constraint: lambda grows while the agent uses more than its share."""
+from .theory import consensus_error as _consensus_error
+from .theory import degree_weights
+
+__all__ = [
+    "LAMBDA_RANGE",
+    "NU_RANGE",
+    "dual_step_lambda",
+    "consensus",
+    "dual_step_nu",
+    "DualConfig",
+    "DualState",
+    "DualConsensus",
+]
+
+LAMBDA_RANGE = (0.0, 15.0)
+NU_RANGE = (-20.0, 20.0)
+
+
+def _f64(x: Any, name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of per-agent values, got shape {arr.shape}")
+    return arr
+
+
+# --------------------------------------------------------------------------
+# pure vectorized steps
+# --------------------------------------------------------------------------
+def dual_step_lambda(
+    lam: np.ndarray,
+    e_grid: np.ndarray,
+    share: float | np.ndarray,
+    alpha: float,
+    lam_max: float = LAMBDA_RANGE[1],
+    lam_min: float = LAMBDA_RANGE[0],
+) -> np.ndarray:
+    """``clip(lam + alpha (e_grid - share), lam_min, lam_max)`` (new array).
+
+    ``share`` is the agent's part ``c / N`` of the global budget: a scalar or
+    an ``(N,)`` array.
+    """
+    lam = _f64(lam, "lam")
+    e_grid = np.asarray(e_grid, dtype=np.float64)
+    if e_grid.shape != lam.shape:
+        raise ValueError(f"e_grid must have shape {lam.shape}, got {e_grid.shape}")
     return np.clip(lam + alpha * (e_grid - share), lam_min, lam_max)
 
 
-def consensus(lam: np.ndarray, walk: sp.spmatrix, eps: float, rounds: int) -> np.ndarray:
-    """``rounds`` applications of the Perron matrix ``P = I - eps (I - D^-1 A)``; rounds = 0 returns ``lam``."""
-    for _ in range(rounds):
-        lam = lam - eps * (lam - walk @ lam)
+def consensus(lam: np.ndarray, W_rw: sp.spmatrix, eps: float, rounds: int) -> np.ndarray:
+    """``rounds`` rounds of ``lam <- lam - eps (lam - W_rw @ lam)``.
+
+    ``W_rw`` is the random-walk matrix ``D^-1 A``
+    (:func:`cmarl_env.graphs.random_walk_matrix`).  Always returns a new array
+    (for ``rounds = 0`` a float64 copy of ``lam``); the input is never modified.
+    """
+    lam = np.array(lam, dtype=np.float64)  # copy
+    if lam.ndim != 1:
+        raise ValueError(f"lam must be a 1-D array, got shape {lam.shape}")
+    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 0:
+        raise ValueError(f"rounds must be an integer >= 0, got {rounds!r}")
+    if rounds and W_rw.shape != (lam.shape[0], lam.shape[0]):
+        raise ValueError(f"W_rw has shape {W_rw.shape}, expected ({lam.shape[0]}, {lam.shape[0]})")
+    for _ in range(int(rounds)):
+        lam = lam - eps * (lam - W_rw @ lam)
     return lam
 
 
-def dual_step_nu(nu: np.ndarray, r2: np.ndarray, eta: float, nu_min: float = -20.0, nu_max: float = 20.0) -> np.ndarray:
-    """Projected step on the local demand constraint: nu falls while demand is postponed (r2 > 0)."""
+def dual_step_nu(
+    nu: np.ndarray,
+    r2: np.ndarray,
+    eta: float,
+    nu_min: float = NU_RANGE[0],
+    nu_max: float = NU_RANGE[1],
+) -> np.ndarray:
+    """``clip(nu - eta r2, nu_min, nu_max)`` (new array); ``r2 = d - e_grid - e_bat``."""
+    nu = _f64(nu, "nu")
+    r2 = np.asarray(r2, dtype=np.float64)
+    if r2.shape != nu.shape:
+        raise ValueError(f"r2 must have shape {nu.shape}, got {r2.shape}")
     return np.clip(nu - eta * r2, nu_min, nu_max)
+
+
+# --------------------------------------------------------------------------
+# config and state
+# --------------------------------------------------------------------------
+def _is_int(x: Any) -> bool:
+    return not isinstance(x, bool) and isinstance(x, (int, np.integer))
 
 
 @dataclass(frozen=True)
 class DualConfig:
-    """Step sizes, consensus rounds and multiplier ranges of Algorithm 1."""
+    """Step sizes and ranges of Algorithm 1.
+
+    ``alpha`` (> 0): dual step on ``lam``; ``eps`` (0 < eps <= 1): consensus step;
+    ``eta`` (> 0): step on ``nu``; ``rounds`` (int >= 0): consensus rounds ``L``
+    per update (0 = no consensus); ``update_period`` (int >= 1): one dual update
+    every that many environment steps, on the mean signals since the last one;
+    ``lambda_min``/``lambda_max`` (0 <= lambda_min < lambda_max) and ``nu_min``/``nu_max``
+    (nu_min < nu_max): projection ranges.
+    """
 
     alpha: float = 0.05
     eps: float = 0.5
     eta: float = 0.05
     rounds: int = 1
     update_period: int = 1
-    lambda_min: float = 0.0
-    lambda_max: float = 15.0
-    nu_min: float = -20.0
-    nu_max: float = 20.0
+    lambda_min: float = LAMBDA_RANGE[0]
+    lambda_max: float = LAMBDA_RANGE[1]
+    nu_min: float = NU_RANGE[0]
+    nu_max: float = NU_RANGE[1]
 
     def __post_init__(self) -> None:
-        _positive("alpha", self.alpha)
-        _positive("eta", self.eta)
-        if not _finite(self.eps) or not 0.0 < self.eps <= 1.0:
-            raise ValueError(f"eps={self.eps!r} is out of range; allowed: (0, 1]")
-        for name in ("rounds", "update_period"):
-            value = getattr(self, name)
-            low = 0 if name == "rounds" else 1
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name}={value!r} is out of range; allowed: integers >= {low}")
-        if not (_finite(self.lambda_min) and _finite(self.lambda_max) and 0.0 <= self.lambda_min < self.lambda_max):
-            raise ValueError(f"lambda range [{self.lambda_min}, {self.lambda_max}] must satisfy 0 <= lambda_min < lambda_max")
-        if not (_finite(self.nu_min) and _finite(self.nu_max) and self.nu_min < self.nu_max):
-            raise ValueError(f"nu range [{self.nu_min}, {self.nu_max}] must satisfy nu_min < nu_max")
+        def num(name: str) -> float:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+                raise ValueError(f"DualConfig.{name} must be a finite number, got {v!r}")
+            return float(v)
+
+        if not num("alpha") > 0:
+            raise ValueError(f"DualConfig.alpha must be > 0 (allowed range: (0, inf)), got {self.alpha!r}")
+        if not 0 < num("eps") <= 1:
+            raise ValueError(f"DualConfig.eps must satisfy 0 < eps <= 1 (allowed range: (0, 1]), got {self.eps!r}")
+        if not num("eta") > 0:
+            raise ValueError(f"DualConfig.eta must be > 0 (allowed range: (0, inf)), got {self.eta!r}")
+        if not _is_int(self.rounds) or self.rounds < 0:
+            raise ValueError(f"DualConfig.rounds must be an integer >= 0 (0 = no consensus), got {self.rounds!r}")
+        if not _is_int(self.update_period) or self.update_period < 1:
+            raise ValueError(f"DualConfig.update_period must be an integer >= 1, got {self.update_period!r}")
+        if not num("lambda_min") >= 0:
+            raise ValueError(f"DualConfig.lambda_min must be >= 0 (a multiplier of an inequality), got {self.lambda_min!r}")
+        if not num("lambda_max") > self.lambda_min:
+            raise ValueError(
+                f"DualConfig.lambda_max must be > lambda_min={self.lambda_min} (allowed range: (lambda_min, inf)), "
+                f"got {self.lambda_max!r}"
+            )
+        num("nu_min")
+        if not num("nu_max") > self.nu_min:
+            raise ValueError(
+                f"DualConfig.nu_max must be > nu_min={self.nu_min} (allowed range: (nu_min, inf)), got {self.nu_max!r}"
+            )
+        # normalise numpy scalars to python types (clean asdict / json)
+        for name in ("alpha", "eps", "eta", "lambda_min", "lambda_max", "nu_min", "nu_max"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "rounds", int(self.rounds))
+        object.__setattr__(self, "update_period", int(self.update_period))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DualConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown DualConfig field(s) {sorted(unknown)}; known: {list(cls.__dataclass_fields__)}")
+        return cls(**d)
 
 
-def _finite(value) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
+@dataclass
+class DualState:
+    """Multipliers and the signal accumulators between two dual updates.
+
+    ``t``: environment steps seen; ``n_updates``: dual updates applied;
+    ``acc_e_grid``/``acc_r2``: sums of the signals since the last update over
+    ``acc_count`` steps.
+    """
+
+    lam: np.ndarray
+    nu: np.ndarray
+    acc_e_grid: np.ndarray = field(repr=False)
+    acc_r2: np.ndarray = field(repr=False)
+    acc_count: int = 0
+    t: int = 0
+    n_updates: int = 0
+
+    @classmethod
+    def initial(cls, n: int, lam0: Any = 0.0, nu0: Any = 0.0) -> "DualState":
+        lam = np.broadcast_to(np.asarray(lam0, dtype=np.float64), (n,)).copy()
+        nu = np.broadcast_to(np.asarray(nu0, dtype=np.float64), (n,)).copy()
+        return cls(lam, nu, np.zeros(n), np.zeros(n))
+
+    def copy(self) -> "DualState":
+        return DualState(self.lam.copy(), self.nu.copy(), self.acc_e_grid.copy(), self.acc_r2.copy(),
+                         self.acc_count, self.t, self.n_updates)
 
 
-def _positive(name: str, value) -> None:
-    if not _finite(value) or float(value) <= 0.0:
-        raise ValueError(f"{name}={value!r} is out of range; allowed: finite numbers > 0")
-
-
+# --------------------------------------------------------------------------
+# the stateful executor
+# --------------------------------------------------------------------------
 class DualConsensus:
-    """The multipliers of N agents and the Algorithm 1 update, over a fixed communication graph."""
+    """Algorithm 1 for N agents on a communication graph.
 
-    def __init__(self, walk: sp.spmatrix, config: DualConfig | None = None, *, n_agents: int | None = None, share=0.0,
-                 lam0=None, nu0=None):
-        self.config = config or DualConfig()
-        self.walk = sp.csr_matrix(walk)
-        n = self.walk.shape[0] if n_agents is None else n_agents
-        if self.walk.shape != (n, n):
-            raise ValueError(f"random-walk matrix has shape {self.walk.shape}, expected ({n}, {n})")
-        self.n_agents = n
-        self.share = share
-        degrees = np.diff(self.walk.indptr).astype(np.float64)
-        self.weights = degrees / degrees.sum()
-        self.lam = np.zeros(n) if lam0 is None else np.array(np.broadcast_to(lam0, (n,)), dtype=np.float64)
-        self.nu = np.zeros(n) if nu0 is None else np.array(np.broadcast_to(nu0, (n,)), dtype=np.float64)
-        self._e_sum = np.zeros(n)
-        self._r2_sum = np.zeros(n)
-        self._count = 0
+    Parameters
+    ----------
+    graph:
+        anything :mod:`cmarl_env.graphs` accepts (``networkx.Graph``,
+        ``(src, dst)`` edges with ``n``, sparse adjacency -- only the non-zero
+        pattern matters, so passing ``W_rw`` itself also works).  Must be
+        connected.  May be ``None`` when ``config.rounds == 0`` (no
+        communication; ``n`` is then required and the consensus error uses
+        uniform weights).
+    config:
+        :class:`DualConfig` (defaults if ``None``).
+    share (keyword):
+        the per-agent budget ``c / N`` (scalar or ``(N,)`` array).
+    n / n_agents, lam0, nu0:
+        number of agents (needed for edge arrays; ``n_agents`` is an alias),
+        initial multipliers (``None`` = 0, as in Algorithm 1).
 
-    def step(self, e_grid: np.ndarray, r2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Feed one hour of signals; every ``update_period`` hours apply Algorithm 1. Returns (lambda, nu)."""
-        c = self.config
-        if c.update_period == 1:
-            e_mean, r2_mean = e_grid, r2
+    Attributes: ``n`` (= ``n_agents``), ``W_rw`` (= ``walk``, csr ``D^-1 A``),
+    ``degrees``, ``weights`` (degree weights ``w``), ``share``, ``config``,
+    ``state`` (:class:`DualState`); ``lam`` / ``nu`` return copies.
+    """
+
+    def __init__(
+        self,
+        graph: Any,
+        config: DualConfig | None = None,
+        *,
+        share: float | np.ndarray,
+        n: int | None = None,
+        n_agents: int | None = None,
+        lam0: Any = None,
+        nu0: Any = None,
+    ) -> None:
+        if n_agents is not None:
+            if n is not None and n != n_agents:
+                raise ValueError(f"n={n} and n_agents={n_agents} disagree")
+            n = n_agents
+        self.config = DualConfig() if config is None else config
+        if not isinstance(self.config, DualConfig):
+            raise ValueError(f"config must be a DualConfig, got {type(self.config).__name__}")
+        if graph is None:
+            if self.config.rounds != 0:
+                raise ValueError("a communication graph is required when config.rounds > 0")
+            if n is None:
+                raise ValueError("n is required when graph is None")
+            self.n = _graphs._check_n(n, 1)
+            self.W_rw = sp.identity(self.n, format="csr")
+            self.degrees = np.zeros(self.n, dtype=np.int64)
+            self.weights = np.full(self.n, 1.0 / self.n)
         else:
-            self._e_sum += e_grid
-            self._r2_sum += r2
-            self._count += 1
-            if self._count < c.update_period:
-                return self.lam, self.nu
-            e_mean, r2_mean = self._e_sum / self._count, self._r2_sum / self._count
-            self._e_sum[:] = 0.0
-            self._r2_sum[:] = 0.0
-            self._count = 0
-        lam = dual_step_lambda(self.lam, e_mean, self.share, c.alpha, c.lambda_max, c.lambda_min)
-        self.lam = consensus(lam, self.walk, c.eps, c.rounds)
-        self.nu = dual_step_nu(self.nu, r2_mean, c.eta, c.nu_min, c.nu_max)
+            a = _graphs.adjacency(graph, n)
+            self.n = a.shape[0]
+            msg = _graphs._connectivity_error(a, self.n)
+            if msg:
+                raise ValueError(msg)
+            self.W_rw = _graphs._random_walk_from_adjacency(a)
+            self.degrees = np.diff(a.indptr).astype(np.int64)
+            self.weights = degree_weights(self.degrees)
+        share_arr = np.asarray(share, dtype=np.float64)
+        if share_arr.ndim not in (0, 1) or (share_arr.ndim == 1 and share_arr.shape != (self.n,)):
+            raise ValueError(f"share must be a scalar or an array of shape ({self.n},), got shape {share_arr.shape}")
+        if not np.all(np.isfinite(share_arr)):
+            raise ValueError("share must be finite")
+        self.share = float(share_arr) if share_arr.ndim == 0 else share_arr.copy()
+        self.reset(lam0, nu0)
+
+    # -- state ---------------------------------------------------------------
+    def reset(self, lam0: Any = None, nu0: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Restart from ``(lam0, nu0)`` (scalars or ``(N,)`` arrays inside the ranges; ``None`` = 0)."""
+        c = self.config
+        lam0 = 0.0 if lam0 is None else lam0
+        nu0 = 0.0 if nu0 is None else nu0
+        try:
+            state = DualState.initial(self.n, lam0, nu0)
+        except ValueError as exc:
+            raise ValueError(f"lam0/nu0 must be scalars or arrays of shape ({self.n},): {exc}") from None
+        if np.any(state.lam < c.lambda_min) or np.any(state.lam > c.lambda_max) or not np.all(np.isfinite(state.lam)):
+            raise ValueError(f"lam0 must lie in [{c.lambda_min}, {c.lambda_max}]")
+        if np.any(state.nu < c.nu_min) or np.any(state.nu > c.nu_max) or not np.all(np.isfinite(state.nu)):
+            raise ValueError(f"nu0 must lie in [{c.nu_min}, {c.nu_max}]")
+        self.state = state
         return self.lam, self.nu
 
-    def weighted_average(self) -> float:
-        """The degree-weighted average ``w . lambda`` that pure consensus preserves."""
-        return float(self.weights @ self.lam)
+    @property
+    def n_agents(self) -> int:
+        return self.n
 
-    def consensus_error(self) -> float:
-        """Euclidean distance of lambda from consensus at its degree-weighted average."""
-        return float(np.linalg.norm(self.lam - self.weighted_average()))
+    @property
+    def walk(self) -> sp.csr_matrix:
+        """Alias of ``W_rw``."""
+        return self.W_rw
+
+    @property
+    def lam(self) -> np.ndarray:
+        """Copy of the current ``lambda`` multipliers."""
+        return self.state.lam.copy()
+
+    @property
+    def nu(self) -> np.ndarray:
+        """Copy of the current ``nu`` multipliers."""
+        return self.state.nu.copy()
+
+    # -- Algorithm 1 -----------------------------------------------------------
+    def step(self, e_grid: np.ndarray, r2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Feed one environment step's signals; returns copies of ``(lam, nu)``.
+
+        The signals are accumulated; every ``update_period``-th call their mean
+        drives one update: dual step on ``lam``, ``rounds`` consensus rounds,
+        local step on ``nu``.  In between, the multipliers are unchanged.
+        """
+        e = np.asarray(e_grid, dtype=np.float64)
+        r = np.asarray(r2, dtype=np.float64)
+        if e.shape != (self.n,) or r.shape != (self.n,):
+            raise ValueError(f"e_grid and r2 must have shape ({self.n},), got {e.shape} and {r.shape}")
+        st = self.state
+        c = self.config
+        st.t += 1
+        if c.update_period == 1:
+            mean_e, mean_r = e, r
+        else:
+            st.acc_e_grid += e
+            st.acc_r2 += r
+            st.acc_count += 1
+            if st.acc_count < c.update_period:
+                return self.lam, self.nu
+            mean_e = st.acc_e_grid / st.acc_count
+            mean_r = st.acc_r2 / st.acc_count
+            st.acc_e_grid = np.zeros(self.n)
+            st.acc_r2 = np.zeros(self.n)
+            st.acc_count = 0
+        lam = dual_step_lambda(st.lam, mean_e, self.share, c.alpha, c.lambda_max, c.lambda_min)
+        st.lam = consensus(lam, self.W_rw, c.eps, c.rounds)
+        st.nu = dual_step_nu(st.nu, mean_r, c.eta, c.nu_min, c.nu_max)
+        st.n_updates += 1
+        return self.lam, self.nu
+
+    # -- diagnostics ------------------------------------------------------------
+    def weighted_average(self) -> float:
+        """Degree-weighted average ``w . lam`` (the consensus value, Lemma B.4)."""
+        return float(np.dot(self.weights, self.state.lam))
+
+    def consensus_error(self, norm: str = "2") -> float:
+        """``||lam - (w . lam) 1||``: Euclidean (``norm="2"``, default) or the
+        ``w``-weighted norm in which Theorem 5.1 holds without constant (``"w"``)."""
+        return _consensus_error(self.state.lam, self.weights, norm)
+
+    def __repr__(self) -> str:
+        return (f"DualConsensus(n={self.n}, config={self.config}, t={self.state.t}, "
+                f"n_updates={self.state.n_updates})")

@@ -50,7 +50,13 @@ raised when none is connected.  The same ``(name, n, seed, params)`` always
 gives the same graph, and :func:`make_graph` and :func:`make_edges` give the
 same edge set.  The defaults sit above the connectivity thresholds
 (``ln(n)/n`` for G(n, p), ``pi r^2 n = ln n`` for geometric graphs), so the
-first draw is almost always connected for large n.
+first draw is almost always connected for large n (small geometric graphs,
+n < 30, typically need 2-4 draws).  Note that a resampled family is the
+random graph *conditioned on connectivity*.
+
+Scale (2 CPUs): ``random_edges`` builds a connected 10^6-node Erdos-Renyi or
+geometric graph (~1.4e7 edges, connectivity check included) in ~10 s and
+~2 GB peak memory, a small world in < 1 s.
 
 Matrices (all ``scipy.sparse.csr_matrix``, float64)
 ---------------------------------------------------

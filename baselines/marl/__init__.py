@@ -1,0 +1,52 @@
+"""CTDE and independent MARL baselines with fixed penalties (paper section 7, appendix A.3), on Tianshou 2.0.
+
+* ``mappo``  - shared local actor, centralised value function on the global state (``baselines.marl.mappo``)
+* ``maddpg`` - shared deterministic actor, per-agent critics on the global state and the full joint action
+* ``masac``  - shared stochastic actor, per-agent centralised soft twin critics
+* ``isac``   - independent SAC: shared actor and LOCAL twin critics (own observation and action only)
+
+All four are trained on ``r0 + lambda * (c/N - e_grid) + nu * r2`` with fixed
+(lambda, nu) = (8, -8) by default and plain observations; see
+``baselines.marl.common`` for the shared pieces (config, env adapter,
+evaluation protocol) and each module's docstring for its design.
+
+Usage::
+
+    from baselines.marl import BaselineConfig, train_baseline, load_policy, evaluate
+    summary = train_baseline(BaselineConfig(name="mappo", total_steps=50_000), "runs/mappo")
+    report = evaluate(load_policy(summary["checkpoint"]), n_rollouts=10, steps=3000)
+"""
+
+from baselines.marl.common import (
+    BACKLOG_SLOPE_LIMIT,
+    BASELINES,
+    GRID_TOLERANCE,
+    ROLLOUT_START_STRIDE,
+    BaselineConfig,
+    CheckpointError,
+    MARLPolicy,
+    ScenarioVectorEnv,
+    backlog_slope,
+    evaluate,
+    evaluate_return,
+    load_policy,
+    save_checkpoint,
+)
+from baselines.marl.training import train_baseline
+
+__all__ = [
+    "BACKLOG_SLOPE_LIMIT",
+    "BASELINES",
+    "GRID_TOLERANCE",
+    "ROLLOUT_START_STRIDE",
+    "BaselineConfig",
+    "CheckpointError",
+    "MARLPolicy",
+    "ScenarioVectorEnv",
+    "backlog_slope",
+    "evaluate",
+    "evaluate_return",
+    "load_policy",
+    "save_checkpoint",
+    "train_baseline",
+]

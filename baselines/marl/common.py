@@ -1,0 +1,971 @@
+"""Shared parts of the MARL baselines: config, Tianshou env adapter, networks, policy, checkpoints, evaluation.
+
+Fixed penalties
+---------------
+Every baseline is trained on the Lagrangian reward with FIXED multipliers
+(paper section 7: the pair (lambda*, nu*) = (8, -8) from the IPPO grid search),
+``r_i = r0_i + lambda * (c/N - e_grid_i) + nu * r2_i``, computed by the core
+(``EnvConfig(reward="lagrangian", multiplier_mode="fixed", augment=False)``
+plus ``core.set_multipliers(lambda, nu)``), on plain (non-augmented)
+observations. Rewards fed to the learners are divided by ``reward_scale``.
+
+Observation encoding (``encode_local``)
+---------------------------------------
+Each agent's local features are its 7 plain observation columns
+(``cmarl_env.core.BASE_FEATURES``) with the backlog column compressed by
+``log1p`` (long rollouts can reach backlogs far beyond anything seen in
+80-hour training episodes), everything clipped to [-10, 10], followed by a
+one-hot of the agent's type (its demand scale; the vocabulary is the training
+scenario's distinct demand scales). The global state is all agents' local
+features, stacked. The same function encodes observations for training and
+for execution, and its parameters are stored in every checkpoint.
+
+Env adapter (``ScenarioVectorEnv``)
+-----------------------------------
+``num_envs`` independent copies of the N-agent scenario (one
+``DemandResponseCore`` each, same layout, own random start hours), presented
+to Tianshou as a ``BaseVectorEnv`` in one of three modes:
+
+* ``"team"`` (MADDPG, MASAC): one Tianshou env per copy; observation (N, F)
+  (all local features, i.e. the global state), action (2N,) = the joint
+  action, reward = mean of the agents' scaled rewards (cooperative team
+  reward); the per-agent rewards are passed in ``info["agent_rew"]`` (N,)
+  and stored by Tianshou's buffer, where the per-agent critics read them.
+* ``"local"`` (ISAC): one Tianshou env per (copy, agent) slot; observation =
+  the agent's local features, action (2,), reward = the agent's reward.
+* ``"local_global"`` (MAPPO): like ``"local"`` but each slot observes
+  ``[local features, global state]`` (MAPPO's agent-specific global state);
+  the actor reads only the local part, the critic all of it.
+
+An "env step" in ``BaselineConfig`` is one hour of one scenario copy (all N
+agents act once); Tianshou's step counter counts slots, so it is N times
+larger in the slot modes.
+
+Evaluation (``evaluate``)
+-------------------------
+The paper's protocol (section 7, appendix A.3): 10 roll-outs of 3,000 hours
+on the scenario with the deterministic policy. Roll-outs differ by their
+start hour: roll-out k starts ``ROLLOUT_START_STRIDE`` = 168 hours (one week)
+after roll-out k - 1, the first at ``start_hour`` (default 0), so the ten
+cover different weather, demand and price sequences. Each roll-out's data
+window is its own hours, so its grid limit is 27 % of the aggregate peak over
+those hours (as in ``algorithms.execute``). Action noise is available
+(``action_noise``) but off by default: any positive grid fraction eventually
+serves a growing backlog (``e_grid = a_grid * (demand + backlog - e_bat)``),
+so clipped noise on a policy that never buys from the grid would make its
+backlog look stable. Per roll-out: average total grid consumption vs the
+limit, total cost (sum of price * e_grid), final total backlog, the
+least-squares slope of the total backlog over the last third, and infeasible
+= (avg grid > limit * ``GRID_TOLERANCE``) or (slope > ``BACKLOG_SLOPE_LIMIT``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import random
+import tempfile
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from cmarl_env.config import DEFAULT_DATASET, TRAIN_HOURS, EnvConfig
+from cmarl_env.core import BASE_FEATURES, DemandResponseCore
+from cmarl_env.data import BuildingData, load_dataset
+
+try:
+    from gymnasium import spaces
+    from tianshou.env import BaseVectorEnv
+    from tianshou.utils.net.common import Net
+    from tianshou.utils.net.continuous import ContinuousActorDeterministic, ContinuousActorProbabilistic
+except ImportError as _err:  # pragma: no cover - only without the learn extra
+    raise ImportError("baselines.marl needs Tianshou and torch: pip install 'cmarl-env[learn]'") from _err
+
+BASELINES = ("mappo", "maddpg", "masac", "isac")
+
+# Feasibility thresholds of a roll-out (paper section 7 / appendix A.3).
+GRID_TOLERANCE = 1.02          # infeasible if avg total grid > limit * GRID_TOLERANCE
+BACKLOG_SLOPE_LIMIT = 0.05     # infeasible if the backlog grows faster than this [kWh/step] over the last third
+ROLLOUT_START_STRIDE = 168     # roll-out k of an evaluation starts k weeks after the first one [hours]
+
+BACKLOG_COLUMN = BASE_FEATURES.index("backlog")
+FEATURE_CLIP = 10.0
+ACTION_DIM = 2
+PPO_INIT_LOG_STD = -0.5
+
+CHECKPOINT_FORMAT = "cmarl-marl-baseline"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "policy.pt"
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.json"
+VERSIONS_NAME = "versions.json"
+
+# How each actor's raw output becomes an action in [0, 1]^2 at execution.
+ACTOR_KINDS = {
+    "gaussian_clip": "a = (clip(mu, -1, 1) + 1) / 2",      # PPO (Tianshou action_bound_method='clip')
+    "gaussian_tanh": "a = (tanh(mu) + 1) / 2",             # SAC (tanh-squashed Gaussian, mode)
+    "deterministic": "a = (clip(actor(o), -1, 1) + 1) / 2",  # DDPG (tanh output)
+}
+
+
+class CheckpointError(ValueError):
+    """A baseline checkpoint is missing, corrupt or of another format."""
+
+
+# --------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class BaselineConfig:
+    """One baseline training run (validated on construction; errors name the field).
+
+    Steps are *env steps*: one hour of one scenario copy, all N agents acting.
+    Fields marked (PPO) apply to MAPPO only, (off-policy) to MADDPG, MASAC, ISAC.
+    """
+
+    name: str = "mappo"
+    n_agents: int = 7
+    lambda_: float = 8.0
+    nu: float = -8.0
+    total_steps: int = 100_000
+    num_envs: int = 4
+    epochs: int = 10
+    lr: float = 3e-4
+    critic_lr: float = 1e-3
+    batch_size: int = 256
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    critic_hidden_sizes: tuple[int, ...] = (128, 128)
+    gamma: float = 0.97
+    reward_scale: float = 10.0
+    episode_length: int = 80
+    train_window: tuple[int, int] = TRAIN_HOURS
+    constraint_fraction: float = 0.27
+    # (PPO)
+    rollout_steps: int = 80
+    update_repeats: int = 4
+    clip_eps: float = 0.2
+    gae_lambda: float = 0.95
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    # (off-policy)
+    buffer_size: int = 100_000
+    warmup_steps: int = 1_000
+    collect_steps: int = 8
+    updates_per_step: float = 0.5
+    tau: float = 0.005
+    exploration_noise: float = 0.1
+    alpha: float | None = None
+    # evaluation during training (mean Lagrangian return on fixed episodes)
+    eval_episodes: int = 8
+    dataset: str = DEFAULT_DATASET
+    seed: int = 0
+    device: str = "cpu"
+    num_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.name not in BASELINES:
+            raise ValueError(f"name={self.name!r} is not a baseline; choose one of {list(BASELINES)}")
+        _int("n_agents", self.n_agents, 1, 100_000)
+        _real("lambda_", self.lambda_, 0.0, 15.0)
+        _real("nu", self.nu, -20.0, 20.0)
+        _int("total_steps", self.total_steps, 1, 10**10)
+        _int("num_envs", self.num_envs, 1, 4096)
+        _int("epochs", self.epochs, 1, 100_000)
+        _real("lr", self.lr, 0.0, 1.0, low_open=True)
+        _real("critic_lr", self.critic_lr, 0.0, 1.0, low_open=True)
+        _int("batch_size", self.batch_size, 1, 10**7)
+        for name in ("hidden_sizes", "critic_hidden_sizes"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
+                raise ValueError(f"{name}={value!r} must be a non-empty sequence of integers in [1, 4096]")
+            for h in value:
+                _int(f"{name}[...]", h, 1, 4096)
+            object.__setattr__(self, name, tuple(int(h) for h in value))
+        _real("gamma", self.gamma, 0.0, 1.0)
+        _real("reward_scale", self.reward_scale, 0.0, 1e9, low_open=True)
+        _int("episode_length", self.episode_length, 1, 100_000)
+        window = self.train_window
+        if (isinstance(window, (str, bytes)) or not isinstance(window, Sequence) or len(window) != 2
+                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in window)):
+            raise ValueError(f"train_window={window!r} must be a pair of integers (first_hour, end_hour)")
+        object.__setattr__(self, "train_window", (int(window[0]), int(window[1])))
+        lo, hi = self.train_window
+        if not 0 <= lo < hi:
+            raise ValueError(f"train_window={self.train_window!r} must satisfy 0 <= first_hour < end_hour")
+        if hi - lo < self.episode_length:
+            raise ValueError(
+                f"train_window={self.train_window!r} holds {hi - lo} hours, fewer than episode_length={self.episode_length}"
+            )
+        _real("constraint_fraction", self.constraint_fraction, 0.0, 1.0, low_open=True)
+        _int("rollout_steps", self.rollout_steps, 1, 100_000)
+        _int("update_repeats", self.update_repeats, 1, 1000)
+        _real("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True)
+        _real("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        _real("ent_coef", self.ent_coef, 0.0, 1.0)
+        _real("vf_coef", self.vf_coef, 0.0, 100.0)
+        _real("max_grad_norm", self.max_grad_norm, 0.0, 1e6, low_open=True)
+        _int("buffer_size", self.buffer_size, 1, 10**8)
+        _int("warmup_steps", self.warmup_steps, 0, 10**8)
+        _int("collect_steps", self.collect_steps, 1, 10**7)
+        if self.collect_steps % self.num_envs:
+            raise ValueError(
+                f"collect_steps={self.collect_steps} must be a multiple of num_envs={self.num_envs} "
+                "(every scenario copy steps the same number of times per collect)"
+            )
+        _real("updates_per_step", self.updates_per_step, 0.0, 1000.0, low_open=True)
+        _real("tau", self.tau, 0.0, 1.0, low_open=True)
+        _real("exploration_noise", self.exploration_noise, 0.0, 10.0)
+        if self.alpha is not None:
+            _real("alpha", self.alpha, 0.0, 100.0)
+        _int("eval_episodes", self.eval_episodes, 1, 100_000)
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ValueError(f"dataset={self.dataset!r} must be a non-empty dataset name or schema path")
+        _int("seed", self.seed, 0, 2**31 - 1)
+        if not isinstance(self.device, str) or not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device={self.device!r} is not allowed; choose 'cpu' or 'cuda[:k]'")
+        _int("num_threads", self.num_threads, 1, 1024)
+
+    # ----------------------------------------------------------- derived
+    @property
+    def on_policy(self) -> bool:
+        return self.name == "mappo"
+
+    @property
+    def env_mode(self) -> str:
+        return {"mappo": "local_global", "isac": "local", "maddpg": "team", "masac": "team"}[self.name]
+
+    @property
+    def steps_per_collect(self) -> int:
+        """Env steps gathered per training iteration (all copies)."""
+        return self.num_envs * self.rollout_steps if self.on_policy else self.collect_steps
+
+    @property
+    def iterations(self) -> int:
+        """Training iterations (collect + update) the run performs."""
+        per_epoch = max(1, math.ceil(math.ceil(self.total_steps / self.epochs) / self.steps_per_collect))
+        return per_epoch * self.epochs
+
+    def replace(self, **changes: Any) -> "BaselineConfig":
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown BaselineConfig field(s) {sorted(unknown)}; allowed: {[f.name for f in fields(self)]}")
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["hidden_sizes"] = list(self.hidden_sizes)
+        out["critic_hidden_sizes"] = list(self.critic_hidden_sizes)
+        out["train_window"] = list(self.train_window)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "BaselineConfig":
+        allowed = {f.name for f in fields(cls)}
+        unknown = set(values) - allowed
+        if unknown:
+            raise ValueError(f"unknown BaselineConfig field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        values = dict(values)
+        for key in ("hidden_sizes", "critic_hidden_sizes", "train_window"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    def env_config(self, **overrides: Any) -> EnvConfig:
+        """The training scenario: fixed multipliers, Lagrangian reward, plain observations, train window."""
+        base = EnvConfig(
+            n_agents=self.n_agents,
+            dataset=self.dataset,
+            constraint_fraction=self.constraint_fraction,
+            episode_length=self.episode_length,
+            window=self.train_window,
+            augment=False,
+            reward="lagrangian",
+            multiplier_mode="fixed",
+            seed=self.seed,
+        )
+        return base.replace(**overrides) if overrides else base
+
+
+def _int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name}={value!r} must be an integer in [{low}, {high}]")
+    if not low <= int(value) <= high:
+        raise ValueError(f"{name}={value!r} is out of range; allowed: [{low}, {high}]")
+
+
+def _real(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
+    if isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be a number")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} must be a number") from None
+    if not math.isfinite(v) or (v <= low if low_open else v < low) or v > high:
+        raise ValueError(f"{name}={value!r} is out of range; allowed: {'(' if low_open else '['}{low}, {high}]")
+
+
+def seed_everything(seed: int, num_threads: int = 1) -> None:
+    """Seed Python, NumPy (also Tianshou's Gaussian exploration noise) and torch; set torch's thread count."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(num_threads)
+
+
+# ------------------------------------------------------------------ encoding
+def type_indices(scales: np.ndarray, type_scales: Sequence[float]) -> np.ndarray:
+    """Index of each agent's demand scale in the type vocabulary; unknown scales raise."""
+    vocab = np.asarray(type_scales, dtype=np.float64)
+    scales = np.asarray(scales, dtype=np.float64)
+    match = np.isclose(scales[:, None], vocab[None, :])
+    unknown = ~match.any(axis=1)
+    if unknown.any():
+        raise ValueError(
+            f"agent demand scale(s) {sorted(set(scales[unknown].tolist()))} are not agent types this policy "
+            f"was trained for; known type scales: {list(map(float, vocab))}"
+        )
+    return match.argmax(axis=1)
+
+
+def encode_local(obs: np.ndarray, onehot: np.ndarray) -> np.ndarray:
+    """Local features: plain observation (backlog -> log1p, all clipped to +-10) + type one-hot; float32."""
+    x = np.array(obs, dtype=np.float32, copy=True)
+    x[..., BACKLOG_COLUMN] = np.log1p(np.maximum(x[..., BACKLOG_COLUMN], 0.0))
+    np.clip(x, -FEATURE_CLIP, FEATURE_CLIP, out=x)
+    return np.concatenate([x, onehot.astype(np.float32)], axis=-1)
+
+
+def feature_dim(n_types: int) -> int:
+    return len(BASE_FEATURES) + n_types
+
+
+# ------------------------------------------------------------------- adapter
+ENV_MODES = ("team", "local", "local_global")
+
+
+class ScenarioVectorEnv(BaseVectorEnv):
+    """``num_envs`` copies of the N-agent scenario as a Tianshou ``BaseVectorEnv`` (see the module docstring).
+
+    Like ``algorithms.train.TianshouBatchedEnv`` it has no workers: each copy
+    is one vectorized core step. All episodes have the same length; on
+    truncation ``step`` returns the final observation as ``obs_next`` (the
+    learners bootstrap from it) and the Collector's following ``reset`` starts
+    the copy's next episode at a random hour of the training window. In the
+    slot modes the agents of one copy must be stepped together (Tianshou does
+    so when it collects a number of steps).
+    """
+
+    def __init__(
+        self,
+        config: BaselineConfig,
+        mode: str,
+        *,
+        num_envs: int | None = None,
+        data: BuildingData | None = None,
+        seed: int | None = None,
+        type_scales: Sequence[float] | None = None,
+    ):
+        if mode not in ENV_MODES:
+            raise ValueError(f"mode={mode!r} is not allowed; choose one of {ENV_MODES}")
+        self.config = config
+        self.mode = mode
+        self.n_copies = int(num_envs or config.num_envs)
+        env_config = config.env_config()
+        data = data if data is not None else load_dataset(config.dataset)
+        self.cores = [DemandResponseCore(env_config, data) for _ in range(self.n_copies)]
+        for core in self.cores:
+            core.set_multipliers(config.lambda_, config.nu)
+        first = self.cores[0]
+        self.n_agents = n = first.n_agents
+        self.type_scales = tuple(float(s) for s in (type_scales if type_scales is not None else first.type_scales))
+        self.onehot = np.eye(len(self.type_scales), dtype=np.float32)[type_indices(first.layout.scale, self.type_scales)]
+        self.feat_dim = feature_dim(len(self.type_scales))
+        self.reward_scale = float(config.reward_scale)
+        self.slots = mode != "team"
+        self.env_num = self.n_copies * n if self.slots else self.n_copies
+        # BaseVectorEnv bookkeeping without workers (its __init__ would build one worker per env)
+        self.workers = []
+        self.wait_num = self.env_num
+        self.timeout = None
+        self.is_async = False
+        self.waiting_conn = []
+        self.waiting_id = []
+        self.ready_id = list(range(self.env_num))
+        self.is_closed = False
+        base = config.seed if seed is None else int(seed)
+        self._reset_seeds: list[int | None] = [base * 1009 + k for k in range(self.n_copies)]
+        self._pending: dict[int, tuple[np.ndarray, set[int]]] = {}
+        if mode == "team":
+            obs_shape, act_shape = (n, self.feat_dim), (ACTION_DIM * n,)
+        elif mode == "local":
+            obs_shape, act_shape = (self.feat_dim,), (ACTION_DIM,)
+        else:
+            obs_shape, act_shape = (self.feat_dim * (n + 1),), (ACTION_DIM,)
+        self._observation_space = spaces.Box(-np.inf, np.inf, shape=obs_shape, dtype=np.float32)
+        self._action_space = spaces.Box(0.0, 1.0, shape=act_shape, dtype=np.float32)
+        self._action_space.seed(base)
+        self._empty_infos = np.array([{} for _ in range(self.env_num)], dtype=object)
+        self.reset_signal_sums()
+
+    # ------------------------------------------------------------ gym attrs
+    def get_env_attr(self, key: str, id=None) -> list[Any]:
+        ids = self._wrap_id(id)
+        table = {
+            "action_space": self._action_space,
+            "observation_space": self._observation_space,
+            "metadata": {},
+            "reward_range": (-math.inf, math.inf),
+            "spec": None,
+            "render_mode": None,
+        }
+        if key not in table:
+            raise AttributeError(f"ScenarioVectorEnv has no env attribute {key!r}")
+        return [table[key] for _ in ids]
+
+    def set_env_attr(self, key: str, value: Any, id=None) -> None:
+        raise AttributeError("ScenarioVectorEnv attributes are read-only")
+
+    @property
+    def share(self) -> float:
+        return float(self.cores[0].share)
+
+    @property
+    def single_action_space(self) -> spaces.Box:
+        """Action space of one Tianshou env (slot: (2,), team: (2N,)), in [0, 1]."""
+        return self._action_space
+
+    @property
+    def single_observation_space(self) -> spaces.Box:
+        return self._observation_space
+
+    # --------------------------------------------------------------- signals
+    def reset_signal_sums(self) -> None:
+        self.signal_sums = {"total_grid": 0.0, "total_backlog": 0.0, "reward": 0.0}
+        self.signal_count = 0
+
+    def signal_means(self) -> dict[str, float]:
+        n = max(self.signal_count, 1)
+        return {k: v / n for k, v in self.signal_sums.items()}
+
+    # --------------------------------------------------------------- layout
+    def _copies_of(self, ids: np.ndarray) -> list[int]:
+        return sorted(set((ids // self.n_agents).tolist())) if self.slots else sorted(set(ids.tolist()))
+
+    def _encode(self, obs: np.ndarray) -> np.ndarray:
+        """Rows of one copy: (N, F) local features, or (N, F + N*F) with the global state."""
+        local = encode_local(obs, self.onehot)
+        if self.mode == "local_global":
+            n = self.n_agents
+            return np.concatenate([local, np.broadcast_to(local.reshape(1, -1), (n, n * self.feat_dim))], axis=1)
+        return local
+
+    def _gather(self, per_copy: dict[int, np.ndarray], ids: np.ndarray) -> np.ndarray:
+        if not self.slots:
+            return np.stack([per_copy[int(k)] for k in ids])
+        n = self.n_agents
+        return np.stack([per_copy[int(i) // n][int(i) % n] for i in ids])
+
+    # ----------------------------------------------------------------- API
+    def reset(self, env_id=None, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+        self._assert_is_not_closed()
+        ids = np.asarray(self._wrap_id(env_id), dtype=np.int64)
+        n = self.n_agents
+        per_copy: dict[int, np.ndarray] = {}
+        for k in self._copies_of(ids):
+            wanted = set(ids[ids // n == k].tolist()) if self.slots else {k}
+            pending = self._pending.get(k)
+            if pending is not None and wanted <= pending[1]:
+                per_copy[k] = pending[0]
+                left = pending[1] - wanted
+                if left:
+                    self._pending[k] = (pending[0], left)
+                else:
+                    del self._pending[k]
+                continue
+            seed = kwargs.get("seed")
+            if seed is None:
+                seed, self._reset_seeds[k] = self._reset_seeds[k], None
+            elif not isinstance(seed, (int, np.integer)):
+                seed = int(np.asarray(seed).ravel()[0]) + k
+            obs = self._encode(self.cores[k].reset(seed=seed))
+            per_copy[k] = obs
+            slots = set(range(k * n, (k + 1) * n)) if self.slots else {k}
+            left = slots - wanted
+            if left:
+                self._pending[k] = (obs, left)
+            else:
+                self._pending.pop(k, None)
+        return self._gather(per_copy, ids), self._empty_infos[: len(ids)].copy()
+
+    def step(self, action, id=None):
+        self._assert_is_not_closed()
+        if action is None:
+            raise ValueError("action must be given (this vector env is synchronous)")
+        ids = np.asarray(self._wrap_id(id), dtype=np.int64)
+        act = np.asarray(action, dtype=np.float64)
+        n = self.n_agents
+        copies = self._copies_of(ids)
+        if self.slots and len(ids) != len(copies) * n:
+            raise ValueError(
+                f"slot ids {ids.tolist()} do not cover whole scenario copies: the {n} agents of a copy act together"
+            )
+        row = {int(i): r for r, i in enumerate(ids)}
+        obs_c, rew_c, info_c = {}, {}, {}
+        truncated_c: dict[int, bool] = {}
+        for k in copies:
+            if self.slots:
+                joint = act[[row[k * n + j] for j in range(n)]]
+            else:
+                joint = act[row[k]].reshape(n, ACTION_DIM)
+            out = self.cores[k].step(joint)
+            reward = out.reward / self.reward_scale
+            obs_c[k] = self._encode(out.obs)
+            rew_c[k] = reward
+            truncated_c[k] = bool(out.truncated)
+            self.signal_sums["total_grid"] += float(out.signals.e_grid.sum())
+            self.signal_sums["total_backlog"] += float(out.signals.backlog.sum())
+            self.signal_sums["reward"] += float(out.reward.mean())
+            self.signal_count += 1
+            if not self.slots:
+                info_c[k] = {"agent_rew": reward}
+        if self.slots:
+            rew = np.array([rew_c[int(i) // n][int(i) % n] for i in ids], dtype=np.float64)
+            trunc = np.array([truncated_c[int(i) // n] for i in ids], dtype=bool)
+            infos = self._empty_infos[: len(ids)].copy()
+        else:
+            rew = np.array([rew_c[int(k)].mean() for k in ids], dtype=np.float64)
+            trunc = np.array([truncated_c[int(k)] for k in ids], dtype=bool)
+            infos = np.array([info_c[int(k)] for k in ids], dtype=object)
+        return self._gather(obs_c, ids), rew, np.zeros(len(ids), dtype=bool), trunc, infos
+
+    def seed(self, seed=None):
+        base = seed if seed is None or isinstance(seed, (int, np.integer)) else int(np.asarray(seed).ravel()[0])
+        if base is not None:
+            self._reset_seeds = [int(base) * 1009 + k for k in range(self.n_copies)]
+            self._action_space.seed(int(base))
+        return [[base] for _ in range(self.env_num)]
+
+    def render(self, **kwargs: Any) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        self.is_closed = True
+
+
+# ------------------------------------------------------------------ networks
+def build_local_actor(kind: str, input_dim: int, hidden_sizes: Sequence[int]) -> nn.Module:
+    """The per-agent actor (Tianshou networks), shared by all agents; input = local features."""
+    if kind == "gaussian_clip":
+        actor = ContinuousActorProbabilistic(
+            preprocess_net=Net(state_shape=input_dim, hidden_sizes=hidden_sizes, activation=nn.Tanh),
+            action_shape=ACTION_DIM, unbounded=True, conditioned_sigma=False,
+        )
+        with torch.no_grad():  # near-zero initial mean (a ~ 0.5) and a moderate initial std, as in Tianshou's PPO examples
+            for m in actor.mu.modules():
+                if isinstance(m, nn.Linear):
+                    m.weight.mul_(0.01)
+                    m.bias.zero_()
+            actor.sigma_param.fill_(PPO_INIT_LOG_STD)
+        return actor
+    if kind == "gaussian_tanh":
+        return ContinuousActorProbabilistic(
+            preprocess_net=Net(state_shape=input_dim, hidden_sizes=hidden_sizes),
+            action_shape=ACTION_DIM, unbounded=True, conditioned_sigma=True,
+        )
+    if kind == "deterministic":
+        return ContinuousActorDeterministic(
+            preprocess_net=Net(state_shape=input_dim, hidden_sizes=hidden_sizes),
+            action_shape=ACTION_DIM, max_action=1.0,
+        )
+    raise ValueError(f"actor kind={kind!r} is not allowed; choose one of {sorted(ACTOR_KINDS)}")
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+class SlotActor(nn.Module):
+    """Tianshou actor for slot envs: applies the shared local actor to the local part of each slot's observation."""
+
+    def __init__(self, inner: nn.Module, local_dim: int):
+        super().__init__()
+        self.inner = inner
+        self.local_dim = int(local_dim)
+        if isinstance(inner, ContinuousActorDeterministic):  # DDPG's policy reads it; PPO's warns if present
+            self.max_action = inner.max_action
+
+    def forward(self, obs, state=None, info=None):
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=_device_of(self))
+        out, _ = self.inner(obs[:, : self.local_dim])
+        return out, state
+
+
+class TeamActor(nn.Module):
+    """Tianshou actor for the team env: the shared local actor applied row-wise to (B, N, F) -> (B, 2N).
+
+    Parameters are shared by all agents (the type one-hot tells the types
+    apart) and agent i's action depends on its own row only, so execution is
+    decentralised. Columns 2i, 2i+1 are agent i's action.
+    """
+
+    def __init__(self, inner: nn.Module, n_agents: int):
+        super().__init__()
+        self.inner = inner
+        self.n_agents = int(n_agents)
+        if isinstance(inner, ContinuousActorDeterministic):  # DDPG's policy reads it; PPO's warns if present
+            self.max_action = inner.max_action
+
+    def forward(self, obs, state=None, info=None):
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=_device_of(self))
+        b = obs.shape[0]
+        out, _ = self.inner(obs.reshape(b * self.n_agents, obs.shape[-1]))
+        if isinstance(out, tuple):
+            mu, sigma = out
+            return (mu.reshape(b, -1), sigma.reshape(b, -1)), state
+        return out.reshape(b, -1), state
+
+
+class JointCritic(nn.Module):
+    """Centralised critic ``Q_i(s, a_1..a_N)`` for every agent i: input = global state + joint action, N outputs.
+
+    One trunk (a Tianshou ``Net``) with one output head per agent (agent i's
+    Q on its own reward). Actions are clipped to the [-1, 1] range the
+    environment actually applies.
+    """
+
+    def __init__(self, n_agents: int, feat_dim: int, hidden_sizes: Sequence[int]):
+        super().__init__()
+        self.n_agents = int(n_agents)
+        self.net = Net(state_shape=n_agents * (feat_dim + ACTION_DIM), action_shape=n_agents, hidden_sizes=hidden_sizes)
+
+    def forward(self, obs, act, info=None) -> torch.Tensor:
+        device = _device_of(self)
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        act = torch.as_tensor(act, dtype=torch.float32, device=device).clamp(-1.0, 1.0)
+        x = torch.cat([obs.flatten(1), act.flatten(1)], dim=1)
+        q, _ = self.net(x)
+        return q
+
+
+def gaussian_dist(loc_scale):
+    """Tianshou ``dist_fn``: independent Gaussian over the action dimensions."""
+    loc, scale = loc_scale
+    return torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
+
+
+# -------------------------------------------------------------------- policy
+class MARLPolicy:
+    """Decentralised execution of a trained baseline: the shared actor on each agent's local features.
+
+    ``act(obs, scales)`` maps the (N, 7) plain observations and the agents'
+    demand scales to deterministic (N, 2) actions in [0, 1] (see
+    ``ACTOR_KINDS`` for the output mapping of each actor kind).
+    """
+
+    def __init__(self, actor: nn.Module, metadata: Mapping[str, Any]):
+        self.actor = actor
+        self.metadata = dict(metadata)
+        self.kind = str(metadata["actor_kind"])
+        self.type_scales = tuple(float(s) for s in metadata["type_scales"])
+        self.name = str(metadata.get("name", "baseline"))
+
+    @property
+    def n_agents(self) -> int:
+        return int(self.metadata["n_agents"])
+
+    def onehot(self, scales: np.ndarray) -> np.ndarray:
+        return np.eye(len(self.type_scales), dtype=np.float32)[type_indices(scales, self.type_scales)]
+
+    @torch.no_grad()
+    def act_features(self, feats: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(feats, dtype=torch.float32, device=_device_of(self.actor))
+        out, _ = self.actor(x)
+        raw = out[0] if isinstance(out, tuple) else out
+        raw = torch.tanh(raw) if self.kind == "gaussian_tanh" else raw.clamp(-1.0, 1.0)
+        return ((raw + 1.0) * 0.5).cpu().numpy().astype(np.float64)
+
+    def act(self, obs: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        return self.act_features(encode_local(obs, self.onehot(scales)))
+
+    def __call__(self, obs: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        return self.act(obs, scales)
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in ("cmarl-env", "torch", "tianshou", "numpy", "gymnasium", "pettingzoo", "citylearn"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _to_cpu(value: Any) -> Any:
+    if torch.is_tensor(value):
+        return value.detach().cpu().clone()
+    if isinstance(value, Mapping):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_cpu(v) for v in value]
+    return value
+
+
+def save_checkpoint(path: str | os.PathLike, policy: MARLPolicy, algorithm_state: Mapping[str, Any] | None = None) -> Path:
+    """Write ``{format, format_version, actor, algorithm, metadata}`` atomically (temp file + rename).
+
+    ``actor`` is the shared local actor's state dict (all ``load_policy``
+    needs); ``algorithm`` is the full Tianshou algorithm state dict (actor,
+    critics, target networks, optimizer states), which
+    ``algorithm.load_state_dict`` accepts after ``baselines.marl.training.build``
+    to resume training; ``metadata`` is JSON-friendly.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "actor": {k: v.detach().cpu().clone() for k, v in policy.actor.state_dict().items()},
+        "algorithm": _to_cpu(dict(algorithm_state or {})),
+        "metadata": json.loads(json.dumps(policy.metadata, default=_json_default)),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_policy(path: str | os.PathLike, device: str = "cpu") -> MARLPolicy:
+    """Load a baseline checkpoint written by ``save_checkpoint`` (``weights_only`` safe load)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"baseline checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise CheckpointError(f"baseline checkpoint {path} could not be read ({type(err).__name__}: {err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    if payload.get("format_version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} has format_version {payload.get('format_version')}; this code reads {CHECKPOINT_VERSION}")
+    meta = payload["metadata"]
+    actor = build_local_actor(meta["actor_kind"], int(meta["feature_dim"]), tuple(meta["hidden_sizes"])).to(device)
+    try:
+        actor.load_state_dict(payload["actor"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: actor weights do not match the recorded architecture ({err})") from err
+    meta = dict(meta)
+    meta["path"] = str(path)
+    return MARLPolicy(actor.eval(), meta)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    """Atomic JSON write."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- evaluation
+def evaluate_return(
+    policy: MARLPolicy,
+    config: BaselineConfig,
+    episodes: int | None = None,
+    seed: int | None = None,
+    data: BuildingData | None = None,
+) -> dict[str, float]:
+    """Mean undiscounted per-agent Lagrangian return (unscaled, fixed multipliers) on fixed training episodes.
+
+    Deterministic actions; the episodes' start hours are drawn from
+    ``seed`` (default ``config.seed + 12345``), so two policies are compared
+    on the same episodes. All episodes run in lockstep with one batched
+    policy call per hour.
+    """
+    n_ep = int(episodes or config.eval_episodes)
+    seed = config.seed + 12345 if seed is None else int(seed)
+    data = data if data is not None else load_dataset(config.dataset)
+    env_config = config.env_config()
+    cores = [DemandResponseCore(env_config, data) for _ in range(n_ep)]
+    obs = []
+    for e, core in enumerate(cores):
+        core.set_multipliers(config.lambda_, config.nu)
+        obs.append(core.reset(seed=seed * 7919 + e))
+    onehot = policy.onehot(cores[0].layout.scale)
+    n = config.n_agents
+    totals = {"lagrangian": 0.0, "r0": 0.0, "e_grid": 0.0, "r2": 0.0}
+    for _ in range(config.episode_length):
+        feats = encode_local(np.concatenate(obs), np.tile(onehot, (n_ep, 1)))
+        actions = policy.act_features(feats)
+        for e, core in enumerate(cores):
+            out = core.step(actions[e * n:(e + 1) * n])
+            obs[e] = out.obs
+            totals["lagrangian"] += float(out.reward.sum())
+            totals["r0"] += float(out.signals.r0.sum())
+            totals["e_grid"] += float(out.signals.e_grid.sum())
+            totals["r2"] += float(out.signals.r2.sum())
+    per_agent_episode = n * n_ep
+    return {
+        "lagrangian_return": totals["lagrangian"] / per_agent_episode,
+        "objective_return": totals["r0"] / per_agent_episode,
+        "mean_e_grid": totals["e_grid"] / (per_agent_episode * config.episode_length),
+        "mean_r2": totals["r2"] / (per_agent_episode * config.episode_length),
+    }
+
+
+def backlog_slope(total_backlog: np.ndarray) -> float:
+    """Least-squares slope [kWh/step] of the total backlog over the last third of a roll-out."""
+    total_backlog = np.asarray(total_backlog, dtype=np.float64)
+    tail = total_backlog[len(total_backlog) - max(len(total_backlog) // 3, 2):]
+    if len(tail) < 2:
+        return 0.0
+    return float(np.polyfit(np.arange(len(tail)), tail, 1)[0])
+
+
+def evaluate(
+    policy: MARLPolicy,
+    n_rollouts: int = 10,
+    steps: int = 3000,
+    start_hour: int = 0,
+    constraint: float = 0.27,
+    *,
+    n_agents: int | None = None,
+    start_stride: int = ROLLOUT_START_STRIDE,
+    action_noise: float = 0.0,
+    seed: int = 0,
+    dataset: str | None = None,
+    data: BuildingData | None = None,
+) -> dict[str, Any]:
+    """The paper's roll-out protocol on the scenario (see the module docstring); returns per-roll-out metrics.
+
+    Roll-out k runs ``steps`` hours from ``start_hour + k * start_stride``
+    with the deterministic policy (optionally plus Gaussian action noise of
+    std ``action_noise``, seeded by (``seed``, k) - off by default because
+    clipped noise biases boundary actions). ``n_agents`` defaults to the
+    policy's training scenario (7 for the paper). All roll-outs run in
+    lockstep with one batched policy call per hour. Returns ``rollouts`` (list
+    of dicts), means over roll-outs, the ``best`` roll-out (feasible first,
+    then least grid violation, then lowest cost: the paper's "closest to
+    satisfying the threshold") and ``infeasible_fraction``.
+    """
+    _int("n_rollouts", n_rollouts, 1, 10_000)
+    _int("steps", steps, 1, 10**7)
+    _int("start_hour", start_hour, 0, 10**7)
+    _int("start_stride", start_stride, 0, 10**7)
+    _real("constraint", constraint, 0.0, 1.0, low_open=True)
+    _real("action_noise", action_noise, 0.0, 1.0)
+    n = int(n_agents or policy.n_agents)
+    dataset = dataset or policy.metadata.get("dataset", DEFAULT_DATASET)
+    data = data if data is not None else load_dataset(dataset)
+    starts = [start_hour + k * start_stride for k in range(n_rollouts)]
+    if starts[-1] + steps > data.n_steps:
+        raise ValueError(
+            f"roll-out {n_rollouts - 1} would cover hours [{starts[-1]}, {starts[-1] + steps}) beyond the dataset's "
+            f"{data.n_steps} hours; allowed: start_hour + (n_rollouts - 1) * start_stride + steps <= {data.n_steps}"
+        )
+    lam, nu = policy.metadata.get("lambda_", 8.0), policy.metadata.get("nu", -8.0)
+    cores, obs = [], []
+    for s in starts:
+        core = DemandResponseCore(EnvConfig(
+            n_agents=n, dataset=dataset, constraint_fraction=constraint, episode_length=steps, window=(s, s + steps),
+            start_hour=s, augment=False, reward="lagrangian", multiplier_mode="fixed", seed=seed,
+        ), data)
+        core.set_multipliers(lam, nu)
+        obs.append(core.reset(start_hour=s))
+        cores.append(core)
+    onehot = np.tile(policy.onehot(cores[0].layout.scale), (n_rollouts, 1))
+    rngs = [np.random.default_rng([seed, k]) for k in range(n_rollouts)]
+    grid = np.empty((n_rollouts, steps))
+    backlog = np.empty((n_rollouts, steps))
+    cost = np.zeros(n_rollouts)
+    lagr = np.zeros(n_rollouts)
+    for t in range(steps):
+        actions = policy.act_features(encode_local(np.concatenate(obs), onehot))
+        for k, core in enumerate(cores):
+            a = actions[k * n:(k + 1) * n]
+            if action_noise > 0:
+                a = np.clip(a + rngs[k].normal(0.0, action_noise, size=a.shape), 0.0, 1.0)
+            out = core.step(a)
+            obs[k] = out.obs
+            sig = out.signals
+            grid[k, t] = sig.e_grid.sum()
+            backlog[k, t] = sig.backlog.sum()
+            cost[k] -= sig.r0.sum()
+            lagr[k] += out.reward.sum()
+    rollouts = []
+    for k, core in enumerate(cores):
+        limit = float(core.grid_limit)
+        avg = float(grid[k].mean())
+        slope = backlog_slope(backlog[k])
+        rollouts.append({
+            "rollout": k,
+            "start_hour": starts[k],
+            "avg_grid_consumption": avg,
+            "grid_limit": limit,
+            "grid_ratio": avg / limit,
+            "grid_violation_pct": 100.0 * max(avg / limit - 1.0, 0.0),
+            "total_cost": float(cost[k]),
+            "final_backlog_kwh": float(backlog[k, -1]),
+            "backlog_slope_kwh_per_step": slope,
+            "lagrangian_return_per_agent": float(lagr[k] / n),
+            "infeasible": bool(avg > limit * GRID_TOLERANCE or slope > BACKLOG_SLOPE_LIMIT),
+        })
+    best = min(rollouts, key=lambda r: (r["infeasible"], r["grid_violation_pct"], r["total_cost"]))
+    keys = ("avg_grid_consumption", "grid_ratio", "total_cost", "final_backlog_kwh", "backlog_slope_kwh_per_step")
+    return {
+        "n_agents": n,
+        "n_rollouts": n_rollouts,
+        "steps": steps,
+        "start_hours": starts,
+        "constraint": constraint,
+        "action_noise": action_noise,
+        "grid_limit": float(cores[0].grid_limit),
+        "thresholds": {"grid_tolerance": GRID_TOLERANCE, "backlog_slope_limit": BACKLOG_SLOPE_LIMIT},
+        "rollouts": rollouts,
+        "mean": {k: float(np.mean([r[k] for r in rollouts])) for k in keys},
+        "best": best,
+        "infeasible_fraction": float(np.mean([r["infeasible"] for r in rollouts])),
+    }
+
+
+# ------------------------------------------------- per-agent TD targets (team)
+def per_agent_td_targets(algorithm, batch, buffer, indices: np.ndarray):
+    """One-step per-agent targets ``y_i = r_i + gamma * (1 - terminated) * Qtarget_i(s', a')``, shape (B, N).
+
+    The team env stores each agent's scaled reward in ``info["agent_rew"]``;
+    ``algorithm._target_q(buffer, indices)`` is Tianshou's own target
+    computation (lagged actor and critics on ``obs_next``), which with the
+    per-agent ``JointCritic`` heads returns one value per agent. Episodes end
+    by truncation only, so Tianshou's ``value_mask`` keeps bootstrapping from
+    the final observation.
+    """
+    device = next(algorithm.parameters()).device
+    rew = torch.as_tensor(np.asarray(batch.info.agent_rew), dtype=torch.float32, device=device)
+    with torch.no_grad():
+        target = algorithm._target_q(buffer, indices)
+    mask = torch.as_tensor(algorithm.value_mask(buffer, indices), dtype=torch.float32, device=device).unsqueeze(1)
+    batch.returns = rew + algorithm.gamma * mask * target
+    return batch

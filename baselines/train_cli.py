@@ -1,0 +1,92 @@
+"""``cmarl train-baseline NAME``: train a MAPPO / MADDPG / MASAC / ISAC baseline with fixed penalties.
+
+Example::
+
+    cmarl train-baseline mappo --steps 100000 --agents 7 --lambda 8 --nu -8 --seed 0 --out runs/mappo --eval-rollouts 10
+
+The run folder receives ``config.json``, ``policy.pt``, ``metrics.json`` and
+``versions.json`` (see ``baselines.marl.training``); Tianshou's trainer shows
+the progress bars. With ``--eval-rollouts K > 0`` the final policy is also
+evaluated with the paper's protocol (K roll-outs of ``--eval-steps`` hours
+from hour 0, see ``baselines.marl.common.evaluate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+BASELINE_NAMES = ("mappo", "maddpg", "masac", "isac")  # = baselines.marl.BASELINES (kept here so --help stays light)
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 64,64") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must list positive layer widths, e.g. 64,64")
+    return sizes
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", choices=BASELINE_NAMES, metavar="NAME",
+                        help=f"baseline to train; one of {', '.join(BASELINE_NAMES)}")
+    parser.add_argument("--steps", type=int, default=100_000,
+                        help="training env steps (hours of one scenario copy, all agents acting; default 100000)")
+    parser.add_argument("--agents", type=int, default=7, help="number of agents N (default 7, the paper scenario)")
+    parser.add_argument("--lambda", dest="lambda_", metavar="LAMBDA", type=float, default=8.0, help="fixed global penalty lambda (default 8)")
+    parser.add_argument("--nu", type=float, default=-8.0, help="fixed local penalty nu (default -8)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--out", required=True, help="run folder to write")
+    parser.add_argument("--eval-rollouts", type=int, default=10,
+                        help="paper-protocol evaluation roll-outs of the final policy (0 to skip; default 10)")
+    parser.add_argument("--eval-steps", type=int, default=3000, help="hours per evaluation roll-out (default 3000)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs (an evaluation after each; default 10)")
+    parser.add_argument("--num-envs", type=int, default=4, help="parallel scenario copies (default 4)")
+    parser.add_argument("--lr", type=float, default=3e-4, help="actor learning rate (MAPPO: actor and critic; default 3e-4)")
+    parser.add_argument("--critic-lr", type=float, default=1e-3, help="critic learning rate, off-policy (default 1e-3)")
+    parser.add_argument("--batch-size", type=int, default=256, help="minibatch size (default 256)")
+    parser.add_argument("--hidden", type=_hidden, default=(64, 64), help="actor hidden sizes (default 64,64)")
+    parser.add_argument("--critic-hidden", type=_hidden, default=(128, 128), help="critic hidden sizes (default 128,128)")
+    parser.add_argument("--episode-length", type=int, default=80, help="training episode length in hours (default 80)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from baselines.marl import BaselineConfig, train_baseline
+
+    try:
+        config = BaselineConfig(
+            name=args.name, n_agents=args.agents, lambda_=args.lambda_, nu=args.nu, total_steps=args.steps,
+            seed=args.seed, epochs=args.epochs, num_envs=args.num_envs, lr=args.lr, critic_lr=args.critic_lr,
+            batch_size=args.batch_size, hidden_sizes=args.hidden, critic_hidden_sizes=args.critic_hidden,
+            episode_length=args.episode_length,
+            # off-policy: collect about 8 env steps per iteration, a multiple of the copies
+            collect_steps=args.num_envs * max(1, 8 // args.num_envs) if args.num_envs > 0 else 8,
+        )
+    except ValueError as err:
+        raise SystemExit(f"cmarl train-baseline: error: {err}") from None
+    if args.eval_rollouts < 0:
+        raise SystemExit("cmarl train-baseline: error: --eval-rollouts must be >= 0")
+    if args.eval_steps < 1:
+        raise SystemExit("cmarl train-baseline: error: --eval-steps must be >= 1")
+    print(f"training {args.name} on {args.agents} agents with fixed (lambda, nu) = ({args.lambda_}, {args.nu}), "
+          f"{args.steps} env steps, seed {args.seed} -> {args.out}")
+    try:
+        summary = train_baseline(config, Path(args.out), progress=not args.quiet,
+                                 eval_rollouts=args.eval_rollouts, eval_steps=args.eval_steps)
+    except ValueError as err:  # argument problems found before training starts
+        raise SystemExit(f"cmarl train-baseline: error: {err}") from None
+    print(f"done in {summary['wall_time_s']:.1f} s ({summary['iterations']} iterations, "
+          f"{summary['seconds_per_iteration']:.4f} s/iteration); evaluation return per agent "
+          f"{summary['eval_return_initial']:.2f} -> {summary['eval_return_final']:.2f}")
+    if "evaluation" in summary:
+        ev = summary["evaluation"]
+        best = ev["best"]
+        print(f"paper protocol: infeasible roll-outs {100 * ev['infeasible_fraction']:.0f} %; best roll-out: "
+              f"avg grid {best['avg_grid_consumption']:.3f} kWh vs limit {best['grid_limit']:.3f}, "
+              f"cost {best['total_cost']:.1f}, backlog slope {best['backlog_slope_kwh_per_step']:.4f} kWh/step")
+    print(json.dumps({k: summary[k] for k in ("checkpoint", "wall_time_s", "seconds_per_iteration", "env_steps")}))
+    return 0

@@ -46,6 +46,7 @@ import platform
 import tempfile
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -342,7 +343,7 @@ def _dual_run(spec: RunSpec, ctx: RunContext, rounds_override: int | None) -> Me
     from algorithms.dual import DualConfig
     from algorithms.execute import ExecutionConfig, run_execution
     from algorithms.policy import load_policy, load_pretrained
-    from cmarl_env.core import observation_layout
+    from cmarl_env.core import DemandResponseCore
 
     sc = spec.scenario
     data = ctx.data(sc.dataset)
@@ -352,17 +353,29 @@ def _dual_run(spec: RunSpec, ctx: RunContext, rounds_override: int | None) -> Me
     if rounds_override is not None:
         params["rounds"] = rounds_override
     dual = DualConfig(**params)
-    layout = observation_layout(True)
-    if paths:
-        policies = {float(s): load_policy(p, expected_layout=layout) for s, p in paths.items()}
-        missing = [s for s in _scales(sc) if s not in policies]
-        if missing:
-            raise ValueError(f"method {spec.method.name!r}: params.policies has no checkpoint for demand scale(s) "
-                             f"{missing} of scenario {sc.name!r}")
-        source = {str(s): str(p) for s, p in paths.items()}
-    else:
-        policies = {s: load_pretrained(s, expected_layout=layout) for s in _scales(sc)}
-        source = "shipped pretrained policies (algorithms/pretrained)"
+
+    def exec_config(k: int, h: int) -> Any:
+        return ExecutionConfig(n_agents=sc.n_agents, graph=sc.graph, graph_params=dict(sc.graph_params),
+                               constraint=sc.constraint, steps=sc.steps, start_hour=h, demand_scales=sc.demand_scales,
+                               dataset=sc.dataset, dual=dual, seed=spec.seed,
+                               record_agents=min(sc.record_agents, sc.n_agents) if k == 0 else 0)
+
+    # policies are loaded once per run and checked against roll-out 0's environment (as run_execution does)
+    core0 = DemandResponseCore(exec_config(0, spec.start_hours[0]).env_config(data.n_steps), data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if paths:
+            policies = {float(s): load_policy(p, expected=core0) for s, p in paths.items()}
+            missing = [s for s in _scales(sc) if s not in policies]
+            if missing:
+                raise ValueError(f"method {spec.method.name!r}: params.policies has no checkpoint for demand scale(s) "
+                                 f"{missing} of scenario {sc.name!r}")
+            source = {str(s): str(p) for s, p in paths.items()}
+        else:
+            policies = {s: load_pretrained(s, expected=core0) for s in _scales(sc)}
+            source = "shipped pretrained policies (algorithms/pretrained)"
+    load_warnings = sorted({str(w.message) for w in caught})
+    del core0  # large scenarios: do not hold two cores
     train_time = 0.0
     for p in policies.values():
         t = p.metadata.get("train_wall_time_s")
@@ -373,10 +386,7 @@ def _dual_run(spec: RunSpec, ctx: RunContext, rounds_override: int | None) -> Me
     config: dict[str, Any] = {}
     wall = 0.0
     for k, h in enumerate(spec.start_hours):
-        cfg = ExecutionConfig(n_agents=sc.n_agents, graph=sc.graph, graph_params=dict(sc.graph_params),
-                              constraint=sc.constraint, steps=sc.steps, start_hour=h, demand_scales=sc.demand_scales,
-                              dataset=sc.dataset, dual=dual, seed=spec.seed,
-                              record_agents=min(sc.record_agents, sc.n_agents) if k == 0 else 0)
+        cfg = exec_config(k, h)
         res = run_execution(cfg, policies, data=data)
         m = res.metrics
         wall += float(m["wall_time_s"])
@@ -390,7 +400,7 @@ def _dual_run(spec: RunSpec, ctx: RunContext, rounds_override: int | None) -> Me
         recs.append(rec)
         if k == 0:
             traj = {key: np.asarray(v) for key, v in t.items()}
-            facts = dict(res.facts)
+            facts = dict(res.facts) | {"policy_warnings": load_warnings}
             config = res.config.to_dict() | {"policies": source}
     return MethodOutput(recs, traj, config=config, facts=facts,
                         train={"train_wall_time_s": train_time, "policies": source}, exec_wall_time_s=wall)

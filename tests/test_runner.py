@@ -194,3 +194,30 @@ def test_rollout_record_flags():
     assert over["infeasible"] and over["grid_violation_pct"] == pytest.approx(3.0)
     growing = M.rollout_record(0, 0, np.full(30, 0.5), np.arange(30) * 0.1, np.ones(30), 1.0)
     assert growing["backlog_slope_kwh_per_step"] == pytest.approx(0.1) and growing["infeasible"]
+
+
+@pytest.mark.slow
+def test_learned_methods_end_to_end(tmp_path, dataset):
+    """The dual methods with the shipped policies and a tiny MAPPO budget, through the serial runner."""
+    pytest.importorskip("tianshou")
+    raw = {"name": "learned", "defaults": {"scenario": {"steps": 48, "start_jitter": 24, "constraint": 0.6}, "seeds": [0], "rollouts": 2,
+                                           "oracle": True},
+           "methods": {"consensus": {"kind": "consensus"}, "no_consensus": {"kind": "no_consensus"},
+                       "mappo": {"kind": "mappo", "budget": "short",
+                                 "params": {"total_steps": 160, "epochs": 1, "num_envs": 2, "eval_episodes": 1}}},
+           "experiments": [{"methods": ["consensus", "no_consensus", "mappo"]}]}
+    suite = parse_suite(raw)
+    report = run_suite(suite, tmp_path, backend="serial", progress=False)
+    assert report.failed == [], [json.loads((run_dir(tmp_path, s) / "error.json").read_text())["error"]
+                                 for s in suite.runs() if s.run_id in report.failed]
+    for spec in suite.runs():
+        folder = run_dir(tmp_path, spec)
+        m = json.loads((folder / "metrics.json").read_text())
+        assert m["n_rollouts"] == 2 and m["exec_seconds_per_step"] > 0 and m["cost_ratio"] is not None
+        with np.load(folder / "trajectories.npz") as z:
+            if spec.method.kind != "mappo":
+                assert z["lambda"].shape == (48, 7) and m["consensus_error_final"] is not None
+                assert m["budget_detail"] == "shipped pretrained policies" and m["train_wall_time_s"] > 0
+            else:
+                assert (folder / "training" / "policy.pt").is_file()
+                assert m["budget_detail"].startswith("short budget: ") and m["train"]["env_steps"] > 0

@@ -54,7 +54,7 @@ class ExecutionConfig:
         if not isinstance(self.record_agents, int) or self.record_agents < 0:
             raise ValueError(f"record_agents={self.record_agents!r} must be an integer >= 0")
 
-    def env_config(self, n_steps: int) -> EnvConfig:
+    def env_config(self, n_steps: int, augment: bool = True) -> EnvConfig:
         """The environment of this run: its data window is the run's own horizon."""
         end = self.start_hour + self.steps
         if end > n_steps:
@@ -72,7 +72,7 @@ class ExecutionConfig:
             episode_length=self.steps,
             window=(self.start_hour, end),
             start_hour=self.start_hour,
-            augment=True,
+            augment=augment,
             lambda_range=(self.dual.lambda_min, self.dual.lambda_max),
             nu_range=(self.dual.nu_min, self.dual.nu_max),
             seed=self.seed,
@@ -211,6 +211,53 @@ def run_execution(
         "recorded_agents": k,
     }
     return ExecutionResult(config, metrics, traj, facts)
+
+
+def rollout_fixed(
+    config: ExecutionConfig,
+    lam: float,
+    nu: float,
+    policies: Mapping[float, Policy] | None = None,
+    *,
+    augment: bool = True,
+    data: BuildingData | None = None,
+) -> dict[str, Any]:
+    """Roll out with every agent's multipliers held at (lam, nu): no dual steps, no consensus.
+
+    With ``augment=True`` the (state-augmented) policies see the fixed
+    multipliers; with ``augment=False`` they see plain observations (IPPO).
+    """
+    if data is None:
+        from cmarl_env.data import load_dataset
+
+        data = load_dataset(config.dataset)
+    core = DemandResponseCore(config.env_config(data.n_steps, augment=augment), data)
+    groups = policies_for(core, policies)
+    core.reset(start_hour=config.start_hour)
+    core.set_multipliers(lam, nu)
+    obs = core.observe()
+    grid, backlog, cost = np.empty(config.steps), np.empty(config.steps), 0.0
+    start = time.perf_counter()
+    for t in range(config.steps):
+        out = core.step(act(groups, obs))
+        obs = out.obs
+        grid[t] = out.signals.e_grid.sum()
+        backlog[t] = out.signals.backlog.sum()
+        cost -= float(out.signals.r0.sum())
+    slope = backlog_slope(backlog)
+    return {
+        "lambda": float(lam),
+        "nu": float(nu),
+        "avg_grid_consumption": float(grid.mean()),
+        "grid_limit": core.grid_limit,
+        "grid_ratio": float(grid.mean() / core.grid_limit),
+        "final_backlog_kwh": float(backlog[-1]),
+        "backlog_slope_kwh_per_step": slope,
+        "abs_backlog_rate_kwh_per_step": abs(slope),
+        "total_cost": cost,
+        "steps": config.steps,
+        "wall_time_s": time.perf_counter() - start,
+    }
 
 
 def _metrics(core: DemandResponseCore, traj: dict, dual: DualConsensus, wall: float) -> dict[str, Any]:

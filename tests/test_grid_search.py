@@ -1,0 +1,63 @@
+"""Grid search on Ray Tune: a reduced grid, resume after interruption, trial failure."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from baselines.grid_search import GridSearchConfig, finished_results, run_grid_search, trial_id
+
+SMALL = dict(method="augmented", lambda_min=0.0, lambda_max=10.0, lambda_step=10.0, nu_min=-10.0, nu_max=0.0,
+             nu_step=10.0, eval_steps=48)
+
+
+def test_points_and_validation():
+    assert GridSearchConfig().points()[:2] == [(0.0, -20.0), (0.0, -19.0)]
+    assert len(GridSearchConfig().points()) == 16 * 29
+    with pytest.raises(ValueError, match="method='sgd' is not allowed"):
+        GridSearchConfig(method="sgd")
+    with pytest.raises(ValueError, match="nu range"):
+        GridSearchConfig(nu_min=-30.0)
+
+
+def test_reduced_grid_with_a_failing_trial(tmp_path):
+    config = GridSearchConfig(**SMALL, fail_points=((10.0, 0.0),))
+    summary = run_grid_search(config, tmp_path / "grid", max_concurrent=2, progress=False)
+    results = finished_results(tmp_path / "grid")
+    assert sorted(results) == sorted(trial_id(*p) for p in config.points() if p != (10.0, 0.0))
+    assert summary["failed"] == [trial_id(10.0, 0.0)]
+    error = json.loads((tmp_path / "grid" / "errors" / f"{trial_id(10.0, 0.0)}.json").read_text())
+    assert "injected failure" in error["error"]
+    for r in results.values():
+        assert r["grid_limit"] > 0 and r["steps"] == 48
+    assert (tmp_path / "grid" / "figure_A1_augmented.png").stat().st_size > 0
+    assert (tmp_path / "grid" / "table1.md").read_text().startswith("Fixed multipliers")
+    # resuming without the injected failure runs only the failed point
+    summary = run_grid_search(GridSearchConfig(**SMALL), tmp_path / "grid", max_concurrent=2, progress=False)
+    assert summary["ran_this_call"] == 1 and summary["finished"] == 4 and not summary["failed"]
+
+
+def test_resume_after_interrupt(tmp_path):
+    out = tmp_path / "grid"
+    cmd = [sys.executable, "-m", "benchmarks.cli", "grid-search", "--method", "augmented", "--lambda-range", "0", "15", "5",
+           "--nu-range", "-10", "0", "10", "--eval-steps", "400", "--max-concurrent", "1", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((out / "trials").glob("*.json"))) < 2 if (out / "trials").exists() else time.time() < deadline:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = finished_results(out)
+    assert 1 <= len(before) < 8
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    after = finished_results(out)
+    assert len(after) == 8
+    for tid, result in before.items():
+        assert after[tid] == result  # finished trials were not re-run
+    ids = [json.loads(line)["id"] for line in (out / "finished.jsonl").read_text().splitlines()]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 8  # every trial finished exactly once

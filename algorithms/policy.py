@@ -1,0 +1,598 @@
+"""The acting side of the state-augmented policies: network, checkpoints, shipped policies.
+
+A trained policy maps an augmented observation (the columns of
+``cmarl_env.core.observation_layout(augment=True)``: demand, backlog, state of
+charge, solar, price, hour sin/cos, lambda and nu normalised by their ranges)
+to an action ``(a_bat, a_grid)`` in [0, 1]^2. At execution the action is
+deterministic: the mean ``mu`` of the training Gaussian, clipped to [-1, 1] and
+mapped linearly to [0, 1] (exactly Tianshou's ``action_bound_method="clip"``
+plus ``action_scaling`` that produced the training actions).
+
+This module needs torch and numpy only (not Tianshou): execution, baselines
+and benchmarks can load a checkpoint without the training stack.
+
+Checkpoint format (a ``torch.save`` file, loadable with ``weights_only=True``)::
+
+    {"format": "cmarl-augmented-policy", "format_version": 1,
+     "state_dict": <actor weights>, "metadata": {...}}
+
+``metadata`` holds the observation layout, obs_dim, multiplier ranges, dataset,
+demand scale / agent type, hidden sizes, reward scale, the training config,
+package versions and the training wall time (see ``build_metadata``); a
+checkpoint written by ``algorithms.train`` adds the observation normalisers
+of its training window (``obs_norms``, ``window``), the per-agent grid share
+``share_kwh`` and its evaluation returns (``eval_initial``, ``eval_final``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.resources
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT = "cmarl-augmented-policy"
+FORMAT_VERSION = 1
+ACTION_LAYOUT = ("battery", "grid")
+ACTION_MAPPING = "a = (clip(mu, -1, 1) + 1) / 2"
+DEFAULT_CHUNK = 65_536
+INPUT_CLIP = 10.0
+BACKLOG_CAP = 60.0  # in observation units (backlog / demand_norm)
+
+PRETRAINED_FILES: dict[float, str] = {1.0: "normal.pt", 2.0: "double.pt"}
+AGENT_TYPE_NAMES: dict[float, str] = {1.0: "normal", 2.0: "double"}
+
+# Fields compared by ``load_policy(path, expected=...)`` (a mismatch is an error) ...
+CHECKED_FIELDS = ("observation_layout", "obs_dim", "lambda_range", "nu_range", "dataset", "demand_scale")
+# ... and the observation normalisers (a mismatch is a warning: they follow the core's data window).
+NORM_FIELDS = ("demand_norm", "solar_norm", "price_norm")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file could not be read (corrupt, truncated or not a policy checkpoint); names the path."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the environment it is meant to act in.
+
+    ``field``, ``checkpoint_value`` and ``env_value`` say what differs.
+    """
+
+    def __init__(self, field: str, checkpoint_value: Any, env_value: Any, path: str | os.PathLike | None = None):
+        self.field = field
+        self.checkpoint_value = checkpoint_value
+        self.env_value = env_value
+        self.path = None if path is None else str(path)
+        where = f" {self.path}" if path is not None else ""
+        super().__init__(
+            f"policy checkpoint{where} does not match the environment: {field} is {checkpoint_value!r} "
+            f"in the checkpoint but {env_value!r} in the environment"
+        )
+
+
+# ------------------------------------------------------------------ network
+def input_features(obs: torch.Tensor, backlog_index: int | None = 1, backlog_cap: float = BACKLOG_CAP) -> torch.Tensor:
+    """Fixed input transform of the networks.
+
+    The backlog column becomes ``log1p(min(backlog, backlog_cap))`` (execution
+    backlogs can exceed those of training episodes; beyond the cap they all look
+    alike), then every input is clamped to [-10, 10].
+    """
+    if backlog_index is not None:
+        i = backlog_index
+        b = torch.log1p(obs[:, i : i + 1].clamp(min=0.0, max=backlog_cap))
+        obs = torch.cat([obs[:, :i], b, obs[:, i + 1 :]], dim=1)
+    return obs.clamp(-INPUT_CLIP, INPUT_CLIP)
+
+
+class ActorNet(nn.Module):
+    """Gaussian actor: an MLP from the augmented observation to the mean ``mu`` (pre-clip space).
+
+    The mean is bounded, ``mu = mean_bound * tanh(.)`` with ``mean_bound`` a
+    little above 1, so that the clipped Gaussian keeps exploring the other
+    side of a boundary action (an unbounded mean drifts far past -1 or 1 where
+    every sample clips to the same action and the gradient signal dies). The
+    standard deviation is a state-independent learned parameter (``log_std``,
+    floored at ``min_log_std``), used only while training. Inputs go through a fixed,
+    parameter-free transform first (``input_features``): the backlog column is
+    capped and compressed with ``log1p`` and every input is clamped to [-10, 10].
+
+    ``forward`` follows Tianshou's actor protocol
+    (``obs, state, info -> ((mu, sigma), state)``) so the same module is
+    trained by Tianshou's PPO and executed by ``AugmentedPolicy``.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        hidden_sizes: Sequence[int] = (64, 64),
+        act_dim: int = 2,
+        backlog_index: int | None = 1,
+        init_log_std: float = -0.5,
+        mean_bound: float = 1.5,
+        min_log_std: float = -1.6,
+        backlog_cap: float = BACKLOG_CAP,
+    ):
+        super().__init__()
+        self.backlog_cap = float(backlog_cap)
+        self.mean_bound = float(mean_bound)
+        self.min_log_std = float(min_log_std)
+        self.obs_dim = int(obs_dim)
+        self.act_dim = int(act_dim)
+        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
+        self.backlog_index = backlog_index
+        layers: list[nn.Module] = []
+        width = self.obs_dim
+        for h in self.hidden_sizes:
+            lin = nn.Linear(width, h)
+            nn.init.orthogonal_(lin.weight, gain=math.sqrt(2.0))
+            nn.init.zeros_(lin.bias)
+            layers += [lin, nn.Tanh()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.mu = nn.Linear(width, self.act_dim)
+        nn.init.orthogonal_(self.mu.weight, gain=0.01)
+        nn.init.zeros_(self.mu.bias)
+        self.log_std = nn.Parameter(torch.full((self.act_dim,), float(init_log_std)))
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        return input_features(obs, self.backlog_index, self.backlog_cap)
+
+    def mean(self, obs: torch.Tensor) -> torch.Tensor:
+        """Mean of the action distribution in pre-clip space, shape (n, act_dim), bounded to +-mean_bound."""
+        return self.mean_bound * torch.tanh(self.mu(self.body(self.features(obs))))
+
+    def forward(self, obs, state=None, info=None):
+        device = self.mu.weight.device
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        mu = self.mean(obs)
+        sigma = self.log_std.clamp(self.min_log_std, 1.0).exp().expand_as(mu)
+        return (mu, sigma), state
+
+
+def deterministic_action(mu: torch.Tensor) -> torch.Tensor:
+    """Execution action from the mean: clip to [-1, 1], map to [0, 1]."""
+    return (mu.clamp(-1.0, 1.0) + 1.0) * 0.5
+
+
+# ------------------------------------------------------------------- policy
+class AugmentedPolicy:
+    """A trained state-augmented policy for one agent type (deterministic, batched, no gradients).
+
+    ``act(obs)`` takes an (n, obs_dim) float32 array whose columns follow
+    ``metadata["observation_layout"]`` and returns (n, 2) float32 actions
+    ``(a_bat, a_grid)`` in [0, 1]. Large batches are processed in chunks.
+
+    ``num_threads`` is the torch CPU thread count used inside ``act`` (restored
+    afterwards; None leaves torch's global setting alone). The default, 1,
+    avoids the intra-op thread start-up that dominates small batches and
+    degrades badly on a shared machine; raise it for very large batches on
+    idle cores.
+    """
+
+    def __init__(self, net: ActorNet, metadata: Mapping[str, Any] | None = None, num_threads: int | None = 1):
+        self.net = net.eval()
+        self.num_threads = num_threads
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.metadata.setdefault("obs_dim", net.obs_dim)
+        self.metadata.setdefault("hidden_sizes", list(net.hidden_sizes))
+
+    @property
+    def obs_dim(self) -> int:
+        return self.net.obs_dim
+
+    @property
+    def demand_scale(self) -> float | None:
+        v = self.metadata.get("demand_scale")
+        return None if v is None else float(v)
+
+    @property
+    def reward_scale(self) -> float | None:
+        v = self.metadata.get("reward_scale")
+        return None if v is None else float(v)
+
+    @property
+    def observation_layout(self) -> list[str] | None:
+        v = self.metadata.get("observation_layout")
+        return None if v is None else list(v)
+
+    def act(self, obs: np.ndarray, chunk_size: int = DEFAULT_CHUNK) -> np.ndarray:
+        """Deterministic actions for a batch of augmented observations: (n, obs_dim) -> (n, 2) in [0, 1]."""
+        arr = np.asarray(obs)
+        if arr.ndim == 1:
+            raise ValueError(f"obs must be a 2-D array (n, {self.obs_dim}); got shape {arr.shape}: use obs[None] for one row")
+        if arr.ndim != 2 or arr.shape[1] != self.obs_dim:
+            raise ValueError(f"obs must have shape (n, {self.obs_dim}); got {arr.shape}")
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        n = arr.shape[0]
+        out = np.empty((n, self.net.act_dim), dtype=np.float32)
+        if n == 0:
+            return out
+        chunk_size = max(int(chunk_size), 1)
+        src = torch.from_numpy(arr)
+        dst = torch.from_numpy(out)
+        prev = torch.get_num_threads()
+        threads = self.num_threads or prev
+        if threads != prev:
+            torch.set_num_threads(threads)
+        try:
+            with torch.no_grad():
+                for lo in range(0, n, chunk_size):
+                    hi = min(lo + chunk_size, n)
+                    dst[lo:hi] = deterministic_action(self.net.mean(src[lo:hi]))
+        finally:
+            if threads != prev:
+                torch.set_num_threads(prev)
+        return out
+
+    __call__ = act
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.net.state_dict()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return save_checkpoint(path, self, self.metadata)
+
+    def check_compatible(self, expected: Any) -> None:
+        """Raise ``CheckpointMismatchError`` if this policy does not fit ``expected`` (see ``load_policy``)."""
+        _check_expected(self.metadata, expected, self.metadata.get("path"))
+
+    def __repr__(self) -> str:
+        return (
+            f"AugmentedPolicy(agent_type={self.metadata.get('agent_type')!r}, demand_scale={self.demand_scale}, "
+            f"obs_dim={self.obs_dim}, hidden_sizes={list(self.net.hidden_sizes)})"
+        )
+
+
+# -------------------------------------------------------------- checkpoints
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages a checkpoint depends on (None when not installed)."""
+    out: dict[str, str | None] = {}
+    for name in ("cmarl-env", "torch", "tianshou", "numpy"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def agent_type_name(demand_scale: float) -> str:
+    return AGENT_TYPE_NAMES.get(float(demand_scale), f"scale_{float(demand_scale):g}")
+
+
+def build_metadata(
+    *,
+    observation_layout: Sequence[str],
+    lambda_range: Sequence[float],
+    nu_range: Sequence[float],
+    dataset: str,
+    demand_scale: float,
+    hidden_sizes: Sequence[int],
+    reward_scale: float,
+    train_config: Mapping[str, Any] | None = None,
+    train_wall_time_s: float | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The metadata dict stored with a checkpoint (JSON-friendly values only)."""
+    meta: dict[str, Any] = {
+        "observation_layout": [str(c) for c in observation_layout],
+        "obs_dim": len(observation_layout),
+        "action_layout": list(ACTION_LAYOUT),
+        "action_mapping": ACTION_MAPPING,
+        "lambda_range": [float(v) for v in lambda_range],
+        "nu_range": [float(v) for v in nu_range],
+        "dataset": str(dataset),
+        "demand_scale": float(demand_scale),
+        "agent_type": agent_type_name(demand_scale),
+        "hidden_sizes": [int(h) for h in hidden_sizes],
+        "reward_scale": float(reward_scale),
+        "train_config": dict(train_config or {}),
+        "train_wall_time_s": None if train_wall_time_s is None else float(train_wall_time_s),
+        "versions": package_versions(),
+    }
+    meta.update(extra)
+    return _plain(meta)
+
+
+def save_checkpoint(path: str | os.PathLike, policy: AugmentedPolicy | ActorNet, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write a policy checkpoint atomically (temporary file in the same folder, then ``os.replace``).
+
+    ``policy`` is an ``AugmentedPolicy`` or its ``ActorNet``; ``metadata`` defaults
+    to the policy's own. Returns the path written.
+    """
+    net = policy.net if isinstance(policy, AugmentedPolicy) else policy
+    if not isinstance(net, ActorNet):
+        raise TypeError(f"policy must be an AugmentedPolicy or an ActorNet, got {type(policy).__name__}")
+    if metadata is None:
+        metadata = policy.metadata if isinstance(policy, AugmentedPolicy) else {}
+    meta = _plain(dict(metadata))
+    meta.pop("path", None)
+    meta["obs_dim"] = net.obs_dim
+    meta["hidden_sizes"] = list(net.hidden_sizes)
+    meta["backlog_index"] = net.backlog_index
+    meta["mean_bound"] = net.mean_bound
+    meta["min_log_std"] = net.min_log_std
+    meta["backlog_cap"] = net.backlog_cap
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+        "metadata": meta,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def load_policy(
+    path: str | os.PathLike,
+    expected: Any = None,
+    *,
+    expected_layout: Sequence[str] | None = None,
+    map_location: str = "cpu",
+) -> AugmentedPolicy:
+    """Load a checkpoint written by ``save_checkpoint``.
+
+    ``expected`` describes the environment the policy will act in, and may be a
+    mapping with any of the keys ``observation_layout``, ``obs_dim``,
+    ``lambda_range``, ``nu_range``, ``dataset``, ``demand_scale``, or an object
+    to read them from: a ``DemandResponseCore``, an env with a ``.core``
+    (``BatchedEnv``, ``SingleAgentEnv``, the PettingZoo env) or an ``EnvConfig``.
+    A differing field raises ``CheckpointMismatchError`` naming the field, the
+    checkpoint's value and the environment's value. A file that cannot be read
+    raises ``CheckpointError`` naming the path (``FileNotFoundError`` if missing).
+    ``expected_layout`` is a shorthand for ``expected={"observation_layout": ...}``
+    (combined with ``expected`` when both are given).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"policy checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # zipfile/pickle/EOF/RuntimeError: all mean "not a readable checkpoint"
+        raise CheckpointError(
+            f"cannot read policy checkpoint {str(path)!r}: the file is corrupt, truncated or not a torch file "
+            f"({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a cmarl policy checkpoint (no format marker {FORMAT!r})")
+    if int(payload.get("format_version", -1)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"policy checkpoint {str(path)!r} has format_version {payload.get('format_version')}, "
+            f"newer than this package reads ({FORMAT_VERSION}); upgrade cmarl-env"
+        )
+    meta = payload.get("metadata")
+    state = payload.get("state_dict")
+    if not isinstance(meta, dict) or not isinstance(state, dict):
+        raise CheckpointError(f"policy checkpoint {str(path)!r} lacks its metadata or state_dict")
+    try:
+        net = ActorNet(
+            obs_dim=int(meta["obs_dim"]),
+            hidden_sizes=[int(h) for h in meta["hidden_sizes"]],
+            backlog_index=meta.get("backlog_index", 1),
+            mean_bound=float(meta.get("mean_bound", 1.5)),
+            min_log_std=float(meta.get("min_log_std", -1.6)),
+            backlog_cap=float(meta.get("backlog_cap", BACKLOG_CAP)),
+        )
+        net.load_state_dict(state)
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        raise CheckpointError(f"policy checkpoint {str(path)!r} has inconsistent weights or metadata: {err}") from err
+    meta = dict(meta)
+    meta["path"] = str(path)
+    if expected is not None:
+        _check_expected(meta, expected, path)
+    if expected_layout is not None:
+        _check_expected(meta, {"observation_layout": list(expected_layout)}, path)
+    return AugmentedPolicy(net, meta)
+
+
+def expected_from(obj: Any) -> dict[str, Any]:
+    """What ``load_policy`` compares, read from a mapping, a core, an env with ``.core`` or an ``EnvConfig``."""
+    if obj is None:
+        return {}
+    if isinstance(obj, Mapping):
+        unknown = set(obj) - set(CHECKED_FIELDS) - {"obs_norms"}
+        if unknown:
+            raise ValueError(f"unknown expected field(s) {sorted(unknown)}; allowed: {list(CHECKED_FIELDS)}")
+        return dict(obj)
+    core = getattr(obj, "core", None)
+    if core is not None and hasattr(core, "layout_names"):
+        obj = core
+    if hasattr(obj, "layout_names") and hasattr(obj, "lambda_range"):
+        out = {
+            "observation_layout": list(obj.layout_names),
+            "lambda_range": list(obj.lambda_range),
+            "nu_range": list(obj.nu_range),
+            "dataset": obj.data.name,
+        }
+        if all(hasattr(obj, k) for k in NORM_FIELDS):
+            out["obs_norms"] = obs_norms(obj)
+        return out
+    if hasattr(obj, "augment") and hasattr(obj, "lambda_range") and hasattr(obj, "dataset"):
+        from cmarl_env.core import observation_layout
+
+        out = {
+            "observation_layout": list(observation_layout(obj.augment)),
+            "lambda_range": list(obj.lambda_range),
+            "nu_range": list(obj.nu_range),
+        }
+        if isinstance(obj.dataset, str):
+            out["dataset"] = obj.dataset
+        return out
+    raise TypeError(
+        f"cannot read the expected environment facts from a {type(obj).__name__}; pass a mapping with keys "
+        f"{list(CHECKED_FIELDS)}, a DemandResponseCore, an env with .core or an EnvConfig"
+    )
+
+
+def obs_norms(core: Any) -> dict[str, float]:
+    """The divisors a core scales its observations by (they depend on its data window)."""
+    return {k: float(getattr(core, k)) for k in NORM_FIELDS}
+
+
+def _check_expected(meta: Mapping[str, Any], expected: Any, path=None) -> None:
+    exp = expected_from(expected)
+    norms_have, norms_want = meta.get("obs_norms"), exp.get("obs_norms")
+    if norms_have and norms_want:
+        differ = {k: (norms_have.get(k), v) for k, v in norms_want.items()
+                  if norms_have.get(k) is not None and not math.isclose(float(norms_have[k]), float(v), rel_tol=1e-6)}
+        if differ:
+            warnings.warn(
+                f"policy checkpoint {path}: the environment scales observations differently from training "
+                f"(checkpoint, env): {differ}; the core's normalisers depend on its data window",
+                stacklevel=3,
+            )
+    for field in CHECKED_FIELDS:
+        if field not in exp or exp[field] is None:
+            continue
+        have, want = meta.get(field), exp[field]
+        if field == "observation_layout":
+            same = have is not None and [str(c) for c in have] == [str(c) for c in want]
+            have, want = (None if have is None else list(have)), list(want)
+        elif field in ("lambda_range", "nu_range"):
+            same = have is not None and len(have) == len(want) and all(
+                math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9) for a, b in zip(have, want)
+            )
+            have, want = (None if have is None else [float(v) for v in have]), [float(v) for v in want]
+        elif field in ("obs_dim",):
+            same = have is not None and int(have) == int(want)
+        elif field == "demand_scale":
+            same = have is not None and math.isclose(float(have), float(want), rel_tol=1e-9)
+        else:
+            same = have == want
+        if not same:
+            raise CheckpointMismatchError(field, have, want, path)
+
+
+# --------------------------------------------------------------- pretrained
+def pretrained_paths() -> dict[float, Path]:
+    """Shipped policy files by demand scale: {1.0: .../normal.pt, 2.0: .../double.pt}."""
+    root = importlib.resources.files("algorithms") / "pretrained"
+    return {scale: Path(str(root / name)) for scale, name in PRETRAINED_FILES.items()}
+
+
+def load_pretrained(
+    demand_scale: float = 1.0, expected: Any = None, *, expected_layout: Sequence[str] | None = None
+) -> AugmentedPolicy:
+    """Load the shipped policy of an agent type (demand scale 1.0 "normal" or 2.0 "double").
+
+    ``expected`` / ``expected_layout`` are checked as in ``load_policy``.
+    """
+    scale = float(demand_scale)
+    if scale not in PRETRAINED_FILES:
+        raise ValueError(
+            f"demand_scale={demand_scale!r} has no shipped policy; allowed: {sorted(PRETRAINED_FILES)} "
+            "(train one with `cmarl train --demand-scale ...`)"
+        )
+    resource = importlib.resources.files("algorithms") / "pretrained" / PRETRAINED_FILES[scale]
+    with importlib.resources.as_file(resource) as p:
+        return load_policy(p, expected, expected_layout=expected_layout)
+
+
+def load_policies_by_scale(paths: Mapping[float, str | os.PathLike] | None = None, expected: Any = None) -> dict[float, AugmentedPolicy]:
+    """One policy per agent type: ``paths`` maps demand scale -> checkpoint (default: the shipped ones)."""
+    if paths is None:
+        return {s: load_pretrained(s, expected) for s in PRETRAINED_FILES}
+    return {float(s): load_policy(p, expected) for s, p in paths.items()}
+
+
+def _plain(value: Any) -> Any:
+    """Convert to plain Python types (what ``torch.load(weights_only=True)`` and JSON accept)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+# ------------------------------------------------------- fixed-multiplier check
+def fixed_multiplier_response(
+    policy: AugmentedPolicy,
+    lambdas: Sequence[float] = (0.0, 5.0, 10.0, 15.0),
+    nus: Sequence[float] = (-20.0, -10.0, 0.0, 10.0),
+    *,
+    hours: int = 300,
+    start_hour: int = 0,
+    split: str = "train",
+    demand_scale: float | None = None,
+    dataset: str | None = None,
+    data: Any = None,
+) -> list[dict[str, float]]:
+    """The augmented policy at fixed grid points of (lambda, nu): mean grid use and mean r2 per agent-hour.
+
+    For every (lambda, nu) pair, one copy of each building of the dataset (at
+    the policy's demand scale) runs ``hours`` hours from ``start_hour`` with
+    the multipliers held fixed; every pair sees the same hours. Returns one row
+    per pair: ``lambda, nu, e_grid, r2, e_bat`` (kWh per agent-hour) and
+    ``backlog_end`` (mean final backlog, kWh).
+    """
+    from cmarl_env.config import EnvConfig
+    from cmarl_env.core import DemandResponseCore
+    from cmarl_env.data import load_dataset
+
+    scale = float(demand_scale if demand_scale is not None else (policy.demand_scale or 1.0))
+    name = dataset or policy.metadata.get("dataset") or "citylearn_challenge_2022_phase_all"
+    data = data if data is not None else load_dataset(name)
+    b = data.n_buildings
+    cfg = EnvConfig(
+        n_agents=b, dataset=name, buildings=tuple(range(b)), demand_scales=scale, augment=True,
+        multiplier_mode="fixed", episode_length=hours, split=split, start_hour=start_hour,
+    )
+    core = DemandResponseCore(cfg, data)
+    policy.check_compatible({"observation_layout": list(core.layout_names), "lambda_range": list(core.lambda_range),
+                             "nu_range": list(core.nu_range)})
+    rows = []
+    for lam in lambdas:
+        for nu in nus:
+            core.reset(start_hour=start_hour)
+            core.set_multipliers(float(lam), float(nu))
+            obs = core.observe()
+            sums = {k: 0.0 for k in ("e_grid", "r2", "e_bat")}
+            for _ in range(hours):
+                out = core.step(policy.act(obs))
+                for k in sums:
+                    sums[k] += float(getattr(out.signals, k).mean())
+                obs = out.obs
+            rows.append({"lambda": float(lam), "nu": float(nu)} | {k: v / hours for k, v in sums.items()}
+                        | {"backlog_end": float(core.backlog.mean())})
+    return rows
+
+
+def format_response_table(rows: Sequence[Mapping[str, float]]) -> str:
+    """Markdown table of ``fixed_multiplier_response`` rows."""
+    lines = ["| lambda | nu | grid use (kWh/h) | r2 (kWh/h) | battery (kWh/h) | final backlog (kWh) |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['lambda']:g} | {r['nu']:g} | {r['e_grid']:.3f} | {r['r2']:.3f} | {r['e_bat']:.3f} | {r['backlog_end']:.1f} |")
+    return "\n".join(lines)

@@ -1,0 +1,716 @@
+"""State-augmented PPO training of one policy per agent type (paper sections 4.1 and 7).
+
+One agent type (a demand scale: 1.0 "normal", 2.0 "double") is trained as a
+single-agent problem on ``num_envs`` independent copies stepped as one array
+(``cmarl_env.views.BatchedEnv``), each 80-hour episode starting at a random
+hour of the training split with multipliers sampled per episode
+(lambda in [0, 15], nu in [-20, 20]) and the Lagrangian reward
+``r_L = r0 + lambda * (c/N - e_grid) + nu * r2`` divided by a fixed
+``reward_scale`` (recorded in the checkpoint).
+
+The learner is Tianshou 2.0's own PPO (``tianshou.algorithm.PPO`` with a
+``ProbabilisticActorPolicy``), its ``Collector``, ``VectorReplayBuffer`` and
+``OnPolicyTrainer``. ``TianshouBatchedEnv`` is the thin adapter that presents
+a ``BatchedEnv`` as a Tianshou ``BaseVectorEnv`` (one core step for all
+copies, no worker per copy).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from algorithms.policy import (
+    ActorNet,
+    AugmentedPolicy,
+    agent_type_name,
+    build_metadata,
+    input_features,
+    obs_norms,
+    save_checkpoint,
+)
+from cmarl_env.config import DEFAULT_DATASET, EnvConfig
+from cmarl_env.core import observation_layout
+from cmarl_env.data import BuildingData, load_dataset
+from cmarl_env.views import BatchedEnv
+
+try:  # the training stack is an optional extra (cmarl-env[learn])
+    from tianshou.env import BaseVectorEnv
+    from tianshou.utils import TensorboardLogger
+except ImportError as _err:  # pragma: no cover - exercised only without tianshou
+    raise ImportError("algorithms.train needs Tianshou: pip install 'cmarl-env[learn]'") from _err
+
+CHECKPOINT_NAME = "policy.pt"
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.json"
+TENSORBOARD_DIR = "tensorboard"
+SIGNALS = ("lagrangian_reward", "r0", "e_grid", "r2", "e_bat", "backlog")
+
+
+# ------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one training run (validated on construction).
+
+    The defaults are the settings of the shipped policies (see
+    ``algorithms/pretrained/README.md``). ``total_steps`` counts transitions
+    of all copies together; an epoch ends with a deterministic evaluation on
+    ``eval_episodes`` fixed episodes (Tianshou's test step). ``reward_scale``
+    None means 10 x ``demand_scale``. ``init_backlog_hours`` and ``random_soc``
+    set the exploring starts (see ``TianshouBatchedEnv``); ``mean_bound`` and
+    ``min_log_std`` shape the Gaussian actor (see ``ActorNet``);
+    ``num_threads`` is torch's CPU thread count during training.
+    """
+
+    demand_scale: float = 1.0
+    num_envs: int = 256
+    total_steps: int = 3_000_000
+    epochs: int = 10
+    rollout_steps: int = 80
+    lr: float = 1e-3
+    lr_decay: bool = True
+    gamma: float = 0.9
+    gae_lambda: float = 0.95
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    batch_size: int = 2048
+    update_repeats: int = 8
+    clip_eps: float = 0.2
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    init_log_std: float = -0.5
+    mean_bound: float = 1.5
+    min_log_std: float = -1.6
+    reward_scale: float | None = None
+    constraint_fraction: float = 0.27
+    episode_length: int = 80
+    init_backlog_hours: float = 200.0
+    random_soc: bool = True
+    fixed_multipliers: tuple[float, float] | None = None
+    return_scaling: bool = False
+    eval_episodes: int = 64
+    dataset: str = DEFAULT_DATASET
+    seed: int = 0
+    device: str = "cpu"
+    num_threads: int = 1
+    out_dir: str = "runs/train"
+
+    def __post_init__(self) -> None:
+        _real("demand_scale", self.demand_scale, 0.0, 1000.0, low_open=True)
+        _int("num_envs", self.num_envs, 1, 1_000_000)
+        _int("total_steps", self.total_steps, 1, 10**10)
+        _int("epochs", self.epochs, 1, 100_000)
+        _int("rollout_steps", self.rollout_steps, 1, 100_000)
+        _real("lr", self.lr, 0.0, 1.0, low_open=True)
+        if not isinstance(self.lr_decay, bool):
+            raise ValueError(f"lr_decay={self.lr_decay!r} must be a bool")
+        _real("gamma", self.gamma, 0.0, 1.0)
+        _real("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        if not isinstance(self.hidden_sizes, (tuple, list)) or len(self.hidden_sizes) == 0:
+            raise ValueError(f"hidden_sizes={self.hidden_sizes!r} must be a non-empty sequence of ints in [1, 4096]")
+        for h in self.hidden_sizes:
+            _int("hidden_sizes[...]", h, 1, 4096)
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        _int("batch_size", self.batch_size, 1, 10**8)
+        _int("update_repeats", self.update_repeats, 1, 1000)
+        _real("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True)
+        _real("ent_coef", self.ent_coef, 0.0, 1.0)
+        _real("vf_coef", self.vf_coef, 0.0, 100.0)
+        _real("max_grad_norm", self.max_grad_norm, 0.0, 1e6, low_open=True)
+        _real("init_log_std", self.init_log_std, -5.0, 1.0)
+        _real("mean_bound", self.mean_bound, 1.0, 10.0)
+        _real("min_log_std", self.min_log_std, -10.0, 1.0)
+        if self.init_log_std < self.min_log_std:
+            raise ValueError(f"init_log_std={self.init_log_std!r} is out of range; allowed: [min_log_std={self.min_log_std}, 1.0]")
+        if self.reward_scale is not None:
+            _real("reward_scale", self.reward_scale, 0.0, 1e9, low_open=True)
+        _real("constraint_fraction", self.constraint_fraction, 0.0, 1.0, low_open=True)
+        _int("episode_length", self.episode_length, 1, 10**6)
+        _real("init_backlog_hours", self.init_backlog_hours, 0.0, 10_000.0)
+        if self.fixed_multipliers is not None:
+            if not isinstance(self.fixed_multipliers, (tuple, list)) or len(self.fixed_multipliers) != 2:
+                raise ValueError(f"fixed_multipliers={self.fixed_multipliers!r} must be a pair (lambda, nu) or None")
+            _real("fixed_multipliers[0] (lambda)", self.fixed_multipliers[0], 0.0, 15.0)
+            _real("fixed_multipliers[1] (nu)", self.fixed_multipliers[1], -20.0, 20.0)
+            object.__setattr__(self, "fixed_multipliers", tuple(float(v) for v in self.fixed_multipliers))
+        for name in ("random_soc", "return_scaling"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a bool")
+        _int("eval_episodes", self.eval_episodes, 1, 1_000_000)
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ValueError(f"dataset={self.dataset!r} must be a non-empty dataset name or schema path (str)")
+        _int("seed", self.seed, 0, 2**32 - 1)
+        if self.device != "cpu" and not str(self.device).startswith("cuda"):
+            raise ValueError(f"device={self.device!r} is not allowed; choose 'cpu' or 'cuda[:k]'")
+        _int("num_threads", self.num_threads, 1, 1024)
+        if not isinstance(self.out_dir, (str, os.PathLike)) or not str(self.out_dir):
+            raise ValueError(f"out_dir={self.out_dir!r} must be a non-empty path")
+
+    # derived values
+    @property
+    def resolved_reward_scale(self) -> float:
+        """The fixed divisor of r_L: ``reward_scale`` or, by default, 10 x the demand scale."""
+        return float(self.reward_scale) if self.reward_scale is not None else 10.0 * float(self.demand_scale)
+
+    @property
+    def collect_steps(self) -> int:
+        """Transitions gathered per PPO iteration (all copies)."""
+        return self.num_envs * self.rollout_steps
+
+    @property
+    def epoch_steps(self) -> int:
+        """Env steps per epoch, a multiple of ``collect_steps`` (at least one iteration per epoch)."""
+        per_epoch = math.ceil(self.total_steps / self.epochs)
+        return max(1, math.ceil(per_epoch / self.collect_steps)) * self.collect_steps
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {sorted(unknown)}; allowed: {[f.name for f in fields(self)]}")
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["hidden_sizes"] = list(self.hidden_sizes)
+        if self.fixed_multipliers is not None:
+            out["fixed_multipliers"] = list(self.fixed_multipliers)
+        out["out_dir"] = str(self.out_dir)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        allowed = {f.name for f in fields(cls)}
+        unknown = set(values) - allowed
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        values = dict(values)
+        if "hidden_sizes" in values:
+            values["hidden_sizes"] = tuple(values["hidden_sizes"])
+        if values.get("fixed_multipliers") is not None:
+            values["fixed_multipliers"] = tuple(values["fixed_multipliers"])
+        return cls(**values)
+
+    @property
+    def augmented(self) -> bool:
+        """State-augmented training (multipliers sampled per episode and observed) unless multipliers are fixed."""
+        return self.fixed_multipliers is None
+
+    def env_config(self) -> EnvConfig:
+        """The environment config of training: augmented, sampled multipliers, Lagrangian reward, train split.
+
+        With ``fixed_multipliers`` (the fixed-penalty IPPO baseline of the paper's
+        grid search) the observation is not augmented and the multipliers stay fixed.
+        """
+        return EnvConfig(
+            dataset=self.dataset,
+            augment=self.augmented,
+            multiplier_mode="sampled" if self.augmented else "fixed",
+            reward="lagrangian",
+            episode_length=self.episode_length,
+            split="train",
+            constraint_fraction=self.constraint_fraction,
+            seed=self.seed,
+        )
+
+
+def _int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name}={value!r} must be an integer in [{low}, {high}]")
+    if not low <= int(value) <= high:
+        raise ValueError(f"{name}={value!r} is out of range; allowed: [{low}, {high}]")
+
+
+def _real(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} must be a number") from None
+    if isinstance(value, bool) or not math.isfinite(v) or (v <= low if low_open else v < low) or v > high:
+        raise ValueError(f"{name}={value!r} is out of range; allowed: {'(' if low_open else '['}{low}, {high}]")
+
+
+# ------------------------------------------------------------------ adapter
+class TianshouBatchedEnv(BaseVectorEnv):
+    """A ``BatchedEnv`` presented as a Tianshou ``BaseVectorEnv``: one core step for all copies.
+
+    Tianshou's vector envs hold one worker per environment; here all copies
+    live in one vectorized core, so there are no workers and ``step`` is a
+    single array operation. Semantics Tianshou's ``Collector`` relies on:
+
+    * ``step(action, id)`` returns the rows of ``id``. Copies outside ``id``
+      (the Collector parks surplus envs when it collects a fixed number of
+      episodes) are stepped with a neutral action and their results dropped;
+      they are always fully reset before their next use.
+    * On truncation (all copies end together) ``step`` returns the final
+      observation as ``obs_next`` (so PPO bootstraps from it) and keeps the
+      reset observation that ``BatchedEnv`` produced; the Collector's following
+      ``reset(env_id=...)`` returns it. Any other reset resets all copies.
+    * Rewards are the Lagrangian reward divided by ``reward_scale``; infos are
+      empty (fast) and per-step signal means are accumulated in ``signal_sums``.
+    * ``seed``: the first full reset uses it; with ``fixed_seed=True`` every
+      full reset does (identical evaluation episodes each time).
+    * Exploring starts (training only): with ``init_backlog_hours > 0`` and/or
+      ``random_soc`` every episode starts from a random backlog / state of
+      charge instead of the core's empty backlog and initial charge.
+    """
+
+    def __init__(
+        self,
+        env: BatchedEnv,
+        reward_scale: float = 1.0,
+        seed: int | None = None,
+        fixed_seed: bool = False,
+        init_backlog_hours: float = 0.0,
+        random_soc: bool = False,
+    ):
+        # Deliberately not calling BaseVectorEnv.__init__: it builds one worker per env.
+        self.env = env
+        self.env_num = env.num_envs
+        self.workers = []
+        self.wait_num = self.env_num
+        self.timeout = None
+        self.is_async = False
+        self.waiting_conn = []
+        self.waiting_id = []
+        self.ready_id = list(range(self.env_num))
+        self.is_closed = False
+        self.reward_scale = float(reward_scale)
+        self._seed = seed
+        self._fixed_seed = bool(fixed_seed)
+        self._pending_obs: np.ndarray | None = None
+        self._pending_ids: set[int] = set()
+        self._neutral = np.zeros((self.env_num, 2), dtype=np.float64)
+        self._empty_infos = np.array([{} for _ in range(self.env_num)], dtype=object)
+        self.init_backlog_hours = float(init_backlog_hours)
+        self.random_soc = bool(random_soc)
+        self._start_rng = np.random.default_rng(seed)
+        core = env.core
+        self._min_soc = np.asarray(core.params.minimum_soc, dtype=np.float64)[core.layout.building]
+        self._mean_demand = float(np.mean(core.data.demand_kwh[:, core.window[0] : core.window[1]])) * float(
+            np.mean(core.layout.scale)
+        )
+        self.reset_signal_sums()
+
+    # gym attributes (action_space, observation_space, ...) are per-copy lists, as Tianshou expects
+    def get_env_attr(self, key: str, id=None) -> list[Any]:
+        ids = self._wrap_id(id)
+        value = {
+            "action_space": self.env.single_action_space,
+            "observation_space": self.env.single_observation_space,
+            "metadata": getattr(self.env, "metadata", {}),
+            "reward_range": (-float("inf"), float("inf")),
+            "spec": None,
+        }.get(key)
+        if value is None and key not in ("spec",):
+            value = getattr(self.env, key)
+        return [value for _ in ids]
+
+    def set_env_attr(self, key: str, value: Any, id=None) -> None:
+        setattr(self.env, key, value)
+
+    @property
+    def core(self):
+        return self.env.core
+
+    def reset_signal_sums(self) -> None:
+        self.signal_sums = {k: 0.0 for k in SIGNALS}
+        self.signal_count = 0
+
+    def signal_means(self) -> dict[str, float]:
+        n = max(self.signal_count, 1)
+        return {k: v / n for k, v in self.signal_sums.items()}
+
+    def reset(self, env_id=None, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+        self._assert_is_not_closed()
+        ids = np.asarray(self._wrap_id(env_id), dtype=np.int64)
+        if self._pending_obs is not None and set(ids.tolist()) <= self._pending_ids:
+            obs = self._pending_obs[ids]
+            self._pending_ids -= set(ids.tolist())
+            if not self._pending_ids:
+                self._pending_obs = None
+            return obs, self._empty_infos[ids].copy()
+        seed = kwargs.get("seed")
+        if seed is None and self._seed is not None:
+            seed = self._seed
+            if not self._fixed_seed:
+                self._seed = None
+        if seed is not None and self._fixed_seed:
+            self._start_rng = np.random.default_rng(seed)
+        obs, _ = self.env.reset(seed=seed)
+        obs = self._randomize_start(obs)
+        self._pending_obs, self._pending_ids = None, set()
+        return obs[ids], self._empty_infos[ids].copy()
+
+    def _randomize_start(self, obs: np.ndarray) -> np.ndarray:
+        """Exploring starts: random initial backlog and state of charge (when enabled).
+
+        Execution backlogs build up while the multipliers favour postponing and
+        must then be served when they turn; an 80-hour episode that starts empty
+        rarely shows the policy a large backlog together with multipliers that
+        call for serving it. A quarter of the copies start empty; the others
+        draw a log-uniform backlog between 0.1 and ``init_backlog_hours`` hours
+        of mean demand.
+        """
+        if self.init_backlog_hours <= 0.0 and not self.random_soc:
+            return obs
+        core, n, rng = self.env.core, self.env_num, self._start_rng
+        if self.init_backlog_hours > 0.0:
+            hi = max(self.init_backlog_hours, 0.1 + 1e-9)
+            hours = np.exp(rng.uniform(np.log(0.1), np.log(hi), size=n))
+            hours[rng.uniform(size=n) < 0.25] = 0.0
+            core.backlog = hours * self._mean_demand
+        if self.random_soc:
+            core.soc = rng.uniform(self._min_soc, 1.0).astype(np.float32)
+        return core.observe()
+
+    def step(self, action, id=None):
+        self._assert_is_not_closed()
+        if action is None:
+            raise ValueError("action must be given (this vector env is synchronous)")
+        act = np.asarray(action, dtype=np.float64)
+        if id is None or len(id) == self.env_num:
+            ids = np.arange(self.env_num) if id is None else np.asarray(id, dtype=np.int64)
+            full = act if id is None else self._scatter(act, ids)
+        else:
+            ids = np.asarray(id, dtype=np.int64)
+            full = self._scatter(act, ids)
+        obs, reward, terminated, truncated, infos = self.env.step(full)
+        for k in SIGNALS:
+            self.signal_sums[k] += float(np.mean(infos[k]))
+        self.signal_count += 1
+        if truncated.any():
+            self._pending_obs = self._randomize_start(obs)
+            self._pending_ids = set(range(self.env_num))
+            obs = infos["final_observation"]
+        return (
+            obs[ids],
+            (reward[ids] / self.reward_scale).astype(np.float64),
+            terminated[ids],
+            truncated[ids],
+            self._empty_infos[ids].copy(),
+        )
+
+    def _scatter(self, act: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        if np.array_equal(ids, np.arange(self.env_num)):
+            return act
+        full = self._neutral.copy()
+        full[ids] = act
+        return full
+
+    def seed(self, seed=None):
+        self._seed = seed if seed is None or isinstance(seed, int) else int(seed[0])
+        return [[self._seed] for _ in range(self.env_num)]
+
+    def render(self, **kwargs: Any) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        self.is_closed = True
+
+
+# ------------------------------------------------------------------ networks
+class CriticNet(nn.Module):
+    """State-value network over the augmented observation (same input transform as the actor)."""
+
+    def __init__(self, obs_dim: int, hidden_sizes: Sequence[int] = (64, 64), backlog_index: int | None = 1):
+        super().__init__()
+        self.backlog_index = backlog_index
+        layers: list[nn.Module] = []
+        width = obs_dim
+        for h in hidden_sizes:
+            lin = nn.Linear(width, h)
+            nn.init.orthogonal_(lin.weight, gain=math.sqrt(2.0))
+            nn.init.zeros_(lin.bias)
+            layers += [lin, nn.Tanh()]
+            width = h
+        out = nn.Linear(width, 1)
+        nn.init.orthogonal_(out.weight, gain=1.0)
+        nn.init.zeros_(out.bias)
+        self.net = nn.Sequential(*layers, out)
+
+    def forward(self, obs, **kwargs) -> torch.Tensor:
+        device = self.net[0].weight.device
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        return self.net(input_features(obs, self.backlog_index))
+
+
+def _gaussian(loc_scale):
+    loc, scale = loc_scale
+    return torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
+
+
+# ----------------------------------------------------------------- training
+@dataclass
+class TrainResult:
+    """What ``train`` returns: the policy, where everything was written, and the run's numbers."""
+
+    policy: AugmentedPolicy
+    run_dir: Path
+    checkpoint: Path
+    config: TrainConfig
+    wall_time_s: float
+    env_steps: int
+    eval_return_initial: float
+    eval_return_final: float
+    update_history: list[dict[str, float]] = field(default_factory=list)
+    test_history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int, num_threads: int = 1) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(num_threads)
+
+
+def make_networks(config: TrainConfig, obs_dim: int) -> tuple[ActorNet, CriticNet]:
+    backlog = observation_layout(config.augmented).index("backlog")
+    actor = ActorNet(obs_dim, config.hidden_sizes, backlog_index=backlog, init_log_std=config.init_log_std,
+                     mean_bound=config.mean_bound, min_log_std=config.min_log_std)
+    critic = CriticNet(obs_dim, config.hidden_sizes, backlog_index=backlog)
+    return actor.to(config.device), critic.to(config.device)
+
+
+def make_batched_env(config: TrainConfig, num_envs: int, data: BuildingData | None = None) -> BatchedEnv:
+    env = BatchedEnv(config.env_config(), num_envs=num_envs, demand_scale=config.demand_scale, data=data)
+    if config.fixed_multipliers is not None:
+        env.set_multipliers(*config.fixed_multipliers)
+    return env
+
+
+def evaluate_lagrangian_return(
+    policy: AugmentedPolicy,
+    config: TrainConfig,
+    episodes: int | None = None,
+    seed: int | None = None,
+    data: BuildingData | None = None,
+) -> dict[str, float]:
+    """Mean undiscounted episode return (r_L, unscaled) of the deterministic policy on fixed episodes.
+
+    The episodes (start hours and sampled multipliers) are fixed by ``seed``
+    (default: the config's seed + 1), so two policies are compared on the same ones.
+    """
+    n = int(episodes or config.eval_episodes)
+    env = make_batched_env(config, n, data)
+    obs, _ = env.reset(seed=config.seed + 1 if seed is None else seed)
+    totals = {k: np.zeros(n) for k in ("lagrangian_reward", "r0", "e_grid", "r2")}
+    for _ in range(config.episode_length):
+        obs, _, _, truncated, infos = env.step(policy.act(obs))
+        for k in totals:
+            totals[k] += infos[k]
+    out = {"lagrangian_return": float(totals["lagrangian_reward"].mean())}
+    out |= {f"mean_{k}": float(totals[k].mean() / config.episode_length) for k in ("r0", "e_grid", "r2")}
+    return out
+
+
+def train(config: TrainConfig, *, progress: bool = True, data: BuildingData | None = None) -> TrainResult:
+    """Train one agent type's state-augmented policy with Tianshou's PPO; write the run folder.
+
+    The run folder ``config.out_dir`` receives ``policy.pt`` (the checkpoint),
+    ``config.json``, ``metrics.json`` and ``tensorboard/``.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+    from tianshou.algorithm import PPO
+    from tianshou.algorithm.modelfree.reinforce import ProbabilisticActorPolicy
+    from tianshou.algorithm.optim import AdamOptimizerFactory, LRSchedulerFactoryLinear
+    from tianshou.data import Collector, VectorReplayBuffer
+    from tianshou.trainer import OnPolicyTrainerParams
+
+    t0 = time.perf_counter()
+    prev_threads = torch.get_num_threads()
+    seed_everything(config.seed, config.num_threads)
+    run_dir = Path(config.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = data if data is not None else load_dataset(config.dataset)
+
+    train_batched = make_batched_env(config, config.num_envs, data)
+    core = train_batched.core
+    layout = list(core.layout_names)
+    reward_scale = config.resolved_reward_scale
+    train_env = TianshouBatchedEnv(train_batched, reward_scale, seed=config.seed,
+                                   init_backlog_hours=config.init_backlog_hours, random_soc=config.random_soc)
+    test_env = TianshouBatchedEnv(make_batched_env(config, config.eval_episodes, data), reward_scale,
+                                  seed=config.seed + 1, fixed_seed=True)
+
+    actor, critic = make_networks(config, core.obs_dim)
+    meta_kwargs = dict(
+        observation_layout=layout,
+        lambda_range=core.lambda_range,
+        nu_range=core.nu_range,
+        dataset=core.data.name,
+        demand_scale=config.demand_scale,
+        hidden_sizes=config.hidden_sizes,
+        reward_scale=reward_scale,
+        train_config=config.to_dict(),
+        fixed_multipliers=None if config.fixed_multipliers is None else list(config.fixed_multipliers),
+    )
+    initial = AugmentedPolicy(_copy_actor(actor, config), build_metadata(**meta_kwargs))
+    eval_initial = evaluate_lagrangian_return(initial, config, data=data)
+
+    policy = ProbabilisticActorPolicy(
+        actor=actor,
+        dist_fn=_gaussian,
+        action_space=train_batched.single_action_space,
+        observation_space=train_batched.single_observation_space,
+        deterministic_eval=True,
+        action_scaling=True,
+        action_bound_method="clip",
+    )
+    optim = AdamOptimizerFactory(lr=config.lr)
+    if config.lr_decay:
+        optim = optim.with_lr_scheduler_factory(
+            LRSchedulerFactoryLinear(config.epochs, config.epoch_steps, config.collect_steps)
+        )
+    algorithm = PPO(
+        policy=policy,
+        critic=critic,
+        optim=optim,
+        eps_clip=config.clip_eps,
+        vf_coef=config.vf_coef,
+        ent_coef=config.ent_coef,
+        max_grad_norm=config.max_grad_norm,
+        gae_lambda=config.gae_lambda,
+        gamma=config.gamma,
+        max_batchsize=max(config.batch_size, 4096),
+        advantage_normalization=True,
+        return_scaling=config.return_scaling,
+    )
+    buffer = VectorReplayBuffer(config.collect_steps, config.num_envs)
+    train_collector = Collector(algorithm, train_env, buffer, raise_on_nan_in_buffer=False)
+    test_collector = Collector(algorithm, test_env, raise_on_nan_in_buffer=False)
+
+    writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR))
+    writer.add_text("train_config", json.dumps(config.to_dict(), indent=1))
+    logger = _RecordingLogger(writer, training_interval=1, update_interval=1)
+
+    def training_fn(epoch: int, env_step: int) -> None:
+        # called before each training step: log the previous iteration's physical signals (unscaled)
+        if train_env.signal_count:
+            for k, v in train_env.signal_means().items():
+                writer.add_scalar(f"signals/{k}", v, env_step)
+            train_env.reset_signal_sums()
+
+    params = OnPolicyTrainerParams(
+        training_collector=train_collector,
+        test_collector=test_collector,
+        max_epochs=config.epochs,
+        epoch_num_steps=config.epoch_steps,
+        collection_step_num_env_steps=config.collect_steps,
+        test_step_num_episodes=config.eval_episodes,
+        batch_size=config.batch_size,
+        update_step_num_repetitions=config.update_repeats,
+        training_fn=training_fn,
+        logger=logger,
+        verbose=progress,
+        show_progress=progress,
+    )
+    try:
+        info = algorithm.run_training(params)
+    finally:
+        torch.set_num_threads(prev_threads)
+    train_wall = time.perf_counter() - t0
+
+    final = AugmentedPolicy(_copy_actor(actor, config), build_metadata(**meta_kwargs))
+    eval_final = evaluate_lagrangian_return(final, config, data=data)
+    wall = time.perf_counter() - t0
+    metadata = build_metadata(
+        **meta_kwargs,
+        train_wall_time_s=wall,
+        env_steps=int(info.train_step),
+        eval_initial=eval_initial,
+        eval_final=eval_final,
+        share_kwh=float(core.share),
+        obs_norms=obs_norms(core),
+        window=list(core.window),
+    )
+    final = AugmentedPolicy(final.net, metadata)
+    checkpoint = save_checkpoint(run_dir / CHECKPOINT_NAME, final, metadata)
+    final.metadata["path"] = str(checkpoint)
+    _write_json(run_dir / CONFIG_NAME, {"train_config": config.to_dict(), "env_config": config.env_config().to_dict(),
+                                         "env": core.describe(), "agent_type": agent_type_name(config.demand_scale),
+                                         "reward_scale": reward_scale, "versions": metadata["versions"]})
+    _write_json(run_dir / METRICS_NAME, {
+        "wall_time_s": wall,
+        "train_loop_time_s": train_wall,
+        "env_steps": int(info.train_step),
+        "eval_initial": eval_initial,
+        "eval_final": eval_final,
+        "test_history": logger.test_history,
+        "update_history": logger.update_history,
+    })
+    writer.add_scalar("eval/lagrangian_return_final", eval_final["lagrangian_return"], int(info.train_step))
+    writer.flush()
+    writer.close()
+    train_env.close()
+    test_env.close()
+    return TrainResult(
+        policy=final,
+        run_dir=run_dir,
+        checkpoint=checkpoint,
+        config=config,
+        wall_time_s=wall,
+        env_steps=int(info.train_step),
+        eval_return_initial=eval_initial["lagrangian_return"],
+        eval_return_final=eval_final["lagrangian_return"],
+        update_history=logger.update_history,
+        test_history=logger.test_history,
+    )
+
+
+def _copy_actor(actor: ActorNet, config: TrainConfig) -> ActorNet:
+    clone = copy.deepcopy(actor).cpu()
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone.eval()
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+class _RecordingLogger(TensorboardLogger):
+    """Tianshou's TensorBoard logger that also keeps the loss and test numbers in memory."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.update_history: list[dict[str, float]] = []
+        self.test_history: list[dict[str, float]] = []
+
+    def log_update_data(self, log_data: dict, step: int) -> None:
+        row: dict[str, float] = {"step": int(step)}
+        for key in ("loss", "actor_loss", "vf_loss", "ent_loss"):
+            v = log_data.get(key)
+            if isinstance(v, dict) and "mean" in v:
+                row[key] = float(v["mean"])
+        self.update_history.append(row)
+        super().log_update_data(log_data, step)
+
+    def log_test_data(self, log_data: dict, step: int) -> None:
+        stat = log_data.get("returns_stat") or {}
+        if isinstance(stat, dict) and "mean" in stat:
+            self.test_history.append(
+                {"env_step": int(step), "return_mean": float(stat["mean"]), "return_std": float(stat.get("std", 0.0))}
+            )
+        super().log_test_data(log_data, step)

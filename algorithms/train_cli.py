@@ -1,0 +1,144 @@
+"""``cmarl train``: train the state-augmented PPO policy of one agent type.
+
+Example::
+
+    cmarl train --demand-scale 2.0 --steps 3000000 --envs 256 --seed 0 --out runs/train_double
+
+writes ``policy.pt`` (checkpoint), ``config.json``, ``metrics.json`` and
+``tensorboard/`` into the out folder and prints where they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+DEFAULTS_NOTE = "defaults are those of algorithms.train.TrainConfig (the shipped policies' settings)"
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden {text!r} must be comma-separated ints, e.g. 64,64") from None
+    if not sizes:
+        raise argparse.ArgumentTypeError("--hidden needs at least one layer size, e.g. 64,64")
+    return sizes
+
+
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        lam, nu = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--fixed-multipliers {text!r} must be LAMBDA,NU, e.g. 8,-8") from None
+    return lam, nu
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = DEFAULTS_NOTE
+    parser.add_argument("--demand-scale", type=float, default=None, help="agent type: 1.0 normal, 2.0 double (default 1.0)")
+    parser.add_argument("--steps", type=int, default=None, help="total environment steps (all copies)")
+    parser.add_argument("--envs", type=int, default=None, help="parallel copies stepped as one array")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (one evaluation + log point each)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of torch, numpy and the environment")
+    parser.add_argument("--out", type=str, default=None, help="run folder (default runs/train_<type>_seed<seed>)")
+    parser.add_argument("--constraint", type=float, default=None,
+                        help="grid limit as a fraction of peak aggregate demand (sets c/N in r_L; default 0.27)")
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--no-lr-decay", action="store_true", help="keep the learning rate constant")
+    parser.add_argument("--gamma", type=float, default=None)
+    parser.add_argument("--gae-lambda", type=float, default=None)
+    parser.add_argument("--hidden", type=_hidden, default=None, help="hidden layer sizes, e.g. 64,64")
+    parser.add_argument("--batch-size", type=int, default=None, help="PPO minibatch size")
+    parser.add_argument("--repeats", type=int, default=None, help="PPO passes over each rollout")
+    parser.add_argument("--rollout-steps", type=int, default=None, help="steps per copy per PPO iteration")
+    parser.add_argument("--reward-scale", type=float, default=None, help="fixed divisor of r_L (default 10 x demand scale)")
+    parser.add_argument("--fixed-multipliers", type=_pair, default=None, metavar="LAMBDA,NU",
+                        help="fixed-penalty baseline: no augmentation, these multipliers throughout (e.g. 8,-8)")
+    parser.add_argument("--eval-episodes", type=int, default=None, help="fixed evaluation episodes per epoch")
+    parser.add_argument("--dataset", type=str, default=None, help="CityLearn dataset name or schema path")
+    parser.add_argument("--device", type=str, default=None, help="cpu (default) or cuda[:k]")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1)")
+    parser.add_argument("--config", type=str, default=None, help="JSON file of TrainConfig fields (flags override it)")
+    parser.add_argument("--export", type=str, default=None, help="also copy the checkpoint to this path")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
+
+
+FLAG_FIELDS = {
+    "demand_scale": "demand_scale",
+    "steps": "total_steps",
+    "envs": "num_envs",
+    "epochs": "epochs",
+    "seed": "seed",
+    "constraint": "constraint_fraction",
+    "lr": "lr",
+    "gamma": "gamma",
+    "gae_lambda": "gae_lambda",
+    "hidden": "hidden_sizes",
+    "batch_size": "batch_size",
+    "repeats": "update_repeats",
+    "rollout_steps": "rollout_steps",
+    "reward_scale": "reward_scale",
+    "eval_episodes": "eval_episodes",
+    "fixed_multipliers": "fixed_multipliers",
+    "dataset": "dataset",
+    "device": "device",
+    "threads": "num_threads",
+}
+
+
+def config_from_args(args: argparse.Namespace):
+    from algorithms.policy import agent_type_name
+    from algorithms.train import TrainConfig
+
+    values: dict = {}
+    if args.config:
+        values.update(json.loads(Path(args.config).read_text()))
+    for flag, name in FLAG_FIELDS.items():
+        v = getattr(args, flag, None)
+        if v is not None:
+            values[name] = v
+    if args.no_lr_decay:
+        values["lr_decay"] = False
+    if args.out:
+        values["out_dir"] = args.out
+    elif "out_dir" not in values:
+        scale = float(values.get("demand_scale", 1.0))
+        values["out_dir"] = f"runs/train_{agent_type_name(scale)}_seed{values.get('seed', 0)}"
+    return TrainConfig.from_dict(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except (ValueError, OSError) as err:
+        print(f"cmarl train: {err}", file=sys.stderr)
+        return 2
+    from algorithms.train import CONFIG_NAME, METRICS_NAME, TENSORBOARD_DIR, train
+
+    progress = not args.no_progress
+    print(
+        f"training the {config.demand_scale:g}x-demand policy: {config.total_steps} steps on {config.num_envs} copies, "
+        f"seed {config.seed}, run folder {config.out_dir}",
+        flush=True,
+    )
+    result = train(config, progress=progress)
+    run_dir = result.run_dir
+    print(f"done in {result.wall_time_s:.1f} s ({result.env_steps} env steps)")
+    print(f"Lagrangian return on fixed evaluation episodes: {result.eval_return_initial:.1f} (untrained) -> "
+          f"{result.eval_return_final:.1f}")
+    print(f"checkpoint:  {result.checkpoint}")
+    print(f"config:      {run_dir / CONFIG_NAME}")
+    print(f"metrics:     {run_dir / METRICS_NAME}")
+    print(f"tensorboard: {run_dir / TENSORBOARD_DIR}  (tensorboard --logdir {run_dir / TENSORBOARD_DIR})")
+    if args.export:
+        export = Path(args.export)
+        export.parent.mkdir(parents=True, exist_ok=True)
+        tmp = export.with_name(f".{export.name}.tmp")
+        shutil.copyfile(result.checkpoint, tmp)
+        tmp.replace(export)
+        print(f"exported:    {export}")
+    return 0

@@ -1,0 +1,171 @@
+"""State-augmented PPO training: config validation, the Tianshou adapter, a tiny run, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("tianshou")
+
+from algorithms.policy import load_policy  # noqa: E402
+from algorithms.train import (  # noqa: E402
+    TianshouBatchedEnv,
+    TrainConfig,
+    make_batched_env,
+    train,
+)
+from benchmarks.cli import main as cli_main  # noqa: E402
+from cmarl_env.core import observation_layout  # noqa: E402
+
+TINY = dict(num_envs=32, rollout_steps=80, batch_size=512, update_repeats=4, eval_episodes=16, epochs=1)
+
+
+# ------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [
+        ("num_envs", 0, "[1, "),
+        ("gamma", 1.5, "[0.0, 1.0]"),
+        ("gae_lambda", -0.1, "[0.0, 1.0]"),
+        ("lr", 0.0, "(0.0, 1.0]"),
+        ("demand_scale", -1.0, "(0.0, "),
+        ("total_steps", 0, "[1, "),
+        ("reward_scale", 0.0, "(0.0, "),
+        ("seed", -1, "[0, "),
+        ("hidden_sizes", (64, 0), "[1, 4096]"),
+    ],
+)
+def test_config_errors_name_the_field_and_range(field, value, allowed):
+    with pytest.raises(ValueError) as info:
+        TrainConfig(**{field: value})
+    msg = str(info.value)
+    assert field.split("[")[0] in msg and allowed in msg
+
+
+def test_config_errors_for_other_kinds():
+    with pytest.raises(ValueError, match="device"):
+        TrainConfig(device="tpu")
+    with pytest.raises(ValueError, match="hidden_sizes"):
+        TrainConfig(hidden_sizes=())
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_config_derived_values_and_round_trip():
+    cfg = TrainConfig(num_envs=64, rollout_steps=80, total_steps=100_000, epochs=3, demand_scale=2.0)
+    assert cfg.collect_steps == 5120
+    assert cfg.epoch_steps % cfg.collect_steps == 0 and cfg.epoch_steps * cfg.epochs >= cfg.total_steps
+    assert cfg.resolved_reward_scale == 20.0
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    env = cfg.env_config()
+    assert env.augment and env.multiplier_mode == "sampled" and env.reward == "lagrangian"
+    assert env.episode_length == 80 and env.split == "train"
+    assert env.lambda_range == (0.0, 15.0) and env.nu_range == (-20.0, 20.0)
+
+
+# ------------------------------------------------------------------ adapter
+def test_adapter_steps_all_copies_and_hands_back_final_observations(dataset):
+    cfg = TrainConfig(num_envs=8, episode_length=5, demand_scale=2.0)
+    env = TianshouBatchedEnv(make_batched_env(cfg, 8, dataset), reward_scale=4.0, seed=3)
+    assert len(env) == 8 and not env.is_async
+    assert env.action_space[0].shape == (2,) and env.observation_space[0].shape == (9,)
+    obs, infos = env.reset()
+    assert obs.shape == (8, 9) and len(infos) == 8
+    lam, nu = env.core.lam.copy(), env.core.nu.copy()
+    assert np.all((lam >= 0) & (lam <= 15)) and np.all((nu >= -20) & (nu <= 20))
+    assert len(np.unique(lam)) == 8  # sampled per copy
+    rng = np.random.default_rng(0)
+    for t in range(5):
+        act = rng.uniform(0, 1, (8, 2))
+        nxt, rew, term, trunc, _ = env.step(act)
+        assert not term.any()
+        assert trunc.all() == (t == 4)
+    # obs_next of the last step is the final observation, not the reset one
+    final = nxt
+    np.testing.assert_allclose(final[:, 7], lam / 15.0, atol=1e-6)
+    reset_obs, _ = env.reset(env_id=np.arange(8))
+    assert not np.allclose(reset_obs[:, 7], final[:, 7])  # new multipliers were drawn
+    # rewards are the Lagrangian reward divided by the scale
+    core = env.core
+    sums_before = env.signal_sums["lagrangian_reward"]
+    _, rew, _, _, _ = env.step(np.full((8, 2), 0.5))
+    assert np.isclose(rew.mean() * 4.0, env.signal_sums["lagrangian_reward"] - sums_before)
+    # a subset of copies can be stepped (the others are parked)
+    out = env.step(np.full((3, 2), 0.5), id=[0, 2, 5])
+    assert out[0].shape == (3, 9) and out[1].shape == (3,)
+    assert core.t == 2
+
+
+def test_adapter_fixed_seed_repeats_the_same_episodes(dataset):
+    cfg = TrainConfig(num_envs=4)
+    env = TianshouBatchedEnv(make_batched_env(cfg, 4, dataset), seed=11, fixed_seed=True)
+    a, _ = env.reset()
+    env.step(np.full((4, 2), 0.5))
+    b, _ = env.reset()
+    np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------- training
+def test_tiny_training_run_via_cli_writes_run_folder_and_improves(tmp_path, capsys):
+    out = tmp_path / "run"
+    export = tmp_path / "exported" / "p.pt"
+    code = cli_main([
+        "train", "--demand-scale", "1.0", "--steps", "12800", "--envs", "32", "--epochs", "1", "--seed", "0",
+        "--eval-episodes", "32", "--batch-size", "512", "--repeats", "8", "--out", str(out),
+        "--export", str(export), "--no-progress",
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert str(out / "policy.pt") in printed and "tensorboard" in printed
+    assert (out / "policy.pt").is_file() and export.is_file()
+    assert any((out / "tensorboard").glob("events.out.tfevents.*"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["train_config"]["total_steps"] == 12800 and config["train_config"]["seed"] == 0
+    assert config["env_config"]["augment"] is True and config["reward_scale"] == 10.0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["env_steps"] >= 12800 and metrics["update_history"]
+    # the trained policy earns more Lagrangian return than the untrained one on the same fixed episodes
+    initial = metrics["eval_initial"]["lagrangian_return"]
+    final = metrics["eval_final"]["lagrangian_return"]
+    assert final > initial + 0.05 * abs(initial), (initial, final)
+    policy = load_policy(out / "policy.pt", {"observation_layout": list(observation_layout(True))})
+    assert policy.metadata["reward_scale"] == 10.0
+    assert policy.metadata["train_config"]["total_steps"] == 12800
+    assert policy.metadata["env_steps"] >= 12800
+    assert policy.metadata["train_wall_time_s"] > 0
+    assert policy.act(np.zeros((3, 9), np.float32)).shape == (3, 2)
+
+
+def test_cli_reports_invalid_config(capsys, tmp_path):
+    assert cli_main(["train", "--envs", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "num_envs" in capsys.readouterr().err
+
+
+def test_same_seed_gives_identical_losses_and_weights(tmp_path, dataset):
+    def run(name, seed):
+        cfg = TrainConfig(total_steps=2560, seed=seed, out_dir=str(tmp_path / name), **TINY)
+        return train(cfg, progress=False, data=dataset)
+
+    a, b, c = run("a", 5), run("b", 5), run("c", 6)
+    assert a.update_history and a.update_history == b.update_history
+    sa, sb, sc = a.policy.net.state_dict(), b.policy.net.state_dict(), c.policy.net.state_dict()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+    assert a.update_history != c.update_history
+
+
+def test_fixed_multiplier_baseline_trains_on_plain_observations(tmp_path, dataset):
+    cfg = TrainConfig(total_steps=2560, fixed_multipliers=(8.0, -8.0), out_dir=str(tmp_path / "ippo"), **TINY)
+    assert not cfg.env_config().augment and cfg.env_config().multiplier_mode == "fixed"
+    result = train(cfg, progress=False, data=dataset)
+    policy = load_policy(result.checkpoint, {"observation_layout": list(observation_layout(False))})
+    assert policy.obs_dim == 7 and policy.metadata["fixed_multipliers"] == [8.0, -8.0]
+    env = TianshouBatchedEnv(make_batched_env(cfg, 4, dataset))
+    env.reset()
+    assert np.all(env.core.lam == 8.0) and np.all(env.core.nu == -8.0)
+    with pytest.raises(ValueError, match="fixed_multipliers"):
+        TrainConfig(fixed_multipliers=(20.0, 0.0))

@@ -61,6 +61,21 @@ class CoreStep(NamedTuple):
     truncated: bool
 
 
+def observation_norms(data: BuildingData) -> tuple[float, float, float]:
+    """Fixed observation scales of a dataset: maxima of demand, solar and price over the training hours.
+
+    They do not depend on the scenario's window, so a policy sees the same
+    scaling in training, on other windows and on held-out hours (where a value
+    may exceed 1).
+    """
+    end = min(TRAIN_HOURS[1], data.n_steps)
+    return (
+        max(float(data.demand_kwh[:, :end].max()), 1e-9),
+        max(float(data.solar_kwh[:, :end].max()), 1e-9),
+        max(float(data.price[:, :end].max()), 1e-9),
+    )
+
+
 def resolve_window(config: EnvConfig, n_steps: int) -> tuple[int, int]:
     """Data hours [first, end) the scenario draws from."""
     if config.window is not None:
@@ -148,9 +163,7 @@ class DemandResponseCore:
         self.grid_limit = config.constraint_fraction * self.peak_demand
         self.share = self.grid_limit / self.n_agents
 
-        self.demand_norm = float(d.demand_kwh[:, lo:hi].max())
-        self.solar_norm = max(float(d.solar_kwh[:, lo:hi].max()), 1e-9)
-        self.price_norm = max(float(d.price[:, lo:hi].max()), 1e-9)
+        self.demand_norm, self.solar_norm, self.price_norm = observation_norms(d)
         self.lambda_range = tuple(map(float, config.lambda_range))
         self.nu_range = tuple(map(float, config.nu_range))
         self._norms = np.array([

@@ -219,8 +219,8 @@ class DemandResponseParallelEnv(ParallelEnv):
 
 def _observation_bounds(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     bounds = {
-        "demand": (0.0, np.inf), "backlog": (0.0, np.inf), "soc": (0.0, 1.0), "solar": (0.0, 1.0),
-        "price": (0.0, 1.0), "hour_sin": (-1.0, 1.0), "hour_cos": (-1.0, 1.0), "lambda": (0.0, 1.0), "nu": (0.0, 1.0),
+        "demand": (0.0, np.inf), "backlog": (0.0, np.inf), "soc": (0.0, 1.0), "solar": (0.0, np.inf),
+        "price": (0.0, np.inf), "hour_sin": (-1.0, 1.0), "hour_cos": (-1.0, 1.0), "lambda": (0.0, 1.0), "nu": (0.0, 1.0),
     }
     low = np.array([bounds[n][0] for n in names], dtype=np.float32)
     high = np.array([bounds[n][1] for n in names], dtype=np.float32)

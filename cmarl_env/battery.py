@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import math
+import types
 
 import numpy as np
 from numba import njit, prange
@@ -140,7 +141,7 @@ def _checked_curve(name: str, curve) -> np.ndarray:
 CAP, INV_CAP, MAX_STEP_ENERGY, INV_POWER_NORM, MIN_ENERGY, MIN_SOC, FADE, KEEP = range(8)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _curve(value, xs, ys, slopes, m):
     """CityLearn's piecewise-linear lookup on row ``m`` (same segment choice)."""
     k = xs.shape[1]
@@ -151,19 +152,19 @@ def _curve(value, xs, ys, slopes, m):
     return ys[m, idx] + (value - xs[m, idx]) * slopes[m, idx]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _max_energy(e0, tab, px, py, ps, m):
     """Charge/discharge energy limit of one step from the capacity-power curve."""
     return max(_curve(e0 * tab[m, INV_CAP], px, py, ps, m), 0.0) * tab[m, MAX_STEP_ENERGY]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _efficiency(energy, tab, ex, ey, es, m):
     """Technical efficiency at the average power of moving ``energy`` in one step."""
     return _curve(min(max(abs(energy) * tab[m, INV_POWER_NORM], 0.0), 1.0), ex, ey, es, m)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _charge_limit(request, e0, degraded, max_energy, tab, ex, ey, es, m):
     limited = min(request, max_energy)
     headroom = max(degraded - e0, 0.0)
@@ -174,7 +175,7 @@ def _charge_limit(request, e0, degraded, max_energy, tab, ex, ey, es, m):
     return limited, eff
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _discharge_limit(request, e0, max_energy, tab, ex, ey, es, m):
     limited = min(request, max_energy)
     above_floor = max(e0 - tab[m, MIN_ENERGY], 0.0)
@@ -185,7 +186,7 @@ def _discharge_limit(request, e0, max_energy, tab, ex, ey, es, m):
     return limited, eff
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _apply(energy, eff, e0, degraded, tab, m):
     """CityLearn's ``_charge`` and ``degrade``: (float32 soc, float32 balance, degraded capacity)."""
     rte = math.sqrt(eff)
@@ -200,13 +201,13 @@ def _apply(energy, eff, e0, degraded, tab, m):
     return soc, balance, max(degraded - fade, 0.0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _energy_init(soc, tab, m):
     """Stored energy at the start of an operation (CityLearn's ``energy_init``)."""
     return max(tab[m, MIN_ENERGY], np.float64(soc) * tab[m, CAP])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _charge(soc, degraded, request, m, tab, ex, ey, es, px, py, ps):
     """``Battery.charge(request)`` for request >= 0."""
     e0 = _energy_init(soc, tab, m)
@@ -214,7 +215,7 @@ def _charge(soc, degraded, request, m, tab, ex, ey, es, px, py, ps):
     return _apply(energy, eff, e0, degraded, tab, m)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _discharge(soc, degraded, output, m, tab, ex, ey, es, px, py, ps):
     """``Battery.charge(-output)`` for output >= 0."""
     e0 = _energy_init(soc, tab, m)
@@ -222,7 +223,7 @@ def _discharge(soc, degraded, output, m, tab, ex, ey, es, px, py, ps):
     return _apply(-energy, eff, e0, degraded, tab, m)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _available(soc, m, tab, ex, ey, es, px, py, ps):
     """Energy the battery can deliver this step: the power limit at the current SOC,
     capped by the energy above the depth-of-discharge floor after losses at that power."""
@@ -232,7 +233,7 @@ def _available(soc, m, tab, ex, ey, es, px, py, ps):
     return min(max_energy, max(e0 - tab[m, MIN_ENERGY], 0.0) * math.sqrt(eff))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _standby(soc, m, tab):
     """CityLearn's ``next_time_step``: standby loss, floored at the minimum SOC."""
     return np.float32(min(max(np.float64(soc) * tab[m, KEEP], tab[m, MIN_SOC]), 1.0))
@@ -256,8 +257,19 @@ def _standby_kernel(soc, model, tab, ex, ey, es, px, py, ps, soc_out):
         soc_out[i] = _standby(soc[i], model[i], tab)
 
 
-_charge_serial = njit(cache=True)(_charge_kernel)
-_charge_parallel = njit(cache=True, parallel=True)(_charge_kernel)
+def compile_kernel(fn):
+    """A serial and a multi-threaded compiled version of one array kernel.
+
+    numba's on-disk cache is keyed by the function's qualified name, so the
+    parallel version gets its own name; otherwise one version would load the
+    other's cached machine code.
+    """
+    parallel_fn = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_parallel", fn.__defaults__, fn.__closure__)
+    parallel_fn.__qualname__ = fn.__qualname__ + "_parallel"
+    return njit(cache=True, error_model="numpy")(fn), njit(cache=True, parallel=True, error_model="numpy")(parallel_fn)
+
+
+_charge_serial, _charge_parallel = compile_kernel(_charge_kernel)
 _standby_serial = njit(cache=True)(_standby_kernel)
 
 PARALLEL_THRESHOLD = 4096  # below this many agents, thread start-up costs more than it saves

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from numba import njit, prange
+from numba import prange
 
 from cmarl_env import battery
 from cmarl_env.battery import BatteryParams
@@ -78,8 +78,7 @@ def _step_kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu,
         degraded_out[i] = deg
 
 
-_step_serial = njit(cache=True)(_step_kernel)
-_step_parallel = njit(cache=True, parallel=True)(_step_kernel)
+_step_serial, _step_parallel = battery.compile_kernel(_step_kernel)
 
 
 class StepResult(NamedTuple):
@@ -136,8 +135,7 @@ def _observe_kernel(t, phase, row, width, demand_tab, solar_tab, price_tab, sin_
             obs[i, 8] = (nu[i] - nu_lo) * inv_nu_span
 
 
-_observe_serial = njit(cache=True)(_observe_kernel)
-_observe_parallel = njit(cache=True, parallel=True)(_observe_kernel)
+_observe_serial, _observe_parallel = battery.compile_kernel(_observe_kernel)
 
 
 def gather_and_observe(t, phase, row, width, tables, scale, backlog, soc, lam, nu, norms, augment, obs_dim):

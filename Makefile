@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/cmarl env-demo --out results/env_demo
+	$(BIN)/cmarl bench quick --readme README.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

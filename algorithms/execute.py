@@ -11,6 +11,7 @@ Python. ``run_execution`` returns the trajectories and metrics that
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -92,6 +93,7 @@ class ExecutionResult:
     facts: dict[str, Any]
 
 
+INFERENCE_CHUNK = 16_384  # rows per forward pass: fits the caches, measured 2.5x faster than 65,536 on 2 cores
 SPECTRAL_MAX_N = 20_000  # rho is computed up to this N (sparse eigensolvers get slow beyond)
 NX_GRAPH_MAX_N = 20_000  # above this, random graphs are built as edge arrays only
 
@@ -116,7 +118,9 @@ def policies_for(core: DemandResponseCore, policies: Mapping[float, Policy] | No
         else:
             from algorithms.policy import load_pretrained
 
-            policy = load_pretrained(scale, expected=core).act
+            pretrained = load_pretrained(scale, expected=core)
+            pretrained.num_threads = None  # use every torch thread: inference dominates execution at large N
+            policy = functools.partial(pretrained.act, chunk_size=INFERENCE_CHUNK)
         groups.append((np.flatnonzero(core.layout.scale == scale), policy))
     return groups
 

@@ -29,13 +29,14 @@ Pure numpy/scipy; no torch.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from cmarl_env import graphs as _graphs
+from cmarl_env.config import ConfigBase
 
 from .theory import consensus_error as _consensus_error
 from .theory import degree_weights
@@ -127,7 +128,7 @@ def _is_int(x: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class DualConfig:
+class DualConfig(ConfigBase):
     """Step sizes and ranges of Algorithm 1.
 
     ``alpha`` (> 0): dual step on ``lam``; ``eps`` (0 < eps <= 1): consensus step;
@@ -182,16 +183,6 @@ class DualConfig:
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "rounds", int(self.rounds))
         object.__setattr__(self, "update_period", int(self.update_period))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DualConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown DualConfig field(s) {sorted(unknown)}; known: {list(cls.__dataclass_fields__)}")
-        return cls(**d)
 
 
 @dataclass

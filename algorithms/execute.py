@@ -27,6 +27,7 @@ import numpy as np
 from algorithms import theory
 from algorithms.dual import DualConfig, DualConsensus
 from cmarl_env import EnvConfig, graphs
+from cmarl_env.config import ConfigBase
 from cmarl_env.core import DemandResponseCore
 from cmarl_env.data import BuildingData
 
@@ -34,7 +35,7 @@ Policy = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
-class ExecutionConfig:
+class ExecutionConfig(ConfigBase):
     """One execution run: scenario, dual step sizes, consensus rounds."""
 
     n_agents: int = 7
@@ -78,11 +79,6 @@ class ExecutionConfig:
             nu_range=(self.dual.nu_min, self.dual.nu_max),
             seed=self.seed,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["graph_params"] = dict(self.graph_params)
-        return out
 
 
 @dataclass

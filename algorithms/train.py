@@ -24,7 +24,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from algorithms.policy import (
     obs_norms,
     save_checkpoint,
 )
-from cmarl_env.config import DEFAULT_DATASET, EnvConfig
+from cmarl_env.config import DEFAULT_DATASET, ConfigBase, EnvConfig
 from cmarl_env.core import observation_layout
 from cmarl_env.data import BuildingData, load_dataset
 from cmarl_env.views import BatchedEnv
@@ -61,7 +61,7 @@ SIGNALS = ("lagrangian_reward", "r0", "e_grid", "r2", "e_bat", "backlog")
 
 # ------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigBase):
     """Everything that defines one training run (validated on construction).
 
     The defaults are the settings of the shipped policies (see
@@ -175,32 +175,10 @@ class TrainConfig:
         per_epoch = math.ceil(self.total_steps / self.epochs)
         return max(1, math.ceil(per_epoch / self.collect_steps)) * self.collect_steps
 
-    def replace(self, **changes: Any) -> "TrainConfig":
-        unknown = set(changes) - {f.name for f in fields(self)}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {sorted(unknown)}; allowed: {[f.name for f in fields(self)]}")
-        return replace(self, **changes)
-
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["hidden_sizes"] = list(self.hidden_sizes)
-        if self.fixed_multipliers is not None:
-            out["fixed_multipliers"] = list(self.fixed_multipliers)
+        out = super().to_dict()
         out["out_dir"] = str(self.out_dir)
         return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        allowed = {f.name for f in fields(cls)}
-        unknown = set(values) - allowed
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-        values = dict(values)
-        if "hidden_sizes" in values:
-            values["hidden_sizes"] = tuple(values["hidden_sizes"])
-        if values.get("fixed_multipliers") is not None:
-            values["fixed_multipliers"] = tuple(values["fixed_multipliers"])
-        return cls(**values)
 
     @property
     def augmented(self) -> bool:

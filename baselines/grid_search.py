@@ -27,11 +27,13 @@ import os
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cmarl_env.config import ConfigBase
 
 METHODS = ("ippo", "augmented")
 GRID_TOLERANCE = 1.02  # feasible: average grid use at most 2 % above the limit ...
@@ -39,7 +41,7 @@ BACKLOG_RATE_LIMIT = 0.05  # ... and the backlog grows by at most this many kWh 
 
 
 @dataclass(frozen=True)
-class GridSearchConfig:
+class GridSearchConfig(ConfigBase):
     method: str = "ippo"
     lambda_min: float = 0.0
     lambda_max: float = 15.0
@@ -79,21 +81,6 @@ class GridSearchConfig:
         lams = _axis(self.lambda_min, self.lambda_max, self.lambda_step)
         nus = _axis(self.nu_min, self.nu_max, self.nu_step)
         return [(lam, nu) for lam in lams for nu in nus]
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["fail_points"] = [list(p) for p in self.fail_points]
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "GridSearchConfig":
-        allowed = {f.name for f in fields(cls)}
-        unknown = set(values) - allowed
-        if unknown:
-            raise ValueError(f"unknown grid-search field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-        values = dict(values)
-        values["fail_points"] = tuple(tuple(p) for p in values.get("fail_points", ()))
-        return cls(**values)
 
 
 def _axis(lo: float, hi: float, step: float) -> list[float]:

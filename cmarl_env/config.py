@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+import os
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence
 
 DEFAULT_DATASET = "citylearn_challenge_2022_phase_all"
@@ -15,8 +16,52 @@ RENDER_MODES = (None, "human", "ansi", "rgb_array")
 MAX_AGENTS = 10_000_000
 
 
+class ConfigBase:
+    """Shared behaviour of the project's frozen config dataclasses.
+
+    ``replace`` and ``from_dict`` reject unknown fields by name; ``to_dict``
+    gives JSON-friendly values (tuples as lists) and ``from_dict`` turns lists
+    back into tuples for tuple-typed fields, so a config survives a JSON round trip.
+    """
+
+    def replace(self, **changes: Any):
+        self._check_fields(changes)
+        return replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]):
+        cls._check_fields(values)
+        return cls(**{k: _tuples(v) if "tuple" in str(cls.__dataclass_fields__[k].type) else v for k, v in values.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _lists(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def _check_fields(cls, values: Mapping[str, Any]) -> None:
+        allowed = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; allowed: {allowed}")
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _lists(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_lists(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _lists(v) for k, v in value.items()}
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _lists(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
 @dataclass(frozen=True)
-class EnvConfig:
+class EnvConfig(ConfigBase):
     """Everything that defines one demand-response scenario.
 
     The defaults are the paper's main scenario: 7 agents on the two-clusters
@@ -90,22 +135,9 @@ class EnvConfig:
         elif scales is not None:
             _check_real("demand_scales", scales, 0.0, 1000.0, low_open=True)
 
-    def replace(self, **changes: Any) -> "EnvConfig":
-        unknown = set(changes) - {f.name for f in fields(self)}
-        if unknown:
-            raise ValueError(f"unknown config field(s) {sorted(unknown)}; allowed: {[f.name for f in fields(self)]}")
-        return replace(self, **changes)
-
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "EnvConfig":
-        allowed = {f.name for f in fields(cls)}
-        unknown = set(values) - allowed
-        if unknown:
-            raise ValueError(f"unknown config field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
         values = dict(values)
-        for key in ("lambda_range", "nu_range", "window", "buildings"):
-            if isinstance(values.get(key), list):
-                values[key] = tuple(values[key])
         if isinstance(values.get("graph"), Mapping):
             import networkx as nx
 
@@ -115,15 +147,13 @@ class EnvConfig:
             values["graph"] = graph
         if isinstance(values.get("demand_scales"), list):
             values["demand_scales"] = tuple(values["demand_scales"])
-        return cls(**values)
+        return super().from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (a custom networkx graph is written as its edge list)."""
-        graph = self.graph
-        out = asdict(self)
-        out["graph_params"] = dict(self.graph_params)
-        if not isinstance(graph, str):
-            out["graph"] = {"edges": [list(map(int, e)) for e in graph.edges()], "n": graph.number_of_nodes()}
+        out = super().to_dict()
+        if not isinstance(self.graph, str):
+            out["graph"] = {"edges": [list(map(int, e)) for e in self.graph.edges()], "n": self.graph.number_of_nodes()}
         return out
 
 

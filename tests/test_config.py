@@ -38,9 +38,9 @@ def test_sampled_multipliers_need_augmentation():
 
 
 def test_unknown_field():
-    with pytest.raises(ValueError, match=r"unknown config field\(s\) \['colour'\]"):
+    with pytest.raises(ValueError, match=r"unknown EnvConfig field\(s\) \['colour'\]"):
         EnvConfig().replace(colour="red")
-    with pytest.raises(ValueError, match="unknown config field"):
+    with pytest.raises(ValueError, match="unknown EnvConfig field"):
         EnvConfig.from_dict({"agents": 3})
 
 

@@ -68,7 +68,7 @@ import os
 import platform
 import random
 import tempfile
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -76,7 +76,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cmarl_env.config import DEFAULT_DATASET, TRAIN_HOURS, EnvConfig
+from cmarl_env.config import DEFAULT_DATASET, TRAIN_HOURS, ConfigBase, EnvConfig
 from cmarl_env.core import BASE_FEATURES, DemandResponseCore
 from cmarl_env.data import BuildingData, load_dataset
 
@@ -121,7 +121,7 @@ class CheckpointError(ValueError):
 
 # --------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class BaselineConfig:
+class BaselineConfig(ConfigBase):
     """One baseline training run (validated on construction; errors name the field).
 
     Steps are *env steps*: one hour of one scenario copy, all N agents acting.
@@ -250,31 +250,6 @@ class BaselineConfig:
         """Training iterations (collect + update) the run performs."""
         per_epoch = max(1, math.ceil(math.ceil(self.total_steps / self.epochs) / self.steps_per_collect))
         return per_epoch * self.epochs
-
-    def replace(self, **changes: Any) -> "BaselineConfig":
-        unknown = set(changes) - {f.name for f in fields(self)}
-        if unknown:
-            raise ValueError(f"unknown BaselineConfig field(s) {sorted(unknown)}; allowed: {[f.name for f in fields(self)]}")
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["hidden_sizes"] = list(self.hidden_sizes)
-        out["critic_hidden_sizes"] = list(self.critic_hidden_sizes)
-        out["train_window"] = list(self.train_window)
-        return out
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "BaselineConfig":
-        allowed = {f.name for f in fields(cls)}
-        unknown = set(values) - allowed
-        if unknown:
-            raise ValueError(f"unknown BaselineConfig field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-        values = dict(values)
-        for key in ("hidden_sizes", "critic_hidden_sizes", "train_window"):
-            if isinstance(values.get(key), list):
-                values[key] = tuple(values[key])
-        return cls(**values)
 
     def env_config(self, **overrides: Any) -> EnvConfig:
         """The training scenario: fixed multipliers, Lagrangian reward, plain observations, train window."""

@@ -12,13 +12,11 @@ Python. ``run_execution`` returns the trajectories and metrics that
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
-import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -28,6 +26,7 @@ from algorithms import theory
 from algorithms.dual import DualConfig, DualConsensus
 from cmarl_env import EnvConfig, graphs
 from cmarl_env.config import ConfigBase
+from cmarl_env.records import atomic_write_text, backlog_slope, package_versions, write_json
 from cmarl_env.core import DemandResponseCore
 from cmarl_env.data import BuildingData
 
@@ -129,14 +128,6 @@ def act(groups: list[tuple[np.ndarray, Policy]], obs: np.ndarray) -> np.ndarray:
     for idx, policy in groups:
         actions[idx] = policy(obs[idx])
     return actions
-
-
-def backlog_slope(backlog: np.ndarray) -> float:
-    """Least-squares slope [kWh/step] of total backlog over the last third of the run."""
-    tail = backlog[len(backlog) - max(len(backlog) // 3, 2):]
-    if len(tail) < 2:
-        return 0.0
-    return float(np.polyfit(np.arange(len(tail)), tail, 1)[0])
 
 
 def run_execution(
@@ -303,39 +294,18 @@ class _NoBar:
         pass
 
 
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("cmarl-env", "numpy", "scipy", "torch", "tianshou", "citylearn", "pettingzoo", "gymnasium", "networkx"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so a reader never sees it half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_run(result: ExecutionResult, out: Path) -> Path:
     """A self-describing run folder: config, facts, versions, trajectories, metrics (written last)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(result.config.to_dict(), indent=2, default=_jsonable))
-    atomic_write_text(out / "facts.json", json.dumps(result.facts | {"versions": package_versions()}, indent=2, default=_jsonable))
+    write_json(out / "config.json", result.config.to_dict())
+    write_json(out / "facts.json", result.facts | {"versions": package_versions()})
     fd, tmp = tempfile.mkstemp(dir=out, prefix=".trajectories.", suffix=".npz")
     os.close(fd)
     np.savez_compressed(tmp, **result.trajectories)
     os.replace(tmp, out / "trajectories.npz")
     _write_csv(out / "trajectories.csv", result.trajectories)
-    atomic_write_text(out / "metrics.json", json.dumps(result.metrics, indent=2, default=_jsonable))
+    write_json(out / "metrics.json", result.metrics)
     return out
 
 
@@ -347,13 +317,3 @@ def _write_csv(path: Path, traj: dict[str, np.ndarray]) -> None:
     table = np.column_stack([traj[c] for c in columns] + [traj["lambda"][:, :shown], traj["nu"][:, :shown]])
     lines = [",".join(header)] + [",".join(f"{v:.6g}" for v in row) for row in table]
     atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if hasattr(value, "__dataclass_fields__"):
-        return asdict(value)
-    return str(value)

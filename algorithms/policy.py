@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cmarl_env import records
+
 FORMAT = "cmarl-augmented-policy"
 FORMAT_VERSION = 1
 ACTION_LAYOUT = ("battery", "grid")
@@ -256,13 +258,7 @@ class AugmentedPolicy:
 # -------------------------------------------------------------- checkpoints
 def package_versions() -> dict[str, str | None]:
     """Versions of the packages a checkpoint depends on (None when not installed)."""
-    out: dict[str, str | None] = {}
-    for name in ("cmarl-env", "torch", "tianshou", "numpy"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return records.package_versions(("cmarl-env", "torch", "tianshou", "numpy"))
 
 
 def agent_type_name(demand_scale: float) -> str:

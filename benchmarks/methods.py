@@ -53,6 +53,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from cmarl_env.records import atomic_write_text, backlog_slope, dump_json, package_versions
 from benchmarks.suite import DUAL_KINDS, MARL_KINDS, RunSpec, ScenarioSpec, register_kind
 
 GRID_TOLERANCE = 1.02          # = baselines.marl.GRID_TOLERANCE (checked in tests/test_runner.py)
@@ -106,15 +107,6 @@ def register(kind: str, params: Sequence[str] = ()) -> Callable[[Adapter], Adapt
 
 
 # --------------------------------------------------------------------------- shared pieces
-def backlog_slope(total_backlog: np.ndarray) -> float:
-    """Least-squares slope [kWh/step] of the total backlog over the last third (as algorithms.execute)."""
-    y = np.asarray(total_backlog, dtype=np.float64)
-    tail = y[len(y) - max(len(y) // 3, 2):]
-    if len(tail) < 2:
-        return 0.0
-    return float(np.polyfit(np.arange(len(tail)), tail, 1)[0])
-
-
 def rollout_record(k: int, start_hour: int, total_grid, total_backlog, cost, grid_limit: float, **extra) -> dict:
     total_grid = np.asarray(total_grid, dtype=np.float64)
     avg = float(total_grid.mean())
@@ -571,53 +563,6 @@ def error_record(spec: RunSpec, err: BaseException | str, tb: str | None = None)
 
 
 # --------------------------------------------------------------------------- io helpers
-def package_versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in ("cmarl-env", "numpy", "scipy", "numba", "torch", "tianshou", "ray", "citylearn", "pettingzoo",
-                 "gymnasium", "networkx", "matplotlib"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def clean_json(value: Any) -> Any:
-    """Non-finite floats -> None (strict JSON), numpy scalars/arrays -> Python values, recursively."""
-    if isinstance(value, Mapping):
-        return {str(k): clean_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return clean_json(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
-        from dataclasses import asdict
-
-        return clean_json(asdict(value))
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def dump_json(value: Any) -> str:
-    return json.dumps(clean_json(value), indent=2, default=_jsonable, allow_nan=False)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_trajectory_csv(path: Path, traj: Mapping[str, np.ndarray], max_agents: int = 20) -> None:
     steps = max(np.asarray(v).shape[0] for v in traj.values())
     cols: list[tuple[str, np.ndarray]] = []

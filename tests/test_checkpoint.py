@@ -53,7 +53,7 @@ def test_round_trip_gives_identical_actions(tmp_path):
     assert loaded.metadata["demand_scale"] == 2.0 and loaded.metadata["agent_type"] == "double"
     assert loaded.metadata["reward_scale"] == 20.0
     assert loaded.metadata["train_wall_time_s"] == 1.5
-    assert set(loaded.metadata["versions"]) == {"cmarl-env", "torch", "tianshou", "numpy"}
+    assert {"python", "cmarl-env", "torch", "tianshou", "numpy"} == set(loaded.metadata["versions"])
     assert loaded.metadata["path"] == str(path)
     # written atomically: no temporary file is left beside it
     assert [p.name for p in tmp_path.iterdir()] == ["p.pt"]

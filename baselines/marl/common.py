@@ -61,11 +61,9 @@ least-squares slope of the total backlog over the last third, and infeasible
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import random
 import tempfile
 from dataclasses import dataclass
@@ -76,6 +74,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cmarl_env.records import backlog_slope
 from cmarl_env.config import DEFAULT_DATASET, TRAIN_HOURS, ConfigBase, EnvConfig
 from cmarl_env.core import BASE_FEATURES, DemandResponseCore
 from cmarl_env.data import BuildingData, load_dataset
@@ -672,16 +671,6 @@ class MARLPolicy:
         return self.act(obs, scales)
 
 
-def package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("cmarl-env", "torch", "tianshou", "numpy", "gymnasium", "pettingzoo", "citylearn"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 def _to_cpu(value: Any) -> Any:
     if torch.is_tensor(value):
         return value.detach().cpu().clone()
@@ -757,14 +746,6 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    """Atomic JSON write."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------- evaluation
 def evaluate_return(
     policy: MARLPolicy,
@@ -809,15 +790,6 @@ def evaluate_return(
         "mean_e_grid": totals["e_grid"] / (per_agent_episode * config.episode_length),
         "mean_r2": totals["r2"] / (per_agent_episode * config.episode_length),
     }
-
-
-def backlog_slope(total_backlog: np.ndarray) -> float:
-    """Least-squares slope [kWh/step] of the total backlog over the last third of a roll-out."""
-    total_backlog = np.asarray(total_backlog, dtype=np.float64)
-    tail = total_backlog[len(total_backlog) - max(len(total_backlog) // 3, 2):]
-    if len(tail) < 2:
-        return 0.0
-    return float(np.polyfit(np.arange(len(tail)), tail, 1)[0])
 
 
 def evaluate(

@@ -42,12 +42,11 @@ from baselines.marl.common import (
     ScenarioVectorEnv,
     evaluate,
     evaluate_return,
-    package_versions,
     save_checkpoint,
     seed_everything,
-    write_json,
 )
 from cmarl_env.core import BASE_FEATURES
+from cmarl_env.records import package_versions, write_json
 from cmarl_env.data import BuildingData, load_dataset
 
 from tianshou.data import Collector, VectorReplayBuffer

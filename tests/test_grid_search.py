@@ -61,3 +61,13 @@ def test_resume_after_interrupt(tmp_path):
         assert after[tid] == result  # finished trials were not re-run
     ids = [json.loads(line)["id"] for line in (out / "finished.jsonl").read_text().splitlines()]
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 8  # every trial finished exactly once
+
+
+def test_reduced_ippo_grid(tmp_path):
+    """IPPO proper: a PPO policy per agent type trained at each point (short budget), then rolled out."""
+    config = GridSearchConfig(method="ippo", lambda_min=0.0, lambda_max=8.0, lambda_step=8.0, nu_min=-8.0, nu_max=-8.0,
+                              train_steps=2000, eval_steps=48)
+    summary = run_grid_search(config, tmp_path / "ippo", max_concurrent=2, progress=False)
+    assert summary["finished"] == 2 and not summary["failed"]
+    for r in finished_results(tmp_path / "ippo").values():
+        assert r["method"] == "ippo" and r["train_seconds"] > 0 and r["steps"] == 48

@@ -103,7 +103,7 @@ def step(soc, degraded, backlog, demand, solar, price, actions, lam, nu, share, 
     """
     n = soc.shape[0]
     soc_out = np.empty(n, dtype=np.float32)
-    out = [np.empty(n) for _ in range(8)]
+    out = list(np.empty((8, n)))
     flags = np.empty(n, dtype=np.int8)
     kernel = _step_parallel if n >= battery.PARALLEL_THRESHOLD else _step_serial
     kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu, float(share), model,

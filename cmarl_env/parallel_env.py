@@ -21,7 +21,7 @@ from cmarl_env.render import EpisodeHistory, render_ansi, render_rgb
 
 INFO_KEYS = (
     "demand", "solar", "solar_to_battery", "curtailed", "e_bat", "e_grid", "backlog",
-    "r0", "r2", "price", "cost", "lambda", "nu", "lagrangian_reward", "grid_share",
+    "r0", "r2", "price", "cost", "lambda", "nu", "lagrangian_reward",
 )
 
 
@@ -117,12 +117,11 @@ class DemandResponseParallelEnv(ParallelEnv):
         if self.render_mode is not None:
             self.history.record_step(self.core, sig)
         self._last_obs = out.obs
-        n = self.config.n_agents
         columns = np.array([
             sig.demand, sig.solar, sig.solar_to_battery, sig.curtailed, sig.e_bat, sig.e_grid, sig.backlog,
             sig.r0, sig.r2, sig.price, sig.e_grid, self.core.lam, self.core.nu, out.lagrangian,
-            np.full(n, self.core.share),
         ]).T.tolist()
+        share = self.core.share
         clipped = out.clipped.tolist()
         counts = self._clip_counts.tolist()
         rewards = out.reward.tolist()
@@ -131,6 +130,7 @@ class DemandResponseParallelEnv(ParallelEnv):
         infos = {}
         for i, a in enumerate(agents):
             info = dict(zip(INFO_KEYS, columns[i]))
+            info["grid_share"] = share
             info["action_clipped"] = clipped[i]
             info["clipped_actions"] = counts[i]
             infos[a] = info

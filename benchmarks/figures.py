@@ -306,7 +306,8 @@ def load_grid_search(folders: Sequence[Path]) -> list[dict[str, float]]:
             diverged = bool(d.get("diverged", False))
             trials[(float(lam), float(nu))] = {
                 "lambda": float(lam), "nu": float(nu),
-                "grid": _num(grid), "slope": _num(slope), "limit": _num(_first(d, _LIMIT_KEYS)), "diverged": diverged}
+                "grid": _num(grid), "slope": _num(slope), "limit": _num(_first(d, _LIMIT_KEYS)), "diverged": diverged,
+                "method": str(d.get("method", "ippo"))}
     return list(trials.values())
 
 
@@ -342,7 +343,10 @@ def figure_A1(trials: Sequence[dict[str, float]], out_dir: Path) -> list[Path]:
                 ax.scatter(*zip(*ok), marker="o", facecolors="none", edgecolors="red", linewidths=1.5, s=45,
                            label="meets the limit, stable backlog")
                 ax.legend(loc="upper right", fontsize=8)
-    fig.suptitle(f"Figure A.1: fixed-multiplier IPPO grid search ({len(trials)} trials; blank cells: diverged or missing)")
+    methods = sorted({t.get("method", "ippo") for t in trials})
+    what = {"ippo": "IPPO", "augmented": "state-augmented policy"}
+    label = " + ".join(what.get(m, m) for m in methods)
+    fig.suptitle(f"Figure A.1: fixed-multiplier grid, {label} ({len(trials)} trials; blank cells: diverged or missing)")
     return _save(fig, out_dir, "figure_A1")
 
 

@@ -261,16 +261,15 @@ class DemandResponseCore:
             self.soc, self.degraded, self.backlog, self.demand, self.solar, self.price, a,
             self.lam, self.nu, self.share, self._model, self.params,
         )
-        flags = res.flags
-        if flags.max(initial=0) == dynamics.NON_FINITE:
-            raise NonFiniteActionError(np.flatnonzero(flags == dynamics.NON_FINITE)[:10].tolist())
+        if res.non_finite:
+            raise NonFiniteActionError(np.flatnonzero(~np.isfinite(a).all(axis=1))[:10].tolist())
         sig = res.signals
         self.soc, self.degraded, self.backlog = res.soc, res.degraded, sig.backlog
         reward = res.lagrangian if self._lagrangian_reward else sig.r0
         self.t += 1
         obs = self._load(self.t)
         truncated = self.t >= self.config.episode_length
-        return CoreStep(obs, sig, reward, res.lagrangian, flags == dynamics.CLIPPED, truncated)
+        return CoreStep(obs, sig, reward, res.lagrangian, res.clipped, truncated)
 
     # ------------------------------------------------------------------- facts
     @property

@@ -35,19 +35,19 @@ class StepSignals(NamedTuple):
         return self.e_grid
 
 
-OK, CLIPPED, NON_FINITE = 0, 1, 2  # per-agent action flags
-
 
 def _step_kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu, share, model,
                  tab, ex, ey, es, px, py, ps,
-                 soc_out, degraded_out, solar_out, e_bat_out, e_grid_out, backlog_out, r0_out, r2_out, lagr_out, flag_out):
+                 soc_out, degraded_out, solar_out, e_bat_out, e_grid_out, backlog_out, r0_out, r2_out, lagr_out, clipped_out):
+    non_finite = 0
     for i in prange(soc.shape[0]):
         a_bat = actions[i, 0]
         a_grid = actions[i, 1]
         if not (np.isfinite(a_bat) and np.isfinite(a_grid)):
-            flag_out[i] = NON_FINITE
+            clipped_out[i] = False
+            non_finite += 1
             continue
-        flag_out[i] = CLIPPED if (a_bat < 0.0 or a_bat > 1.0 or a_grid < 0.0 or a_grid > 1.0) else OK
+        clipped_out[i] = a_bat < 0.0 or a_bat > 1.0 or a_grid < 0.0 or a_grid > 1.0
         a_bat = min(max(a_bat, 0.0), 1.0)
         a_grid = min(max(a_grid, 0.0), 1.0)
         m = model[i]
@@ -76,6 +76,7 @@ def _step_kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu,
         lagr_out[i] = r0 + lam[i] * (share - e_grid) + nu[i] * r2
         soc_out[i] = battery._standby(s, m, tab)
         degraded_out[i] = deg
+    return non_finite
 
 
 _step_serial, _step_parallel = battery.compile_kernel(_step_kernel)
@@ -86,7 +87,8 @@ class StepResult(NamedTuple):
     degraded: np.ndarray
     signals: StepSignals
     lagrangian: np.ndarray
-    flags: np.ndarray
+    clipped: np.ndarray
+    non_finite: int
 
 
 def step(soc, degraded, backlog, demand, solar, price, actions, lam, nu, share, model, params: BatteryParams) -> StepResult:
@@ -97,20 +99,20 @@ def step(soc, degraded, backlog, demand, solar, price, actions, lam, nu, share, 
     3. the grid delivers ``a_grid`` of what is still unserved;
     4. whatever is left is postponed to the next hour;
     then the battery's standby loss carries its charge into the next hour.
-    Actions outside [0, 1] are clipped (``flags == CLIPPED``); rows with NaN or
-    infinities are flagged ``NON_FINITE`` and their outputs are meaningless.
+    Actions outside [0, 1] are clipped (``clipped`` marks those agents);
+    ``non_finite`` counts rows with NaN or infinities, whose outputs are meaningless.
     Also returns the Lagrangian reward ``r0 + lam * (share - e_grid) + nu * r2``.
     """
     n = soc.shape[0]
     soc_out = np.empty(n, dtype=np.float32)
     out = list(np.empty((8, n)))
-    flags = np.empty(n, dtype=np.int8)
+    clipped = np.empty(n, dtype=np.bool_)
     kernel = _step_parallel if n >= battery.PARALLEL_THRESHOLD else _step_serial
-    kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu, float(share), model,
-           *params.kernel_args, soc_out, *out, flags)
+    non_finite = kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu, float(share), model,
+                        *params.kernel_args, soc_out, *out, clipped)
     degraded_out, solar_to_battery, e_bat, e_grid, new_backlog, r0, r2, lagrangian = out
     signals = StepSignals(demand, solar, solar_to_battery, e_bat, e_grid, new_backlog, r0, r2, price)
-    return StepResult(soc_out, degraded_out, signals, lagrangian, flags)
+    return StepResult(soc_out, degraded_out, signals, lagrangian, clipped, non_finite)
 
 
 def _observe_kernel(t, phase, row, width, demand_tab, solar_tab, price_tab, sin_tab, cos_tab, scale,

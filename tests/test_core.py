@@ -138,6 +138,21 @@ def test_bad_actions(dataset):
     assert out.clipped.tolist() == [False, False, False, True, False, False, False]
 
 
+def test_bad_actions_many_agents(dataset):
+    """The multi-threaded kernel finds non-finite and out-of-range rows too."""
+    core = DemandResponseCore(EnvConfig(n_agents=20_000, demand_scales=1.0), dataset)
+    core.reset(seed=0)
+    actions = np.full((20_000, 2), 0.5)
+    actions[12_345, 0] = np.nan
+    soc_before = core.soc.copy()
+    with pytest.raises(NonFiniteActionError, match="12345"):
+        core.step(actions)
+    assert np.array_equal(core.soc, soc_before)
+    actions[12_345, 0] = 0.5
+    actions[7, 1] = 2.0
+    assert np.flatnonzero(core.step(actions).clipped).tolist() == [7]
+
+
 def test_start_hour_outside_window(dataset):
     core = DemandResponseCore(EnvConfig(), dataset)
     with pytest.raises(ValueError, match="outside the data window"):

@@ -41,7 +41,7 @@ from algorithms.policy import (
     obs_norms,
     save_checkpoint,
 )
-from cmarl_env.config import DEFAULT_DATASET, ConfigBase, EnvConfig
+from cmarl_env.config import DEFAULT_DATASET, ConfigBase, EnvConfig, check_int, check_real
 from cmarl_env.core import observation_layout
 from cmarl_env.data import BuildingData, load_dataset
 from cmarl_env.views import BatchedEnv
@@ -108,53 +108,53 @@ class TrainConfig(ConfigBase):
     out_dir: str = "runs/train"
 
     def __post_init__(self) -> None:
-        _real("demand_scale", self.demand_scale, 0.0, 1000.0, low_open=True)
-        _int("num_envs", self.num_envs, 1, 1_000_000)
-        _int("total_steps", self.total_steps, 1, 10**10)
-        _int("epochs", self.epochs, 1, 100_000)
-        _int("rollout_steps", self.rollout_steps, 1, 100_000)
-        _real("lr", self.lr, 0.0, 1.0, low_open=True)
+        check_real("demand_scale", self.demand_scale, 0.0, 1000.0, low_open=True)
+        check_int("num_envs", self.num_envs, 1, 1_000_000)
+        check_int("total_steps", self.total_steps, 1, 10**10)
+        check_int("epochs", self.epochs, 1, 100_000)
+        check_int("rollout_steps", self.rollout_steps, 1, 100_000)
+        check_real("lr", self.lr, 0.0, 1.0, low_open=True)
         if not isinstance(self.lr_decay, bool):
             raise ValueError(f"lr_decay={self.lr_decay!r} must be a bool")
-        _real("gamma", self.gamma, 0.0, 1.0)
-        _real("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_real("gamma", self.gamma, 0.0, 1.0)
+        check_real("gae_lambda", self.gae_lambda, 0.0, 1.0)
         if not isinstance(self.hidden_sizes, (tuple, list)) or len(self.hidden_sizes) == 0:
             raise ValueError(f"hidden_sizes={self.hidden_sizes!r} must be a non-empty sequence of ints in [1, 4096]")
         for h in self.hidden_sizes:
-            _int("hidden_sizes[...]", h, 1, 4096)
+            check_int("hidden_sizes[...]", h, 1, 4096)
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
-        _int("batch_size", self.batch_size, 1, 10**8)
-        _int("update_repeats", self.update_repeats, 1, 1000)
-        _real("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True)
-        _real("ent_coef", self.ent_coef, 0.0, 1.0)
-        _real("vf_coef", self.vf_coef, 0.0, 100.0)
-        _real("max_grad_norm", self.max_grad_norm, 0.0, 1e6, low_open=True)
-        _real("init_log_std", self.init_log_std, -5.0, 1.0)
-        _real("mean_bound", self.mean_bound, 1.0, 10.0)
-        _real("min_log_std", self.min_log_std, -10.0, 1.0)
+        check_int("batch_size", self.batch_size, 1, 10**8)
+        check_int("update_repeats", self.update_repeats, 1, 1000)
+        check_real("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True)
+        check_real("ent_coef", self.ent_coef, 0.0, 1.0)
+        check_real("vf_coef", self.vf_coef, 0.0, 100.0)
+        check_real("max_grad_norm", self.max_grad_norm, 0.0, 1e6, low_open=True)
+        check_real("init_log_std", self.init_log_std, -5.0, 1.0)
+        check_real("mean_bound", self.mean_bound, 1.0, 10.0)
+        check_real("min_log_std", self.min_log_std, -10.0, 1.0)
         if self.init_log_std < self.min_log_std:
             raise ValueError(f"init_log_std={self.init_log_std!r} is out of range; allowed: [min_log_std={self.min_log_std}, 1.0]")
         if self.reward_scale is not None:
-            _real("reward_scale", self.reward_scale, 0.0, 1e9, low_open=True)
-        _real("constraint_fraction", self.constraint_fraction, 0.0, 1.0, low_open=True)
-        _int("episode_length", self.episode_length, 1, 10**6)
-        _real("init_backlog_hours", self.init_backlog_hours, 0.0, 10_000.0)
+            check_real("reward_scale", self.reward_scale, 0.0, 1e9, low_open=True)
+        check_real("constraint_fraction", self.constraint_fraction, 0.0, 1.0, low_open=True)
+        check_int("episode_length", self.episode_length, 1, 10**6)
+        check_real("init_backlog_hours", self.init_backlog_hours, 0.0, 10_000.0)
         if self.fixed_multipliers is not None:
             if not isinstance(self.fixed_multipliers, (tuple, list)) or len(self.fixed_multipliers) != 2:
                 raise ValueError(f"fixed_multipliers={self.fixed_multipliers!r} must be a pair (lambda, nu) or None")
-            _real("fixed_multipliers[0] (lambda)", self.fixed_multipliers[0], 0.0, 15.0)
-            _real("fixed_multipliers[1] (nu)", self.fixed_multipliers[1], -20.0, 20.0)
+            check_real("fixed_multipliers[0] (lambda)", self.fixed_multipliers[0], 0.0, 15.0)
+            check_real("fixed_multipliers[1] (nu)", self.fixed_multipliers[1], -20.0, 20.0)
             object.__setattr__(self, "fixed_multipliers", tuple(float(v) for v in self.fixed_multipliers))
         for name in ("random_soc", "return_scaling"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a bool")
-        _int("eval_episodes", self.eval_episodes, 1, 1_000_000)
+        check_int("eval_episodes", self.eval_episodes, 1, 1_000_000)
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"dataset={self.dataset!r} must be a non-empty dataset name or schema path (str)")
-        _int("seed", self.seed, 0, 2**32 - 1)
+        check_int("seed", self.seed, 0, 2**32 - 1)
         if self.device != "cpu" and not str(self.device).startswith("cuda"):
             raise ValueError(f"device={self.device!r} is not allowed; choose 'cpu' or 'cuda[:k]'")
-        _int("num_threads", self.num_threads, 1, 1024)
+        check_int("num_threads", self.num_threads, 1, 1024)
         if not isinstance(self.out_dir, (str, os.PathLike)) or not str(self.out_dir):
             raise ValueError(f"out_dir={self.out_dir!r} must be a non-empty path")
 
@@ -201,22 +201,6 @@ class TrainConfig(ConfigBase):
             constraint_fraction=self.constraint_fraction,
             seed=self.seed,
         )
-
-
-def _int(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name}={value!r} must be an integer in [{low}, {high}]")
-    if not low <= int(value) <= high:
-        raise ValueError(f"{name}={value!r} is out of range; allowed: [{low}, {high}]")
-
-
-def _real(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={value!r} must be a number") from None
-    if isinstance(value, bool) or not math.isfinite(v) or (v <= low if low_open else v < low) or v > high:
-        raise ValueError(f"{name}={value!r} is out of range; allowed: {'(' if low_open else '['}{low}, {high}]")
 
 
 # ------------------------------------------------------------------ adapter

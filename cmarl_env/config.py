@@ -90,10 +90,10 @@ class EnvConfig(ConfigBase):
     render_mode: str | None = None
 
     def __post_init__(self) -> None:
-        _check_int("n_agents", self.n_agents, 1, MAX_AGENTS)
-        _check_int("episode_length", self.episode_length, 1, 10**7)
-        _check_int("seed", self.seed, 0, 2**63 - 1)
-        _check_real("constraint_fraction", self.constraint_fraction, 0.0, 1.0, low_open=True)
+        check_int("n_agents", self.n_agents, 1, MAX_AGENTS)
+        check_int("episode_length", self.episode_length, 1, 10**7)
+        check_int("seed", self.seed, 0, 2**63 - 1)
+        check_real("constraint_fraction", self.constraint_fraction, 0.0, 1.0, low_open=True)
         if not isinstance(self.graph, str) and not hasattr(self.graph, "edges"):
             raise ValueError(f"graph={self.graph!r} must be a graph name (str) or a networkx.Graph")
         if self.split not in SPLITS:
@@ -116,14 +116,14 @@ class EnvConfig(ConfigBase):
             if not 0 <= self.window[0] < self.window[1]:
                 raise ValueError(f"window={self.window!r} must satisfy 0 <= first_hour < end_hour")
         if self.start_hour is not None:
-            _check_int("start_hour", self.start_hour, 0, 10**7)
+            check_int("start_hour", self.start_hour, 0, 10**7)
         if self.initial_soc is not None:
-            _check_real("initial_soc", self.initial_soc, 0.0, 1.0)
+            check_real("initial_soc", self.initial_soc, 0.0, 1.0)
         if self.buildings is not None:
             if len(self.buildings) == 0:
                 raise ValueError("buildings=() is empty; give at least one building index or leave it None")
             for b in self.buildings:
-                _check_int("buildings[...]", b, 0, 10**6)
+                check_int("buildings[...]", b, 0, 10**6)
         scales = self.demand_scales
         if isinstance(scales, (tuple, list)):
             if len(scales) != self.n_agents:
@@ -131,9 +131,9 @@ class EnvConfig(ConfigBase):
                     f"demand_scales has {len(scales)} entries but n_agents={self.n_agents}; give one per agent or a single number"
                 )
             for s in scales:
-                _check_real("demand_scales[...]", s, 0.0, 1000.0, low_open=True)
+                check_real("demand_scales[...]", s, 0.0, 1000.0, low_open=True)
         elif scales is not None:
-            _check_real("demand_scales", scales, 0.0, 1000.0, low_open=True)
+            check_real("demand_scales", scales, 0.0, 1000.0, low_open=True)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "EnvConfig":
@@ -169,14 +169,18 @@ def paper_demand_scales(n_agents: int) -> tuple[float, ...]:
     return tuple(scales)
 
 
-def _check_int(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not (hasattr(value, "__index__")):
+def check_int(name: str, value: Any, low: int, high: int) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is an integer in [low, high] (bools are not)."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise ValueError(f"{name}={value!r} must be an integer in [{low}, {high}]")
     if not low <= int(value) <= high:
         raise ValueError(f"{name}={value!r} is out of range; allowed: [{low}, {high}]")
 
 
-def _check_real(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
+def check_real(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a finite number in [low, high] ((low, high] if low_open)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be a number")
     try:
         v = float(value)
     except (TypeError, ValueError):

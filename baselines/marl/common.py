@@ -75,7 +75,7 @@ import torch
 from torch import nn
 
 from cmarl_env.records import backlog_slope
-from cmarl_env.config import DEFAULT_DATASET, TRAIN_HOURS, ConfigBase, EnvConfig
+from cmarl_env.config import DEFAULT_DATASET, TRAIN_HOURS, ConfigBase, EnvConfig, check_int, check_real
 from cmarl_env.core import BASE_FEATURES, DemandResponseCore
 from cmarl_env.data import BuildingData, load_dataset
 
@@ -170,25 +170,25 @@ class BaselineConfig(ConfigBase):
     def __post_init__(self) -> None:
         if self.name not in BASELINES:
             raise ValueError(f"name={self.name!r} is not a baseline; choose one of {list(BASELINES)}")
-        _int("n_agents", self.n_agents, 1, 100_000)
-        _real("lambda_", self.lambda_, 0.0, 15.0)
-        _real("nu", self.nu, -20.0, 20.0)
-        _int("total_steps", self.total_steps, 1, 10**10)
-        _int("num_envs", self.num_envs, 1, 4096)
-        _int("epochs", self.epochs, 1, 100_000)
-        _real("lr", self.lr, 0.0, 1.0, low_open=True)
-        _real("critic_lr", self.critic_lr, 0.0, 1.0, low_open=True)
-        _int("batch_size", self.batch_size, 1, 10**7)
+        check_int("n_agents", self.n_agents, 1, 100_000)
+        check_real("lambda_", self.lambda_, 0.0, 15.0)
+        check_real("nu", self.nu, -20.0, 20.0)
+        check_int("total_steps", self.total_steps, 1, 10**10)
+        check_int("num_envs", self.num_envs, 1, 4096)
+        check_int("epochs", self.epochs, 1, 100_000)
+        check_real("lr", self.lr, 0.0, 1.0, low_open=True)
+        check_real("critic_lr", self.critic_lr, 0.0, 1.0, low_open=True)
+        check_int("batch_size", self.batch_size, 1, 10**7)
         for name in ("hidden_sizes", "critic_hidden_sizes"):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
                 raise ValueError(f"{name}={value!r} must be a non-empty sequence of integers in [1, 4096]")
             for h in value:
-                _int(f"{name}[...]", h, 1, 4096)
+                check_int(f"{name}[...]", h, 1, 4096)
             object.__setattr__(self, name, tuple(int(h) for h in value))
-        _real("gamma", self.gamma, 0.0, 1.0)
-        _real("reward_scale", self.reward_scale, 0.0, 1e9, low_open=True)
-        _int("episode_length", self.episode_length, 1, 100_000)
+        check_real("gamma", self.gamma, 0.0, 1.0)
+        check_real("reward_scale", self.reward_scale, 0.0, 1e9, low_open=True)
+        check_int("episode_length", self.episode_length, 1, 100_000)
         window = self.train_window
         if (isinstance(window, (str, bytes)) or not isinstance(window, Sequence) or len(window) != 2
                 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in window)):
@@ -201,34 +201,34 @@ class BaselineConfig(ConfigBase):
             raise ValueError(
                 f"train_window={self.train_window!r} holds {hi - lo} hours, fewer than episode_length={self.episode_length}"
             )
-        _real("constraint_fraction", self.constraint_fraction, 0.0, 1.0, low_open=True)
-        _int("rollout_steps", self.rollout_steps, 1, 100_000)
-        _int("update_repeats", self.update_repeats, 1, 1000)
-        _real("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True)
-        _real("gae_lambda", self.gae_lambda, 0.0, 1.0)
-        _real("ent_coef", self.ent_coef, 0.0, 1.0)
-        _real("vf_coef", self.vf_coef, 0.0, 100.0)
-        _real("max_grad_norm", self.max_grad_norm, 0.0, 1e6, low_open=True)
-        _int("buffer_size", self.buffer_size, 1, 10**8)
-        _int("warmup_steps", self.warmup_steps, 0, 10**8)
-        _int("collect_steps", self.collect_steps, 1, 10**7)
+        check_real("constraint_fraction", self.constraint_fraction, 0.0, 1.0, low_open=True)
+        check_int("rollout_steps", self.rollout_steps, 1, 100_000)
+        check_int("update_repeats", self.update_repeats, 1, 1000)
+        check_real("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True)
+        check_real("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_real("ent_coef", self.ent_coef, 0.0, 1.0)
+        check_real("vf_coef", self.vf_coef, 0.0, 100.0)
+        check_real("max_grad_norm", self.max_grad_norm, 0.0, 1e6, low_open=True)
+        check_int("buffer_size", self.buffer_size, 1, 10**8)
+        check_int("warmup_steps", self.warmup_steps, 0, 10**8)
+        check_int("collect_steps", self.collect_steps, 1, 10**7)
         if self.collect_steps % self.num_envs:
             raise ValueError(
                 f"collect_steps={self.collect_steps} must be a multiple of num_envs={self.num_envs} "
                 "(every scenario copy steps the same number of times per collect)"
             )
-        _real("updates_per_step", self.updates_per_step, 0.0, 1000.0, low_open=True)
-        _real("tau", self.tau, 0.0, 1.0, low_open=True)
-        _real("exploration_noise", self.exploration_noise, 0.0, 10.0)
+        check_real("updates_per_step", self.updates_per_step, 0.0, 1000.0, low_open=True)
+        check_real("tau", self.tau, 0.0, 1.0, low_open=True)
+        check_real("exploration_noise", self.exploration_noise, 0.0, 10.0)
         if self.alpha is not None:
-            _real("alpha", self.alpha, 0.0, 100.0)
-        _int("eval_episodes", self.eval_episodes, 1, 100_000)
+            check_real("alpha", self.alpha, 0.0, 100.0)
+        check_int("eval_episodes", self.eval_episodes, 1, 100_000)
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"dataset={self.dataset!r} must be a non-empty dataset name or schema path")
-        _int("seed", self.seed, 0, 2**31 - 1)
+        check_int("seed", self.seed, 0, 2**31 - 1)
         if not isinstance(self.device, str) or not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device={self.device!r} is not allowed; choose 'cpu' or 'cuda[:k]'")
-        _int("num_threads", self.num_threads, 1, 1024)
+        check_int("num_threads", self.num_threads, 1, 1024)
 
     # ----------------------------------------------------------- derived
     @property
@@ -264,24 +264,6 @@ class BaselineConfig(ConfigBase):
             seed=self.seed,
         )
         return base.replace(**overrides) if overrides else base
-
-
-def _int(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name}={value!r} must be an integer in [{low}, {high}]")
-    if not low <= int(value) <= high:
-        raise ValueError(f"{name}={value!r} is out of range; allowed: [{low}, {high}]")
-
-
-def _real(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
-    if isinstance(value, bool):
-        raise ValueError(f"{name}={value!r} must be a number")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={value!r} must be a number") from None
-    if not math.isfinite(v) or (v <= low if low_open else v < low) or v > high:
-        raise ValueError(f"{name}={value!r} is out of range; allowed: {'(' if low_open else '['}{low}, {high}]")
 
 
 def seed_everything(seed: int, num_threads: int = 1) -> None:
@@ -818,12 +800,12 @@ def evaluate(
     then least grid violation, then lowest cost: the paper's "closest to
     satisfying the threshold") and ``infeasible_fraction``.
     """
-    _int("n_rollouts", n_rollouts, 1, 10_000)
-    _int("steps", steps, 1, 10**7)
-    _int("start_hour", start_hour, 0, 10**7)
-    _int("start_stride", start_stride, 0, 10**7)
-    _real("constraint", constraint, 0.0, 1.0, low_open=True)
-    _real("action_noise", action_noise, 0.0, 1.0)
+    check_int("n_rollouts", n_rollouts, 1, 10_000)
+    check_int("steps", steps, 1, 10**7)
+    check_int("start_hour", start_hour, 0, 10**7)
+    check_int("start_stride", start_stride, 0, 10**7)
+    check_real("constraint", constraint, 0.0, 1.0, low_open=True)
+    check_real("action_noise", action_noise, 0.0, 1.0)
     n = int(n_agents or policy.n_agents)
     dataset = dataset or policy.metadata.get("dataset", DEFAULT_DATASET)
     data = data if data is not None else load_dataset(dataset)

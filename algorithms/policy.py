@@ -30,7 +30,6 @@ import importlib.metadata
 import importlib.resources
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -324,23 +323,7 @@ def save_checkpoint(path: str | os.PathLike, policy: AugmentedPolicy | ActorNet,
         "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
         "metadata": meta,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return records.atomic_write(path, lambda fh: torch.save(payload, fh), binary=True)
 
 
 def load_policy(

@@ -61,11 +61,9 @@ least-squares slope of the total backlog over the last third, and infeasible
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -74,7 +72,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cmarl_env.records import backlog_slope
+from cmarl_env.records import atomic_write, backlog_slope, clean_json
 from cmarl_env.config import DEFAULT_DATASET, TRAIN_HOURS, ConfigBase, EnvConfig, check_int, check_real
 from cmarl_env.core import BASE_FEATURES, DemandResponseCore
 from cmarl_env.data import BuildingData, load_dataset
@@ -679,19 +677,9 @@ def save_checkpoint(path: str | os.PathLike, policy: MARLPolicy, algorithm_state
         "format_version": CHECKPOINT_VERSION,
         "actor": {k: v.detach().cpu().clone() for k, v in policy.actor.state_dict().items()},
         "algorithm": _to_cpu(dict(algorithm_state or {})),
-        "metadata": json.loads(json.dumps(policy.metadata, default=_json_default)),
+        "metadata": clean_json(policy.metadata),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda fh: torch.save(payload, fh), binary=True)
 
 
 def load_policy(path: str | os.PathLike, device: str = "cpu") -> MARLPolicy:
@@ -716,16 +704,6 @@ def load_policy(path: str | os.PathLike, device: str = "cpu") -> MARLPolicy:
     meta = dict(meta)
     meta["path"] = str(path)
     return MARLPolicy(actor.eval(), meta)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
 
 
 # ---------------------------------------------------------------- evaluation

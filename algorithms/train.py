@@ -47,8 +47,9 @@ from cmarl_env.data import BuildingData, load_dataset
 from cmarl_env.views import BatchedEnv
 
 try:  # the training stack is an optional extra (cmarl-env[learn])
-    from tianshou.env import BaseVectorEnv
     from tianshou.utils import TensorboardLogger
+
+    from algorithms.vector_env import ArrayVectorEnv
 except ImportError as _err:  # pragma: no cover - exercised only without tianshou
     raise ImportError("algorithms.train needs Tianshou: pip install 'cmarl-env[learn]'") from _err
 
@@ -204,7 +205,7 @@ class TrainConfig(ConfigBase):
 
 
 # ------------------------------------------------------------------ adapter
-class TianshouBatchedEnv(BaseVectorEnv):
+class TianshouBatchedEnv(ArrayVectorEnv):
     """A ``BatchedEnv`` presented as a Tianshou ``BaseVectorEnv``: one core step for all copies.
 
     Tianshou's vector envs hold one worker per environment; here all copies
@@ -237,17 +238,8 @@ class TianshouBatchedEnv(BaseVectorEnv):
         init_backlog_hours: float = 0.0,
         random_soc: bool = False,
     ):
-        # Deliberately not calling BaseVectorEnv.__init__: it builds one worker per env.
+        super().__init__(env.num_envs)
         self.env = env
-        self.env_num = env.num_envs
-        self.workers = []
-        self.wait_num = self.env_num
-        self.timeout = None
-        self.is_async = False
-        self.waiting_conn = []
-        self.waiting_id = []
-        self.ready_id = list(range(self.env_num))
-        self.is_closed = False
         self.reward_scale = float(reward_scale)
         self._seed = seed
         self._fixed_seed = bool(fixed_seed)
@@ -266,8 +258,7 @@ class TianshouBatchedEnv(BaseVectorEnv):
         self.reset_signal_sums()
 
     # gym attributes (action_space, observation_space, ...) are per-copy lists, as Tianshou expects
-    def get_env_attr(self, key: str, id=None) -> list[Any]:
-        ids = self._wrap_id(id)
+    def env_attribute(self, key: str) -> Any:
         value = {
             "action_space": self.env.single_action_space,
             "observation_space": self.env.single_observation_space,
@@ -277,7 +268,7 @@ class TianshouBatchedEnv(BaseVectorEnv):
         }.get(key)
         if value is None and key not in ("spec",):
             value = getattr(self.env, key)
-        return [value for _ in ids]
+        return value
 
     def set_env_attr(self, key: str, value: Any, id=None) -> None:
         setattr(self.env, key, value)
@@ -374,12 +365,6 @@ class TianshouBatchedEnv(BaseVectorEnv):
     def seed(self, seed=None):
         self._seed = seed if seed is None or isinstance(seed, int) else int(seed[0])
         return [[self._seed] for _ in range(self.env_num)]
-
-    def render(self, **kwargs: Any) -> list[Any]:
-        return []
-
-    def close(self) -> None:
-        self.is_closed = True
 
 
 # ------------------------------------------------------------------ networks

@@ -79,9 +79,10 @@ from cmarl_env.data import BuildingData, load_dataset
 
 try:
     from gymnasium import spaces
-    from tianshou.env import BaseVectorEnv
     from tianshou.utils.net.common import Net
     from tianshou.utils.net.continuous import ContinuousActorDeterministic, ContinuousActorProbabilistic
+
+    from algorithms.vector_env import ArrayVectorEnv
 except ImportError as _err:  # pragma: no cover - only without the learn extra
     raise ImportError("baselines.marl needs Tianshou and torch: pip install 'cmarl-env[learn]'") from _err
 
@@ -303,7 +304,7 @@ def feature_dim(n_types: int) -> int:
 ENV_MODES = ("team", "local", "local_global")
 
 
-class ScenarioVectorEnv(BaseVectorEnv):
+class ScenarioVectorEnv(ArrayVectorEnv):
     """``num_envs`` copies of the N-agent scenario as a Tianshou ``BaseVectorEnv`` (see the module docstring).
 
     Like ``algorithms.train.TianshouBatchedEnv`` it has no workers: each copy
@@ -343,15 +344,7 @@ class ScenarioVectorEnv(BaseVectorEnv):
         self.reward_scale = float(config.reward_scale)
         self.slots = mode != "team"
         self.env_num = self.n_copies * n if self.slots else self.n_copies
-        # BaseVectorEnv bookkeeping without workers (its __init__ would build one worker per env)
-        self.workers = []
-        self.wait_num = self.env_num
-        self.timeout = None
-        self.is_async = False
-        self.waiting_conn = []
-        self.waiting_id = []
-        self.ready_id = list(range(self.env_num))
-        self.is_closed = False
+        super().__init__(self.env_num)
         base = config.seed if seed is None else int(seed)
         self._reset_seeds: list[int | None] = [base * 1009 + k for k in range(self.n_copies)]
         self._pending: dict[int, tuple[np.ndarray, set[int]]] = {}
@@ -368,8 +361,7 @@ class ScenarioVectorEnv(BaseVectorEnv):
         self.reset_signal_sums()
 
     # ------------------------------------------------------------ gym attrs
-    def get_env_attr(self, key: str, id=None) -> list[Any]:
-        ids = self._wrap_id(id)
+    def env_attribute(self, key: str) -> Any:
         table = {
             "action_space": self._action_space,
             "observation_space": self._observation_space,
@@ -380,7 +372,7 @@ class ScenarioVectorEnv(BaseVectorEnv):
         }
         if key not in table:
             raise AttributeError(f"ScenarioVectorEnv has no env attribute {key!r}")
-        return [table[key] for _ in ids]
+        return table[key]
 
     def set_env_attr(self, key: str, value: Any, id=None) -> None:
         raise AttributeError("ScenarioVectorEnv attributes are read-only")
@@ -504,12 +496,6 @@ class ScenarioVectorEnv(BaseVectorEnv):
             self._reset_seeds = [int(base) * 1009 + k for k in range(self.n_copies)]
             self._action_space.seed(int(base))
         return [[base] for _ in range(self.env_num)]
-
-    def render(self, **kwargs: Any) -> list[Any]:
-        return []
-
-    def close(self) -> None:
-        self.is_closed = True
 
 
 # ------------------------------------------------------------------ networks

@@ -47,6 +47,8 @@ from cmarl_env.data import BuildingData, load_dataset
 from cmarl_env.views import BatchedEnv
 
 try:  # the training stack is an optional extra (cmarl-env[learn])
+    from tianshou.algorithm import PPO
+    from tianshou.algorithm.modelfree.reinforce import ProbabilisticActorPolicy
     from tianshou.utils import TensorboardLogger
 
     from algorithms.vector_env import ArrayVectorEnv
@@ -393,9 +395,42 @@ class CriticNet(nn.Module):
         return self.net(input_features(obs, self.backlog_index))
 
 
-def _gaussian(loc_scale):
+def gaussian_dist(loc_scale):
+    """Tianshou ``dist_fn``: independent Gaussian over the action dimensions."""
     loc, scale = loc_scale
     return torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
+
+
+def make_ppo(actor, critic, optim, settings, action_space, observation_space, *, return_scaling: bool = False) -> PPO:
+    """Tianshou PPO with a Gaussian policy clipped to the action box.
+
+    ``settings`` supplies ``clip_eps``, ``vf_coef``, ``ent_coef``,
+    ``max_grad_norm``, ``gae_lambda``, ``gamma`` and ``batch_size`` (both
+    ``TrainConfig`` and the baselines' ``BaselineConfig`` do).
+    """
+    policy = ProbabilisticActorPolicy(
+        actor=actor,
+        dist_fn=gaussian_dist,
+        action_space=action_space,
+        observation_space=observation_space,
+        deterministic_eval=True,
+        action_scaling=True,
+        action_bound_method="clip",
+    )
+    return PPO(
+        policy=policy,
+        critic=critic,
+        optim=optim,
+        eps_clip=settings.clip_eps,
+        vf_coef=settings.vf_coef,
+        ent_coef=settings.ent_coef,
+        max_grad_norm=settings.max_grad_norm,
+        gae_lambda=settings.gae_lambda,
+        gamma=settings.gamma,
+        max_batchsize=max(settings.batch_size, 4096),
+        advantage_normalization=True,
+        return_scaling=return_scaling,
+    )
 
 
 # ----------------------------------------------------------------- training
@@ -469,8 +504,6 @@ def train(config: TrainConfig, *, progress: bool = True, data: BuildingData | No
     ``config.json``, ``metrics.json`` and ``tensorboard/``.
     """
     from torch.utils.tensorboard import SummaryWriter
-    from tianshou.algorithm import PPO
-    from tianshou.algorithm.modelfree.reinforce import ProbabilisticActorPolicy
     from tianshou.algorithm.optim import AdamOptimizerFactory, LRSchedulerFactoryLinear
     from tianshou.data import Collector, VectorReplayBuffer
     from tianshou.trainer import OnPolicyTrainerParams
@@ -506,34 +539,13 @@ def train(config: TrainConfig, *, progress: bool = True, data: BuildingData | No
     initial = AugmentedPolicy(_copy_actor(actor, config), build_metadata(**meta_kwargs))
     eval_initial = evaluate_lagrangian_return(initial, config, data=data)
 
-    policy = ProbabilisticActorPolicy(
-        actor=actor,
-        dist_fn=_gaussian,
-        action_space=train_batched.single_action_space,
-        observation_space=train_batched.single_observation_space,
-        deterministic_eval=True,
-        action_scaling=True,
-        action_bound_method="clip",
-    )
     optim = AdamOptimizerFactory(lr=config.lr)
     if config.lr_decay:
         optim = optim.with_lr_scheduler_factory(
             LRSchedulerFactoryLinear(config.epochs, config.epoch_steps, config.collect_steps)
         )
-    algorithm = PPO(
-        policy=policy,
-        critic=critic,
-        optim=optim,
-        eps_clip=config.clip_eps,
-        vf_coef=config.vf_coef,
-        ent_coef=config.ent_coef,
-        max_grad_norm=config.max_grad_norm,
-        gae_lambda=config.gae_lambda,
-        gamma=config.gamma,
-        max_batchsize=max(config.batch_size, 4096),
-        advantage_normalization=True,
-        return_scaling=config.return_scaling,
-    )
+    algorithm = make_ppo(actor, critic, optim, config, train_batched.single_action_space,
+                         train_batched.single_observation_space, return_scaling=config.return_scaling)
     buffer = VectorReplayBuffer(config.collect_steps, config.num_envs)
     train_collector = Collector(algorithm, train_env, buffer, raise_on_nan_in_buffer=False)
     test_collector = Collector(algorithm, test_env, raise_on_nan_in_buffer=False)

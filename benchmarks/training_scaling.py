@@ -5,8 +5,7 @@
 memory of MAPPO, MADDPG and MASAC (``baselines.marl``) and of the consensus
 method's training (state-augmented PPO on the batched single-agent view, built
 from ``algorithms.train`` - ``TrainConfig``, ``BatchedEnv`` copies,
-``TianshouBatchedEnv``, ``make_networks`` - or, if that module is missing,
-from Tianshou's PPO on ``cmarl_env.views.BatchedEnv`` directly). Its last
+``TianshouBatchedEnv``, ``make_networks``, ``make_ppo``). Its last
 stdout line is one JSON object::
 
     {method: {"agents": [...], "seconds_per_iteration": [...], "peak_rss_mb": [...],
@@ -100,10 +99,7 @@ def _prewarm() -> Any:
     import baselines.marl.mappo  # noqa: F401
     import baselines.marl.masac  # noqa: F401
     import baselines.marl.training  # noqa: F401
-    try:
-        import algorithms.train  # noqa: F401
-    except ImportError:
-        pass
+    import algorithms.train  # noqa: F401
     return load_dataset()
 
 
@@ -130,94 +126,25 @@ def _marl_setup(method: str, n: int, args, data):
 
 
 def _consensus_setup(n: int, args, data):
-    """State-augmented PPO of one agent type on N single-agent copies (algorithms.train when available)."""
-    from tianshou.algorithm import PPO
-    from tianshou.algorithm.modelfree.reinforce import ProbabilisticActorPolicy
+    """State-augmented PPO of one agent type on N single-agent copies (algorithms.train)."""
     from tianshou.algorithm.optim import AdamOptimizerFactory
     from tianshou.data import Collector, VectorReplayBuffer
 
-    from baselines.marl.common import gaussian_dist
+    from algorithms.train import TianshouBatchedEnv, TrainConfig, make_batched_env, make_networks, make_ppo
 
-    try:
-        from algorithms.train import TianshouBatchedEnv, TrainConfig, make_batched_env, make_networks
-
-        config = TrainConfig(num_envs=n, rollout_steps=args.collect_steps, batch_size=args.batch_size,
-                             update_repeats=1, seed=args.seed)
-        batched = make_batched_env(config, n, data)
-        env = TianshouBatchedEnv(batched, config.resolved_reward_scale, seed=config.seed)
-        actor, critic = make_networks(config, batched.core.obs_dim)
-        ppo_kwargs = dict(eps_clip=config.clip_eps, vf_coef=config.vf_coef, ent_coef=config.ent_coef,
-                          max_grad_norm=config.max_grad_norm, gae_lambda=config.gae_lambda, gamma=config.gamma,
-                          lr=config.lr)
-        source = "algorithms.train"
-    except (ImportError, AttributeError, TypeError):
-        batched, env, actor, critic, ppo_kwargs = _fallback_consensus(n, args, data)
-        source = "fallback: tianshou PPO on cmarl_env.views.BatchedEnv"
-    lr = ppo_kwargs.pop("lr")
-    policy = ProbabilisticActorPolicy(
-        actor=actor, dist_fn=gaussian_dist, action_space=batched.single_action_space,
-        observation_space=batched.single_observation_space, deterministic_eval=True, action_scaling=True,
-        action_bound_method="clip",
-    )
-    algorithm = PPO(policy=policy, critic=critic, optim=AdamOptimizerFactory(lr=lr),
-                    max_batchsize=max(args.batch_size, 4096), advantage_normalization=True, **ppo_kwargs)
+    config = TrainConfig(num_envs=n, rollout_steps=args.collect_steps, batch_size=args.batch_size,
+                         update_repeats=1, seed=args.seed)
+    batched = make_batched_env(config, n, data)
+    env = TianshouBatchedEnv(batched, config.resolved_reward_scale, seed=config.seed)
+    actor, critic = make_networks(config, batched.core.obs_dim)
+    algorithm = make_ppo(actor, critic, AdamOptimizerFactory(lr=config.lr), config,
+                         batched.single_action_space, batched.single_observation_space)
     per_collect = n * args.collect_steps
     collector = Collector(algorithm, env, VectorReplayBuffer(per_collect, n), raise_on_nan_in_buffer=False)
     collector.reset()
-    return algorithm, collector, per_collect, True, source
+    return algorithm, collector, per_collect, True, "algorithms.train"
 
 
-def _fallback_consensus(n: int, args, data):
-    """Without algorithms.train: BatchedEnv (augmented, sampled multipliers) behind a minimal Tianshou adapter."""
-    from tianshou.env import BaseVectorEnv
-    from tianshou.utils.net.common import Net
-    from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
-    from torch import nn
-
-    from cmarl_env.config import EnvConfig
-    from cmarl_env.views import BatchedEnv
-
-    batched = BatchedEnv(EnvConfig(augment=True, multiplier_mode="sampled", reward="lagrangian", seed=args.seed),
-                         num_envs=n, data=data)
-
-    class _Adapter(BaseVectorEnv):
-        def __init__(self, env):
-            self.env, self.env_num, self.workers, self.is_async, self.is_closed = env, env.num_envs, [], False, False
-            self.wait_num, self.timeout, self.waiting_conn, self.waiting_id = env.num_envs, None, [], []
-            self.ready_id = list(range(env.num_envs))
-            self._obs = None
-            self._infos = np.array([{} for _ in range(env.num_envs)], dtype=object)
-
-        def get_env_attr(self, key, id=None):
-            value = {"action_space": self.env.single_action_space,
-                     "observation_space": self.env.single_observation_space}.get(key)
-            return [value for _ in self._wrap_id(id)]
-
-        def reset(self, env_id=None, **kwargs):
-            ids = np.asarray(self._wrap_id(env_id))
-            if self._obs is None:
-                self._obs, _ = self.env.reset(seed=args.seed)
-            return self._obs[ids], self._infos[ids]
-
-        def step(self, action, id=None):
-            obs, rew, term, trunc, infos = self.env.step(np.asarray(action, dtype=np.float64))
-            self._obs = obs
-            if trunc.any():
-                obs = infos["final_observation"]
-            return obs, rew / 10.0, term, trunc, self._infos.copy()
-
-        def close(self):
-            self.is_closed = True
-
-    obs_dim = batched.core.obs_dim
-    actor = ContinuousActorProbabilistic(preprocess_net=Net(state_shape=obs_dim, hidden_sizes=(64, 64), activation=nn.Tanh),
-                                         action_shape=2, unbounded=True)
-    critic = ContinuousCritic(preprocess_net=Net(state_shape=obs_dim, hidden_sizes=(64, 64), activation=nn.Tanh))
-    kwargs = dict(eps_clip=0.2, vf_coef=0.5, ent_coef=0.0, max_grad_norm=0.5, gae_lambda=0.95, gamma=0.97, lr=3e-4)
-    return batched, _Adapter(batched), actor, critic, kwargs
-
-
-# --------------------------------------------------------------- measurement
 def _iterate(algorithm, collector, per_collect: int, on_policy: bool, args) -> None:
     """One training iteration exactly as Tianshou's On/OffPolicyTrainer performs it: collect, then update."""
     from tianshou.utils.torch_utils import policy_within_training_step

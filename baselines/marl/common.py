@@ -593,12 +593,6 @@ class JointCritic(nn.Module):
         return q
 
 
-def gaussian_dist(loc_scale):
-    """Tianshou ``dist_fn``: independent Gaussian over the action dimensions."""
-    loc, scale = loc_scale
-    return torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
-
-
 # -------------------------------------------------------------------- policy
 class MARLPolicy:
     """Decentralised execution of a trained baseline: the shared actor on each agent's local features.

@@ -35,11 +35,10 @@ from baselines.marl.common import (
     ScenarioVectorEnv,
     SlotActor,
     build_local_actor,
-    gaussian_dist,
 )
 
+from algorithms.train import make_ppo
 from tianshou.algorithm import PPO
-from tianshou.algorithm.modelfree.reinforce import ProbabilisticActorPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousCritic
@@ -65,27 +64,6 @@ def build(config: BaselineConfig, env: ScenarioVectorEnv) -> Built:
     critic = ContinuousCritic(
         preprocess_net=Net(state_shape=feat * (n + 1), hidden_sizes=config.critic_hidden_sizes, activation=nn.Tanh),
     )
-    policy = ProbabilisticActorPolicy(
-        actor=actor,
-        dist_fn=gaussian_dist,
-        action_space=env.single_action_space,
-        observation_space=env.single_observation_space,
-        deterministic_eval=True,
-        action_scaling=True,
-        action_bound_method="clip",
-    )
-    algorithm = PPO(
-        policy=policy,
-        critic=critic,
-        optim=AdamOptimizerFactory(lr=config.lr),
-        eps_clip=config.clip_eps,
-        vf_coef=config.vf_coef,
-        ent_coef=config.ent_coef,
-        max_grad_norm=config.max_grad_norm,
-        gae_lambda=config.gae_lambda,
-        gamma=config.gamma,
-        max_batchsize=max(config.batch_size, 4096),
-        advantage_normalization=True,
-        return_scaling=False,
-    )
+    algorithm = make_ppo(actor, critic, AdamOptimizerFactory(lr=config.lr), config,
+                         env.single_action_space, env.single_observation_space)
     return Built(algorithm.to(config.device), inner)

@@ -166,23 +166,28 @@ def _efficiency(energy, tab, ex, ey, es, m):
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _charge_limit(request, e0, degraded, max_energy, tab, ex, ey, es, m):
-    limited = min(request, max_energy)
+    """CityLearn's two fixed-point passes; the second is skipped when the first left the energy unchanged,
+    since it would then see the same efficiency and return the same values."""
+    first = min(request, max_energy)
     headroom = max(degraded - e0, 0.0)
-    eff = 1.0
-    for _ in range(2):
+    eff = _efficiency(first, tab, ex, ey, es, m)
+    limited = min(first, headroom / max(math.sqrt(eff), ZERO_DIVISION_PLACEHOLDER))
+    if limited != first:
         eff = _efficiency(limited, tab, ex, ey, es, m)
-        limited = min(request, max_energy, headroom / max(math.sqrt(eff), ZERO_DIVISION_PLACEHOLDER))
+        limited = min(first, headroom / max(math.sqrt(eff), ZERO_DIVISION_PLACEHOLDER))
     return limited, eff
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _discharge_limit(request, e0, max_energy, tab, ex, ey, es, m):
-    limited = min(request, max_energy)
+    """As ``_charge_limit``, bounded by the energy above the depth-of-discharge floor."""
+    first = min(request, max_energy)
     above_floor = max(e0 - tab[m, MIN_ENERGY], 0.0)
-    eff = 1.0
-    for _ in range(2):
+    eff = _efficiency(first, tab, ex, ey, es, m)
+    limited = min(first, above_floor * math.sqrt(eff))
+    if limited != first:
         eff = _efficiency(limited, tab, ex, ey, es, m)
-        limited = min(request, max_energy, above_floor * math.sqrt(eff))
+        limited = min(first, above_floor * math.sqrt(eff))
     return limited, eff
 
 
@@ -219,16 +224,20 @@ def _charge(soc, degraded, request, m, tab, ex, ey, es, px, py, ps):
 def _discharge(soc, degraded, output, m, tab, ex, ey, es, px, py, ps):
     """``Battery.charge(-output)`` for output >= 0."""
     e0 = _energy_init(soc, tab, m)
-    energy, eff = _discharge_limit(output, e0, _max_energy(e0, tab, px, py, ps, m), tab, ex, ey, es, m)
+    return _discharge_from(e0, _max_energy(e0, tab, px, py, ps, m), degraded, output, m, tab, ex, ey, es)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _discharge_from(e0, max_energy, degraded, output, m, tab, ex, ey, es):
+    """``_discharge`` given the stored energy and power limit already computed for this SOC."""
+    energy, eff = _discharge_limit(output, e0, max_energy, tab, ex, ey, es, m)
     return _apply(-energy, eff, e0, degraded, tab, m)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _available(soc, m, tab, ex, ey, es, px, py, ps):
-    """Energy the battery can deliver this step: the power limit at the current SOC,
-    capped by the energy above the depth-of-discharge floor after losses at that power."""
-    e0 = _energy_init(soc, tab, m)
-    max_energy = _max_energy(e0, tab, px, py, ps, m)
+def _available(e0, max_energy, m, tab, ex, ey, es):
+    """Energy the battery can deliver this step from stored energy ``e0`` under power limit
+    ``max_energy``: capped by the energy above the depth-of-discharge floor after losses at that power."""
     eff = _efficiency(max_energy, tab, ex, ey, es, m)
     return min(max_energy, max(e0 - tab[m, MIN_ENERGY], 0.0) * math.sqrt(eff))
 

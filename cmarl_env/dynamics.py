@@ -60,9 +60,11 @@ def _step_kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu,
         to_serve = demand[i] + backlog[i]
         e_bat = 0.0
         if a_bat > 0.0 and to_serve > 0.0:
-            request = a_bat * min(battery._available(s, m, tab, ex, ey, es, px, py, ps), to_serve)
+            e0 = battery._energy_init(s, tab, m)
+            max_energy = battery._max_energy(e0, tab, px, py, ps, m)
+            request = a_bat * min(battery._available(e0, max_energy, m, tab, ex, ey, es), to_serve)
             if request > 0.0:
-                s, bal, deg = battery._discharge(s, deg, request, m, tab, ex, ey, es, px, py, ps)
+                s, bal, deg = battery._discharge_from(e0, max_energy, deg, request, m, tab, ex, ey, es)
                 e_bat = min(-np.float64(bal), to_serve)
         unserved = to_serve - e_bat
         e_grid = a_grid * unserved

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from algorithms import theory
-from algorithms.dual import DualConfig, DualConsensus
+from algorithms.dual import LAMBDA_RANGE, NU_RANGE, DualConfig, DualConsensus
 from cmarl_env import EnvConfig, graphs
 from cmarl_env.config import ConfigBase
 from cmarl_env.records import atomic_write_text, backlog_slope, package_versions, write_json
@@ -35,7 +35,13 @@ Policy = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class ExecutionConfig(ConfigBase):
-    """One execution run: scenario, dual step sizes, consensus rounds."""
+    """One execution run: scenario, dual step sizes, consensus rounds.
+
+    The multipliers are projected onto the ranges of ``dual`` but normalised in
+    the observations by ``observation_*_range``: the ranges the policies were
+    trained on (their checkpoints must match them). A projection range narrower
+    than the training range is an ablation of Algorithm 1, not of the policy.
+    """
 
     n_agents: int = 7
     graph: str = "two_clusters"
@@ -48,12 +54,19 @@ class ExecutionConfig(ConfigBase):
     dual: DualConfig = field(default_factory=DualConfig)
     seed: int = 0
     record_agents: int = 1000
+    observation_lambda_range: tuple[float, float] = LAMBDA_RANGE
+    observation_nu_range: tuple[float, float] = NU_RANGE
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"steps={self.steps!r} must be an integer >= 1")
         if not isinstance(self.record_agents, int) or self.record_agents < 0:
             raise ValueError(f"record_agents={self.record_agents!r} must be an integer >= 0")
+        for name in ("observation_lambda_range", "observation_nu_range"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) != 2 or not value[0] < value[1]:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a (low, high) pair with low < high")
+            object.__setattr__(self, name, value)
 
     def env_config(self, n_steps: int, augment: bool = True) -> EnvConfig:
         """The environment of this run: its data window is the run's own horizon."""
@@ -74,8 +87,8 @@ class ExecutionConfig(ConfigBase):
             window=(self.start_hour, end),
             start_hour=self.start_hour,
             augment=augment,
-            lambda_range=(self.dual.lambda_min, self.dual.lambda_max),
-            nu_range=(self.dual.nu_min, self.dual.nu_max),
+            lambda_range=self.observation_lambda_range,
+            nu_range=self.observation_nu_range,
             seed=self.seed,
         )
 

@@ -21,6 +21,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=defaults.alpha, help="dual step size on lambda")
     parser.add_argument("--eps", type=float, default=defaults.eps, help="consensus step size in (0, 1]")
     parser.add_argument("--eta", type=float, default=defaults.eta, help="dual step size on nu")
+    parser.add_argument("--lambda-range", type=float, nargs=2, metavar=("LO", "HI"),
+                        default=(defaults.lambda_min, defaults.lambda_max),
+                        help="projection range of lambda (default 0 15); observations stay normalised by the training range")
+    parser.add_argument("--nu-range", type=float, nargs=2, metavar=("LO", "HI"), default=(defaults.nu_min, defaults.nu_max),
+                        help="projection range of nu (default -20 20); e.g. -15 15 shows the paper's no-consensus failure")
     parser.add_argument("--dual-period", type=int, default=defaults.update_period, help="dual update every k steps")
     parser.add_argument("--double-demand", default=None,
                         help="comma-separated agent indices with double demand (default: the paper's, agents 0 and ceil(N/2))")
@@ -60,7 +65,9 @@ def _policies(specs: list[str]):
 
 def run(args: argparse.Namespace) -> int:
     try:
-        dual = DualConfig(alpha=args.alpha, eps=args.eps, eta=args.eta, rounds=args.consensus_rounds, update_period=args.dual_period)
+        dual = DualConfig(alpha=args.alpha, eps=args.eps, eta=args.eta, rounds=args.consensus_rounds,
+                          update_period=args.dual_period, lambda_min=args.lambda_range[0], lambda_max=args.lambda_range[1],
+                          nu_min=args.nu_range[0], nu_max=args.nu_range[1])
         config = ExecutionConfig(
             n_agents=args.agents, graph=args.graph, constraint=args.constraint, steps=args.steps,
             start_hour=args.start_hour, demand_scales=_demand_scales(args.double_demand, args.agents),

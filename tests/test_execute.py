@@ -69,6 +69,25 @@ def test_no_consensus_has_no_bound_and_spreads(dataset):
     assert result.metrics["lambda_spread_final"] > with_consensus.metrics["lambda_spread_final"]
 
 
+def test_nu_tracks_the_backlog(dataset):
+    """r2 telescopes (r2_t = B_{t+1} - B_t), so while unclipped nu_i = -eta * B_i: the nu range bounds each backlog."""
+    dual = DualConfig(eta=0.3, rounds=1, nu_min=-1e9, nu_max=1e9)
+    result = run_execution(ExecutionConfig(steps=300, dual=dual), {1.0: greedy_policy, 2.0: greedy_policy}, data=dataset)
+    t = result.trajectories
+    assert t["total_backlog"].max() > 1.0  # not vacuous
+    np.testing.assert_allclose(t["nu"].sum(axis=1), -dual.eta * t["total_backlog"], rtol=1e-9, atol=1e-9)
+
+
+def test_projection_range_narrower_than_training_range(dataset):
+    """Observations keep the training normalisation (checkpoints still match); the dual step clips to the narrower range."""
+    config = ExecutionConfig(steps=300, dual=DualConfig(eta=0.3, rounds=0, nu_min=-2.0, nu_max=2.0))
+    core = DemandResponseCore(config.env_config(dataset.n_steps), dataset)
+    assert core.nu_range == (-20.0, 20.0)
+    result = run_execution(config, data=dataset)  # the shipped policies, checked against the environment
+    nu = result.trajectories["nu"]
+    assert nu.min() == pytest.approx(-2.0) and nu.max() <= 2.0
+
+
 def test_run_folder(dataset, tmp_path):
     result = run_execution(ExecutionConfig(steps=30), {1.0: greedy_policy, 2.0: greedy_policy}, data=dataset)
     write_run(result, tmp_path / "run")

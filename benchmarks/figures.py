@@ -205,10 +205,23 @@ def figure_2(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "figure_2")
 
 
+def _narrow_nu(r: RunRecord) -> bool:
+    """A run whose nu is projected onto a range narrower than the training range [-20, 20]."""
+    return float(_params(r).get("nu_min", -20.0)) > -20.0
+
+
+def _narrow_nu_pair(records: Sequence[RunRecord], main: str) -> list[RunRecord]:
+    pair = [_pick(records, lambda r: r.scenario == main and is_consensus(r) and _narrow_nu(r)),
+            _pick(records, lambda r: r.scenario == main and is_no_consensus(r) and _narrow_nu(r))]
+    return [r for r in pair if r is not None]
+
+
 def figure_3(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
+    """Cost and backlog with and without consensus; a third panel when runs with a narrower nu range exist."""
     plt = _setup()
     cons, nocons = _main_pair(records)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    narrow = _narrow_nu_pair(records, cons.scenario)
+    fig, axes = plt.subplots(1, 3 if narrow else 2, figsize=(18 if narrow else 12, 4.2))
     series = [(cons, "With consensus", COLORS["consensus"], "-")]
     if nocons is not None:
         series.append((nocons, "Without consensus", COLORS["no_consensus"], "-."))
@@ -219,7 +232,18 @@ def figure_3(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
         axes[1].plot(x, t["total_backlog"], color=color, ls=ls, lw=1.6, label=label)
     axes[0].set(xlabel="Timestep [h]", ylabel="Cumulative operating cost [price units]", title="(a) Operating cost")
     axes[1].axhline(0.0, color="k", ls="--", lw=1.0, label="zero unmet demand")
-    axes[1].set(xlabel="Timestep [h]", ylabel="Unmet (postponed) demand [kWh]", title="(b) Demand satisfaction")
+    axes[1].set(xlabel="Timestep [h]", ylabel="Unmet (postponed) demand [kWh]",
+                title="(b) Demand satisfaction" + (" (nu in [-20, 20])" if narrow else ""))
+    for r in narrow:
+        t = r.trajectories()
+        label, color, ls = ("With consensus", COLORS["consensus"], "-") if is_consensus(r) else \
+            ("Without consensus", COLORS["no_consensus"], "-.")
+        axes[2].plot(np.arange(1, len(t["total_backlog"]) + 1), t["total_backlog"], color=color, ls=ls, lw=1.6, label=label)
+    if narrow:
+        p = _params(narrow[0])
+        axes[2].axhline(0.0, color="k", ls="--", lw=1.0, label="zero unmet demand")
+        axes[2].set(xlabel="Timestep [h]", ylabel="Unmet (postponed) demand [kWh]",
+                    title=f"(c) nu projected onto [{p.get('nu_min'):g}, {p.get('nu_max', 20.0):g}]")
     for ax in axes:
         ax.legend(loc="best")
     fig.suptitle(f"Figure 3: cost and demand-satisfaction trajectories ({_subtitle(cons)})")

@@ -52,10 +52,11 @@ SUITE = {
     "defaults": {"scenario": {"steps": STEPS, "start_jitter": 12, "record_agents": 7}, "seeds": [0, 1], "rollouts": 2,
                  "oracle": False},
     "methods": {"consensus": {"kind": "consensus"}, "no_consensus": {"kind": "no_consensus"},
+                "no_consensus_nu15": {"kind": "no_consensus", "params": {"nu_min": -15.0, "nu_max": 15.0}},
                 "rule": {"kind": "rule_based"}, "mappo": {"kind": "mappo", "budget": "short"},
                 "isac": {"kind": "isac", "budget": "short"}},
     "experiments": [
-        {"name": "main", "methods": ["consensus", "no_consensus", "rule", "mappo", "isac"]},
+        {"name": "main", "methods": ["consensus", "no_consensus", "no_consensus_nu15", "rule", "mappo", "isac"]},
         {"name": "levels", "matrix": {"constraint": [0.2, 0.3, 0.4, 0.5]}, "methods": ["consensus"], "seeds": [0]},
         {"name": "scaling", "scenarios": [{"graph": "small_world"}], "matrix": {"n_agents": [10, 100, 1000]},
          "methods": ["consensus"], "seeds": [0], "rollouts": 1},
@@ -99,6 +100,14 @@ def test_all_figures(results, tmp_path):
             assert p.is_file() and p.stat().st_size > 5000, p
         assert fig.paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert fig.paths[1].read_bytes()[:5] == b"%PDF-"
+
+
+def test_figure_3_adds_a_panel_for_a_narrower_nu_range(results, tmp_path):
+    import matplotlib.image
+
+    (fig3,) = [f for f in make_figures(results, tmp_path, only=["figure_3"]) if f.name == "figure_3"]
+    height, width = matplotlib.image.imread(fig3.paths[0]).shape[:2]
+    assert width / height > 3.0  # three panels (about 3.4; two give about 2.3)
 
 
 def test_png_is_readable_size(results, tmp_path):

@@ -21,11 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-import math
 import types
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange
+from numba.core import types as nbtypes
+from numba.extending import intrinsic
 
 ZERO_DIVISION_PLACEHOLDER = 1.0e-6  # CityLearn's guard against division by zero
 
@@ -97,13 +99,20 @@ class BatteryParams:
 
     @cached_property
     def kernel_args(self) -> tuple:
-        """Positional arguments the compiled kernels take: a (B, 9) constants table and the curves.
+        """Positional arguments the compiled kernels take: a (rows, B) table and the curves' breakpoint indices.
 
-        Reciprocals and slopes are precomputed so the kernels multiply instead of
-        divide; this changes results only at the 1e-16 relative level.
+        Column m of the table holds model m's constants (rows ``CAP`` .. ``KEEP``),
+        then its power-efficiency curve from row ``EFFICIENCY`` (K breakpoints,
+        K values, K - 1 slopes) and its capacity-power curve right after it, laid
+        out the same way. Reciprocals and slopes are precomputed so the kernels
+        multiply instead of divide; this changes results only at the 1e-16
+        relative level. The last two arguments are the breakpoint indices of the
+        two curves, as tuples: their types carry the curve lengths, so numba
+        compiles the breakpoint loops with a fixed trip count, which lets LLVM
+        vectorize across batteries.
         """
         cap = self.capacity
-        table = np.stack(
+        constants = np.stack(
             [
                 cap,
                 1.0 / np.maximum(cap, ZERO_DIVISION_PLACEHOLDER),
@@ -113,14 +122,14 @@ class BatteryParams:
                 self.minimum_soc,
                 self.capacity_loss_coefficient * cap,
                 1.0 - self.loss_coefficient,
-            ],
-            axis=1,
+            ]
         )
-        return (
-            np.ascontiguousarray(table),
-            self.efficiency_x, self.efficiency_y, _slopes(self.efficiency_x, self.efficiency_y),
-            self.power_x, self.power_y, _slopes(self.power_x, self.power_y),
-        )
+        curves = [
+            self.efficiency_x.T, self.efficiency_y.T, _slopes(self.efficiency_x, self.efficiency_y).T,
+            self.power_x.T, self.power_y.T, _slopes(self.power_x, self.power_y).T,
+        ]
+        table = np.ascontiguousarray(np.concatenate([constants, *curves]))
+        return table, tuple(range(self.efficiency_x.shape[1])), tuple(range(self.power_x.shape[1]))
 
 
 def _slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -137,133 +146,163 @@ def _checked_curve(name: str, curve) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- scalar physics
-# Columns of the constants table built by ``BatteryParams.kernel_args``.
+# Rows of the table built by ``BatteryParams.kernel_args``; the scalar functions
+# read model constants as ``p[ROW, k]``, where ``p`` is that table with k the model
+# index, or a block of its columns gathered per battery with k the battery's slot.
 CAP, INV_CAP, MAX_STEP_ENERGY, INV_POWER_NORM, MIN_ENERGY, MIN_SOC, FADE, KEEP = range(8)
+EFFICIENCY = 8
+
+
+@intrinsic
+def _select(typingctx, condition, if_true, if_false):
+    """``if_true if condition else if_false`` as one LLVM select, so loops stay free of branches and vectorize."""
+    sig = if_true(nbtypes.boolean, if_true, if_true)
+
+    def codegen(context, builder, signature, args):
+        return builder.select(*args)
+
+    return sig, codegen
+
+
+@intrinsic
+def _sqrt(typingctx, x):
+    """IEEE square root as the LLVM intrinsic: the same value as ``math.sqrt`` (which numba
+    emits as a libm call), but LLVM can vectorize it."""
+    sig = nbtypes.float64(nbtypes.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.call(builder.module.declare_intrinsic("llvm.sqrt", [ir.DoubleType()]), args)
+
+    return sig, codegen
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _curve(value, xs, ys, slopes, m):
-    """CityLearn's piecewise-linear lookup on row ``m`` (same segment choice)."""
-    k = xs.shape[1]
-    count = 0
-    for j in range(k):
-        count += xs[m, j] < value
-    idx = min(k - 2, max(0, count - 1))
-    return ys[m, idx] + (value - xs[m, idx]) * slopes[m, idx]
+def table_rows(efficiency, power):
+    """Number of rows of the table for curves with these breakpoints."""
+    return EFFICIENCY + 3 * len(efficiency) - 1 + 3 * len(power) - 1
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _max_energy(e0, tab, px, py, ps, m):
+def _curve(value, p, k, row, size):
+    """CityLearn's piecewise-linear lookup on the curve stored from ``row``. As breakpoints increase
+    strictly, CityLearn's segment is the last interior breakpoint below ``value`` (else the first):
+    picked here by selects instead of a table index, so that the lookup vectorizes."""
+    n = len(size)
+    x = p[row, k]
+    y = p[row + n, k]
+    slope = p[row + 2 * n, k]
+    for j in range(1, n - 1):
+        past = p[row + j, k] < value
+        x = _select(past, p[row + j, k], x)
+        y = _select(past, p[row + n + j, k], y)
+        slope = _select(past, p[row + 2 * n + j, k], slope)
+    return y + (value - x) * slope
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _max_energy(e0, p, k, efficiency, power):
     """Charge/discharge energy limit of one step from the capacity-power curve."""
-    return max(_curve(e0 * tab[m, INV_CAP], px, py, ps, m), 0.0) * tab[m, MAX_STEP_ENERGY]
+    row = EFFICIENCY + 3 * len(efficiency) - 1
+    return max(_curve(e0 * p[INV_CAP, k], p, k, row, power), 0.0) * p[MAX_STEP_ENERGY, k]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _efficiency(energy, tab, ex, ey, es, m):
+def _efficiency(energy, p, k, efficiency):
     """Technical efficiency at the average power of moving ``energy`` in one step."""
-    return _curve(min(max(abs(energy) * tab[m, INV_POWER_NORM], 0.0), 1.0), ex, ey, es, m)
+    return _curve(min(max(abs(energy) * p[INV_POWER_NORM, k], 0.0), 1.0), p, k, EFFICIENCY, efficiency)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _charge_limit(request, e0, degraded, max_energy, tab, ex, ey, es, m):
-    """CityLearn's two fixed-point passes; the second is skipped when the first left the energy unchanged,
-    since it would then see the same efficiency and return the same values."""
-    first = min(request, max_energy)
-    headroom = max(degraded - e0, 0.0)
-    eff = _efficiency(first, tab, ex, ey, es, m)
-    limited = min(first, headroom / max(math.sqrt(eff), ZERO_DIVISION_PLACEHOLDER))
-    if limited != first:
-        eff = _efficiency(limited, tab, ex, ey, es, m)
-        limited = min(first, headroom / max(math.sqrt(eff), ZERO_DIVISION_PLACEHOLDER))
-    return limited, eff
+def _energy_init(soc, p, k):
+    """Stored energy at the start of an operation (CityLearn's ``energy_init``)."""
+    return max(p[MIN_ENERGY, k], np.float64(soc) * p[CAP, k])
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _discharge_limit(request, e0, max_energy, tab, ex, ey, es, m):
-    """As ``_charge_limit``, bounded by the energy above the depth-of-discharge floor."""
-    first = min(request, max_energy)
-    above_floor = max(e0 - tab[m, MIN_ENERGY], 0.0)
-    eff = _efficiency(first, tab, ex, ey, es, m)
-    limited = min(first, above_floor * math.sqrt(eff))
-    if limited != first:
-        eff = _efficiency(limited, tab, ex, ey, es, m)
-        limited = min(first, above_floor * math.sqrt(eff))
-    return limited, eff
+def _charge_pass(first, headroom, energy, p, k, efficiency):
+    """One of CityLearn's fixed-point passes for charging: the energy allowed at the efficiency of
+    moving ``energy``, and the square root of that efficiency (the round-trip factor)."""
+    rte = _sqrt(_efficiency(energy, p, k, efficiency))
+    return min(first, headroom / max(rte, ZERO_DIVISION_PLACEHOLDER)), rte
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _apply(energy, eff, e0, degraded, tab, m):
-    """CityLearn's ``_charge`` and ``degrade``: (float32 soc, float32 balance, degraded capacity)."""
-    rte = math.sqrt(eff)
-    if energy >= 0.0:
-        final = min(e0 + energy * rte, tab[m, CAP])
-    else:
-        final = max(tab[m, MIN_ENERGY], e0 + energy / rte)
-    soc = np.float32(final * tab[m, INV_CAP])
+def _discharge_pass(first, above_floor, energy, p, k, efficiency):
+    """As ``_charge_pass``, bounded by the energy above the depth-of-discharge floor."""
+    rte = _sqrt(_efficiency(energy, p, k, efficiency))
+    return min(first, above_floor * rte), rte
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _apply(energy, rte, e0, degraded, p, k):
+    """CityLearn's ``_charge`` and ``degrade``: (float32 soc, float32 balance, degraded capacity).
+
+    Both sides of each sign test are computed and one is selected, so that the
+    kernels have no branches.
+    """
+    final = _select(energy >= 0.0, min(e0 + energy * rte, p[CAP, k]), max(p[MIN_ENERGY, k], e0 + energy / rte))
+    soc = np.float32(final * p[INV_CAP, k])
     delta = final - e0
-    balance = np.float32(delta / rte if delta >= 0.0 else delta * rte)
-    fade = tab[m, FADE] * abs(np.float64(balance)) / (2.0 * max(degraded, ZERO_DIVISION_PLACEHOLDER))
+    balance = np.float32(_select(delta >= 0.0, delta / rte, delta * rte))
+    fade = p[FADE, k] * abs(np.float64(balance)) / (2.0 * max(degraded, ZERO_DIVISION_PLACEHOLDER))
     return soc, balance, max(degraded - fade, 0.0)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _energy_init(soc, tab, m):
-    """Stored energy at the start of an operation (CityLearn's ``energy_init``)."""
-    return max(tab[m, MIN_ENERGY], np.float64(soc) * tab[m, CAP])
+def _charge(soc, degraded, request, p, k, efficiency, power):
+    """``Battery.charge(request)`` for request >= 0.
+
+    CityLearn's second efficiency pass always runs: when the first pass leaves
+    the energy unchanged it sees the same efficiency and returns the same values.
+    """
+    e0 = _energy_init(soc, p, k)
+    first = min(request, _max_energy(e0, p, k, efficiency, power))
+    headroom = max(degraded - e0, 0.0)
+    energy = _charge_pass(first, headroom, first, p, k, efficiency)[0]
+    energy, rte = _charge_pass(first, headroom, energy, p, k, efficiency)
+    return _apply(energy, rte, e0, degraded, p, k)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _charge(soc, degraded, request, m, tab, ex, ey, es, px, py, ps):
-    """``Battery.charge(request)`` for request >= 0."""
-    e0 = _energy_init(soc, tab, m)
-    energy, eff = _charge_limit(request, e0, degraded, _max_energy(e0, tab, px, py, ps, m), tab, ex, ey, es, m)
-    return _apply(energy, eff, e0, degraded, tab, m)
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _discharge(soc, degraded, output, m, tab, ex, ey, es, px, py, ps):
+def _discharge(soc, degraded, output, p, k, efficiency, power):
     """``Battery.charge(-output)`` for output >= 0."""
-    e0 = _energy_init(soc, tab, m)
-    return _discharge_from(e0, _max_energy(e0, tab, px, py, ps, m), degraded, output, m, tab, ex, ey, es)
+    e0 = _energy_init(soc, p, k)
+    first = min(output, _max_energy(e0, p, k, efficiency, power))
+    above_floor = max(e0 - p[MIN_ENERGY, k], 0.0)
+    energy = _discharge_pass(first, above_floor, first, p, k, efficiency)[0]
+    energy, rte = _discharge_pass(first, above_floor, energy, p, k, efficiency)
+    return _apply(-energy, rte, e0, degraded, p, k)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _discharge_from(e0, max_energy, degraded, output, m, tab, ex, ey, es):
-    """``_discharge`` given the stored energy and power limit already computed for this SOC."""
-    energy, eff = _discharge_limit(output, e0, max_energy, tab, ex, ey, es, m)
-    return _apply(-energy, eff, e0, degraded, tab, m)
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _available(e0, max_energy, m, tab, ex, ey, es):
+def _available(e0, max_energy, p, k, efficiency):
     """Energy the battery can deliver this step from stored energy ``e0`` under power limit
     ``max_energy``: capped by the energy above the depth-of-discharge floor after losses at that power."""
-    eff = _efficiency(max_energy, tab, ex, ey, es, m)
-    return min(max_energy, max(e0 - tab[m, MIN_ENERGY], 0.0) * math.sqrt(eff))
+    return _discharge_pass(max_energy, max(e0 - p[MIN_ENERGY, k], 0.0), max_energy, p, k, efficiency)[0]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _standby(soc, m, tab):
+def _standby(soc, p, k):
     """CityLearn's ``next_time_step``: standby loss, floored at the minimum SOC."""
-    return np.float32(min(max(np.float64(soc) * tab[m, KEEP], tab[m, MIN_SOC]), 1.0))
+    return np.float32(min(max(np.float64(soc) * p[KEEP, k], p[MIN_SOC, k]), 1.0))
 
 
 # ---------------------------------------------------------------- array kernels
-def _charge_kernel(soc, degraded, request, model, tab, ex, ey, es, px, py, ps, soc_out, balance_out, degraded_out):
+def _charge_kernel(soc, degraded, request, model, table, efficiency, power, soc_out, balance_out, degraded_out):
     for i in prange(soc.shape[0]):
         m = model[i]
         if request[i] >= 0.0:
-            s, b, d = _charge(soc[i], degraded[i], request[i], m, tab, ex, ey, es, px, py, ps)
+            s, b, d = _charge(soc[i], degraded[i], request[i], table, m, efficiency, power)
         else:
-            s, b, d = _discharge(soc[i], degraded[i], -request[i], m, tab, ex, ey, es, px, py, ps)
+            s, b, d = _discharge(soc[i], degraded[i], -request[i], table, m, efficiency, power)
         soc_out[i] = s
         balance_out[i] = b
         degraded_out[i] = d
 
 
-def _standby_kernel(soc, model, tab, ex, ey, es, px, py, ps, soc_out):
+def _standby_kernel(soc, model, table, efficiency, power, soc_out):
     for i in prange(soc.shape[0]):
-        soc_out[i] = _standby(soc[i], model[i], tab)
+        soc_out[i] = _standby(soc[i], table, model[i])
 
 
 def compile_kernel(fn):

@@ -36,48 +36,96 @@ class StepSignals(NamedTuple):
 
 
 
-def _step_kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu, share, model,
-                 tab, ex, ey, es, px, py, ps,
+BLOCK = 64  # batteries per block: the block's gathered constants and intermediates stay in L1
+BLOCKS_PER_SCRATCH = 32  # blocks sharing one allocation of scratch space
+# Rows of the per-block intermediates.
+_E0, _FIRST, _ROOM, _ENERGY, _RTE, _SOC, _DEGRADED, _DISCHARGE = range(8)
+
+
+def _step_kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu, share, model, table, efficiency, power,
                  soc_out, degraded_out, solar_out, e_bat_out, e_grid_out, backlog_out, r0_out, r2_out, lagr_out, clipped_out):
+    """Agents are taken in blocks of ``BLOCK``: the block's battery constants are gathered into
+    contiguous rows, then each stage of the physics runs as its own short loop over the block.
+    Short branch-free loops with unit-stride operands compile to AVX2 code, and the CPU overlaps
+    many agents' long dependency chains (square roots, divisions, curve lookups) instead of
+    waiting on one agent's."""
+    n = soc.shape[0]
+    n_blocks = (n + BLOCK - 1) // BLOCK
+    n_chunks = (n_blocks + BLOCKS_PER_SCRATCH - 1) // BLOCKS_PER_SCRATCH
     non_finite = 0
-    for i in prange(soc.shape[0]):
-        a_bat = actions[i, 0]
-        a_grid = actions[i, 1]
-        if not (np.isfinite(a_bat) and np.isfinite(a_grid)):
-            clipped_out[i] = False
-            non_finite += 1
-            continue
-        clipped_out[i] = a_bat < 0.0 or a_bat > 1.0 or a_grid < 0.0 or a_grid > 1.0
-        a_bat = min(max(a_bat, 0.0), 1.0)
-        a_grid = min(max(a_grid, 0.0), 1.0)
-        m = model[i]
-        s = soc[i]
-        deg = degraded[i]
-        solar_out[i] = 0.0
-        if solar[i] > 0.0:
-            s, bal, deg = battery._charge(s, deg, solar[i], m, tab, ex, ey, es, px, py, ps)
-            solar_out[i] = np.float64(bal)
-        to_serve = demand[i] + backlog[i]
-        e_bat = 0.0
-        if a_bat > 0.0 and to_serve > 0.0:
-            e0 = battery._energy_init(s, tab, m)
-            max_energy = battery._max_energy(e0, tab, px, py, ps, m)
-            request = a_bat * min(battery._available(e0, max_energy, m, tab, ex, ey, es), to_serve)
-            if request > 0.0:
-                s, bal, deg = battery._discharge_from(e0, max_energy, deg, request, m, tab, ex, ey, es)
-                e_bat = min(-np.float64(bal), to_serve)
-        unserved = to_serve - e_bat
-        e_grid = a_grid * unserved
-        r0 = -price[i] * e_grid
-        r2 = demand[i] - e_grid - e_bat
-        e_bat_out[i] = e_bat
-        e_grid_out[i] = e_grid
-        backlog_out[i] = unserved - e_grid
-        r0_out[i] = r0
-        r2_out[i] = r2
-        lagr_out[i] = r0 + lam[i] * (share - e_grid) + nu[i] * r2
-        soc_out[i] = battery._standby(s, m, tab)
-        degraded_out[i] = deg
+    for chunk in prange(n_chunks):
+        p = np.empty((battery.table_rows(efficiency, power), BLOCK))
+        t = np.empty((8, BLOCK))
+        bad = 0
+        for block in range(chunk * BLOCKS_PER_SCRATCH, min((chunk + 1) * BLOCKS_PER_SCRATCH, n_blocks)):
+            lo = block * BLOCK
+            count = min(BLOCK, n - lo)
+            for j in range(count):
+                m = model[lo + j]
+                for row in range(battery.table_rows(efficiency, power)):
+                    p[row, j] = table[row, m]
+            # solar charges the battery first: CityLearn's two efficiency passes, then the update
+            for j in range(count):
+                i = lo + j
+                e0 = battery._energy_init(soc[i], p, j)
+                first = min(solar[i], battery._max_energy(e0, p, j, efficiency, power))
+                room = max(degraded[i] - e0, 0.0)
+                t[_E0, j] = e0
+                t[_FIRST, j] = first
+                t[_ROOM, j] = room
+                t[_ENERGY, j] = battery._charge_pass(first, room, first, p, j, efficiency)[0]
+            for j in range(count):
+                t[_ENERGY, j], t[_RTE, j] = battery._charge_pass(t[_FIRST, j], t[_ROOM, j], t[_ENERGY, j], p, j, efficiency)
+            for j in range(count):
+                i = lo + j
+                s, balance, d = battery._apply(t[_ENERGY, j], t[_RTE, j], t[_E0, j], degraded[i], p, j)
+                charged = solar[i] > 0.0
+                t[_SOC, j] = np.float64(battery._select(charged, s, soc[i]))
+                t[_DEGRADED, j] = battery._select(charged, d, degraded[i])
+                solar_out[i] = battery._select(charged, np.float64(balance), 0.0)
+            # the battery then delivers a_bat * min(available discharge, demand to serve)
+            for j in range(count):
+                i = lo + j
+                a_bat = min(max(actions[i, 0], 0.0), 1.0)
+                to_serve = demand[i] + backlog[i]
+                e0 = battery._energy_init(t[_SOC, j], p, j)
+                max_energy = battery._max_energy(e0, p, j, efficiency, power)
+                request = a_bat * min(battery._available(e0, max_energy, p, j, efficiency), to_serve)
+                t[_E0, j] = e0
+                t[_FIRST, j] = min(request, max_energy)
+                t[_ROOM, j] = max(e0 - p[battery.MIN_ENERGY, j], 0.0)
+                t[_DISCHARGE, j] = (a_bat > 0.0) & (to_serve > 0.0) & (request > 0.0)
+            for j in range(count):
+                first = t[_FIRST, j]
+                above_floor = t[_ROOM, j]
+                energy = battery._discharge_pass(first, above_floor, first, p, j, efficiency)[0]
+                t[_ENERGY, j], t[_RTE, j] = battery._discharge_pass(first, above_floor, energy, p, j, efficiency)
+            # the grid serves a_grid of the rest, the remainder is postponed
+            for j in range(count):
+                i = lo + j
+                a_bat = actions[i, 0]
+                a_grid = actions[i, 1]
+                finite = np.isfinite(a_bat) & np.isfinite(a_grid)
+                bad += not finite
+                clipped_out[i] = finite & ((a_bat < 0.0) | (a_bat > 1.0) | (a_grid < 0.0) | (a_grid > 1.0))
+                a_grid = min(max(a_grid, 0.0), 1.0)
+                s, balance, d = battery._apply(-t[_ENERGY, j], t[_RTE, j], t[_E0, j], t[_DEGRADED, j], p, j)
+                go = t[_DISCHARGE, j] != 0.0
+                to_serve = demand[i] + backlog[i]
+                e_bat = battery._select(go, min(-np.float64(balance), to_serve), 0.0)
+                unserved = to_serve - e_bat
+                e_grid = a_grid * unserved
+                r0 = -price[i] * e_grid
+                r2 = demand[i] - e_grid - e_bat
+                e_bat_out[i] = e_bat
+                e_grid_out[i] = e_grid
+                backlog_out[i] = unserved - e_grid
+                r0_out[i] = r0
+                r2_out[i] = r2
+                lagr_out[i] = r0 + lam[i] * (share - e_grid) + nu[i] * r2
+                soc_out[i] = battery._standby(battery._select(go, s, np.float32(t[_SOC, j])), p, j)
+                degraded_out[i] = battery._select(go, d, t[_DEGRADED, j])
+        non_finite += bad
     return non_finite
 
 

@@ -177,6 +177,19 @@ def _sqrt(typingctx, x):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _max(a, b):
+    """numba's ``max(a, b)`` (``b if b > a else a``), inlined into the caller: with the builtin, the
+    serial kernels keep a call in their loops until after LLVM's vectorizer has run."""
+    return _select(b > a, b, a)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _min(a, b):
+    """numba's ``min(a, b)`` (``b if b < a else a``), inlined as ``_max``."""
+    return _select(b < a, b, a)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def table_rows(efficiency, power):
     """Number of rows of the table for curves with these breakpoints."""
     return EFFICIENCY + 3 * len(efficiency) - 1 + 3 * len(power) - 1
@@ -203,19 +216,19 @@ def _curve(value, p, k, row, size):
 def _max_energy(e0, p, k, efficiency, power):
     """Charge/discharge energy limit of one step from the capacity-power curve."""
     row = EFFICIENCY + 3 * len(efficiency) - 1
-    return max(_curve(e0 * p[INV_CAP, k], p, k, row, power), 0.0) * p[MAX_STEP_ENERGY, k]
+    return _max(_curve(e0 * p[INV_CAP, k], p, k, row, power), 0.0) * p[MAX_STEP_ENERGY, k]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _efficiency(energy, p, k, efficiency):
     """Technical efficiency at the average power of moving ``energy`` in one step."""
-    return _curve(min(max(abs(energy) * p[INV_POWER_NORM, k], 0.0), 1.0), p, k, EFFICIENCY, efficiency)
+    return _curve(_min(_max(abs(energy) * p[INV_POWER_NORM, k], 0.0), 1.0), p, k, EFFICIENCY, efficiency)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _energy_init(soc, p, k):
     """Stored energy at the start of an operation (CityLearn's ``energy_init``)."""
-    return max(p[MIN_ENERGY, k], np.float64(soc) * p[CAP, k])
+    return _max(p[MIN_ENERGY, k], np.float64(soc) * p[CAP, k])
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -223,14 +236,14 @@ def _charge_pass(first, headroom, energy, p, k, efficiency):
     """One of CityLearn's fixed-point passes for charging: the energy allowed at the efficiency of
     moving ``energy``, and the square root of that efficiency (the round-trip factor)."""
     rte = _sqrt(_efficiency(energy, p, k, efficiency))
-    return min(first, headroom / max(rte, ZERO_DIVISION_PLACEHOLDER)), rte
+    return _min(first, headroom / _max(rte, ZERO_DIVISION_PLACEHOLDER)), rte
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _discharge_pass(first, above_floor, energy, p, k, efficiency):
     """As ``_charge_pass``, bounded by the energy above the depth-of-discharge floor."""
     rte = _sqrt(_efficiency(energy, p, k, efficiency))
-    return min(first, above_floor * rte), rte
+    return _min(first, above_floor * rte), rte
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -240,12 +253,12 @@ def _apply(energy, rte, e0, degraded, p, k):
     Both sides of each sign test are computed and one is selected, so that the
     kernels have no branches.
     """
-    final = _select(energy >= 0.0, min(e0 + energy * rte, p[CAP, k]), max(p[MIN_ENERGY, k], e0 + energy / rte))
+    final = _select(energy >= 0.0, _min(e0 + energy * rte, p[CAP, k]), _max(p[MIN_ENERGY, k], e0 + energy / rte))
     soc = np.float32(final * p[INV_CAP, k])
     delta = final - e0
     balance = np.float32(_select(delta >= 0.0, delta / rte, delta * rte))
-    fade = p[FADE, k] * abs(np.float64(balance)) / (2.0 * max(degraded, ZERO_DIVISION_PLACEHOLDER))
-    return soc, balance, max(degraded - fade, 0.0)
+    fade = p[FADE, k] * abs(np.float64(balance)) / (2.0 * _max(degraded, ZERO_DIVISION_PLACEHOLDER))
+    return soc, balance, _max(degraded - fade, 0.0)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -256,8 +269,8 @@ def _charge(soc, degraded, request, p, k, efficiency, power):
     the energy unchanged it sees the same efficiency and returns the same values.
     """
     e0 = _energy_init(soc, p, k)
-    first = min(request, _max_energy(e0, p, k, efficiency, power))
-    headroom = max(degraded - e0, 0.0)
+    first = _min(request, _max_energy(e0, p, k, efficiency, power))
+    headroom = _max(degraded - e0, 0.0)
     energy = _charge_pass(first, headroom, first, p, k, efficiency)[0]
     energy, rte = _charge_pass(first, headroom, energy, p, k, efficiency)
     return _apply(energy, rte, e0, degraded, p, k)
@@ -267,8 +280,8 @@ def _charge(soc, degraded, request, p, k, efficiency, power):
 def _discharge(soc, degraded, output, p, k, efficiency, power):
     """``Battery.charge(-output)`` for output >= 0."""
     e0 = _energy_init(soc, p, k)
-    first = min(output, _max_energy(e0, p, k, efficiency, power))
-    above_floor = max(e0 - p[MIN_ENERGY, k], 0.0)
+    first = _min(output, _max_energy(e0, p, k, efficiency, power))
+    above_floor = _max(e0 - p[MIN_ENERGY, k], 0.0)
     energy = _discharge_pass(first, above_floor, first, p, k, efficiency)[0]
     energy, rte = _discharge_pass(first, above_floor, energy, p, k, efficiency)
     return _apply(-energy, rte, e0, degraded, p, k)
@@ -278,13 +291,13 @@ def _discharge(soc, degraded, output, p, k, efficiency, power):
 def _available(e0, max_energy, p, k, efficiency):
     """Energy the battery can deliver this step from stored energy ``e0`` under power limit
     ``max_energy``: capped by the energy above the depth-of-discharge floor after losses at that power."""
-    return _discharge_pass(max_energy, max(e0 - p[MIN_ENERGY, k], 0.0), max_energy, p, k, efficiency)[0]
+    return _discharge_pass(max_energy, _max(e0 - p[MIN_ENERGY, k], 0.0), max_energy, p, k, efficiency)[0]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _standby(soc, p, k):
     """CityLearn's ``next_time_step``: standby loss, floored at the minimum SOC."""
-    return np.float32(min(max(np.float64(soc) * p[KEEP, k], p[MIN_SOC, k]), 1.0))
+    return np.float32(_min(_max(np.float64(soc) * p[KEEP, k], p[MIN_SOC, k]), 1.0))
 
 
 # ---------------------------------------------------------------- array kernels

@@ -68,8 +68,8 @@ def _step_kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu,
             for j in range(count):
                 i = lo + j
                 e0 = battery._energy_init(soc[i], p, j)
-                first = min(solar[i], battery._max_energy(e0, p, j, efficiency, power))
-                room = max(degraded[i] - e0, 0.0)
+                first = battery._min(solar[i], battery._max_energy(e0, p, j, efficiency, power))
+                room = battery._max(degraded[i] - e0, 0.0)
                 t[_E0, j] = e0
                 t[_FIRST, j] = first
                 t[_ROOM, j] = room
@@ -86,14 +86,14 @@ def _step_kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu,
             # the battery then delivers a_bat * min(available discharge, demand to serve)
             for j in range(count):
                 i = lo + j
-                a_bat = min(max(actions[i, 0], 0.0), 1.0)
+                a_bat = battery._min(battery._max(actions[i, 0], 0.0), 1.0)
                 to_serve = demand[i] + backlog[i]
                 e0 = battery._energy_init(t[_SOC, j], p, j)
                 max_energy = battery._max_energy(e0, p, j, efficiency, power)
-                request = a_bat * min(battery._available(e0, max_energy, p, j, efficiency), to_serve)
+                request = a_bat * battery._min(battery._available(e0, max_energy, p, j, efficiency), to_serve)
                 t[_E0, j] = e0
-                t[_FIRST, j] = min(request, max_energy)
-                t[_ROOM, j] = max(e0 - p[battery.MIN_ENERGY, j], 0.0)
+                t[_FIRST, j] = battery._min(request, max_energy)
+                t[_ROOM, j] = battery._max(e0 - p[battery.MIN_ENERGY, j], 0.0)
                 t[_DISCHARGE, j] = (a_bat > 0.0) & (to_serve > 0.0) & (request > 0.0)
             for j in range(count):
                 first = t[_FIRST, j]
@@ -108,11 +108,11 @@ def _step_kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu,
                 finite = np.isfinite(a_bat) & np.isfinite(a_grid)
                 bad += not finite
                 clipped_out[i] = finite & ((a_bat < 0.0) | (a_bat > 1.0) | (a_grid < 0.0) | (a_grid > 1.0))
-                a_grid = min(max(a_grid, 0.0), 1.0)
+                a_grid = battery._min(battery._max(a_grid, 0.0), 1.0)
                 s, balance, d = battery._apply(-t[_ENERGY, j], t[_RTE, j], t[_E0, j], t[_DEGRADED, j], p, j)
                 go = t[_DISCHARGE, j] != 0.0
                 to_serve = demand[i] + backlog[i]
-                e_bat = battery._select(go, min(-np.float64(balance), to_serve), 0.0)
+                e_bat = battery._select(go, battery._min(-np.float64(balance), to_serve), 0.0)
                 unserved = to_serve - e_bat
                 e_grid = a_grid * unserved
                 r0 = -price[i] * e_grid

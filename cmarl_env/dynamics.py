@@ -35,7 +35,6 @@ class StepSignals(NamedTuple):
         return self.e_grid
 
 
-
 BLOCK = 64  # batteries per block: the block's gathered constants and intermediates stay in L1
 BLOCKS_PER_SCRATCH = 32  # blocks sharing one allocation of scratch space
 # Rows of the per-block intermediates.

@@ -53,7 +53,7 @@ def _step_kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu,
     n_chunks = (n_blocks + BLOCKS_PER_SCRATCH - 1) // BLOCKS_PER_SCRATCH
     non_finite = 0
     for chunk in prange(n_chunks):
-        p = np.empty((battery.table_rows(efficiency, power), BLOCK))
+        p = np.empty((battery._table_rows(efficiency, power), BLOCK))
         t = np.empty((8, BLOCK))
         bad = 0
         for block in range(chunk * BLOCKS_PER_SCRATCH, min((chunk + 1) * BLOCKS_PER_SCRATCH, n_blocks)):
@@ -61,7 +61,7 @@ def _step_kernel(soc, degraded, backlog, demand, solar, price, actions, lam, nu,
             count = min(BLOCK, n - lo)
             for j in range(count):
                 m = model[lo + j]
-                for row in range(battery.table_rows(efficiency, power)):
+                for row in range(battery._table_rows(efficiency, power)):
                     p[row, j] = table[row, m]
             # solar charges the battery first: CityLearn's two efficiency passes, then the update
             for j in range(count):

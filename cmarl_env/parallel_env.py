@@ -23,6 +23,7 @@ INFO_KEYS = (
     "demand", "solar", "solar_to_battery", "curtailed", "e_bat", "e_grid", "backlog",
     "r0", "r2", "price", "cost", "lambda", "nu", "lagrangian_reward",
 )
+_ALL_INFO_KEYS = INFO_KEYS + ("grid_share", "action_clipped", "clipped_actions")
 
 
 class DemandResponseParallelEnv(ParallelEnv):
@@ -117,24 +118,17 @@ class DemandResponseParallelEnv(ParallelEnv):
         if self.render_mode is not None:
             self.history.record_step(self.core, sig)
         self._last_obs = out.obs
-        columns = np.array([
-            sig.demand, sig.solar, sig.solar_to_battery, sig.curtailed, sig.e_bat, sig.e_grid, sig.backlog,
-            sig.r0, sig.r2, sig.price, sig.e_grid, self.core.lam, self.core.nu, out.lagrangian,
-        ]).T.tolist()
-        share = self.core.share
-        clipped = out.clipped.tolist()
-        counts = self._clip_counts.tolist()
-        rewards = out.reward.tolist()
+        n = len(self.agents)
+        columns = zip(
+            sig.demand.tolist(), sig.solar.tolist(), sig.solar_to_battery.tolist(), sig.curtailed.tolist(),
+            sig.e_bat.tolist(), sig.e_grid.tolist(), sig.backlog.tolist(), sig.r0.tolist(), sig.r2.tolist(),
+            sig.price.tolist(), sig.e_grid.tolist(), self.core.lam.tolist(), self.core.nu.tolist(),
+            out.lagrangian.tolist(), [self.core.share] * n, out.clipped.tolist(), self._clip_counts.tolist(),
+        )
         agents = self.agents
         obs = dict(zip(agents, out.obs))
-        infos = {}
-        for i, a in enumerate(agents):
-            info = dict(zip(INFO_KEYS, columns[i]))
-            info["grid_share"] = share
-            info["action_clipped"] = clipped[i]
-            info["clipped_actions"] = counts[i]
-            infos[a] = info
-        reward = dict(zip(agents, rewards))
+        infos = {a: dict(zip(_ALL_INFO_KEYS, row)) for a, row in zip(agents, columns)}
+        reward = dict(zip(agents, out.reward.tolist()))
         terminations = dict.fromkeys(agents, False)
         truncations = dict.fromkeys(agents, out.truncated)
         if out.truncated:

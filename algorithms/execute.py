@@ -25,7 +25,7 @@ import numpy as np
 from algorithms import theory
 from algorithms.dual import LAMBDA_RANGE, NU_RANGE, DualConfig, DualConsensus
 from cmarl_env import EnvConfig, graphs
-from cmarl_env.config import ConfigBase
+from cmarl_env.config import ConfigBase, check_range
 from cmarl_env.records import atomic_write_text, backlog_slope, package_versions, write_json
 from cmarl_env.core import DemandResponseCore
 from cmarl_env.data import BuildingData
@@ -62,11 +62,10 @@ class ExecutionConfig(ConfigBase):
             raise ValueError(f"steps={self.steps!r} must be an integer >= 1")
         if not isinstance(self.record_agents, int) or self.record_agents < 0:
             raise ValueError(f"record_agents={self.record_agents!r} must be an integer >= 0")
+        check_range("observation_lambda_range", self.observation_lambda_range, lower=0.0)
+        check_range("observation_nu_range", self.observation_nu_range)
         for name in ("observation_lambda_range", "observation_nu_range"):
-            value = tuple(float(v) for v in getattr(self, name))
-            if len(value) != 2 or not value[0] < value[1]:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be a (low, high) pair with low < high")
-            object.__setattr__(self, name, value)
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
 
     def env_config(self, n_steps: int, augment: bool = True) -> EnvConfig:
         """The environment of this run: its data window is the run's own horizon."""

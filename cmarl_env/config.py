@@ -108,8 +108,8 @@ class EnvConfig(ConfigBase):
             raise ValueError(f"augment={self.augment!r} must be a bool")
         if self.multiplier_mode == "sampled" and not self.augment:
             raise ValueError("multiplier_mode='sampled' needs augment=True: a policy cannot see multipliers it is not given")
-        _check_range("lambda_range", self.lambda_range, lower=0.0)
-        _check_range("nu_range", self.nu_range)
+        check_range("lambda_range", self.lambda_range, lower=0.0)
+        check_range("nu_range", self.nu_range)
         if self.window is not None:
             if len(self.window) != 2 or not all(isinstance(v, int) for v in self.window):
                 raise ValueError(f"window={self.window!r} must be a pair of ints (first_hour, end_hour)")
@@ -191,7 +191,8 @@ def check_real(name: str, value: Any, low: float, high: float, *, low_open: bool
         raise ValueError(f"{name}={value!r} is out of range; allowed: {bracket}{low}, {high}]")
 
 
-def _check_range(name: str, value: Sequence[float], lower: float | None = None) -> None:
+def check_range(name: str, value: Sequence[float], lower: float | None = None) -> None:
+    """A finite (low, high) pair with low < high (and low >= ``lower`` when given)."""
     if len(value) != 2:
         raise ValueError(f"{name}={value!r} must be a pair (low, high)")
     lo, hi = (float(v) for v in value)

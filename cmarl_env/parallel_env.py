@@ -119,10 +119,11 @@ class DemandResponseParallelEnv(ParallelEnv):
             self.history.record_step(self.core, sig)
         self._last_obs = out.obs
         n = len(self.agents)
+        e_grid = sig.e_grid.tolist()  # reported twice: as "e_grid" and as the safety-gym "cost"
         columns = zip(
             sig.demand.tolist(), sig.solar.tolist(), sig.solar_to_battery.tolist(), sig.curtailed.tolist(),
-            sig.e_bat.tolist(), sig.e_grid.tolist(), sig.backlog.tolist(), sig.r0.tolist(), sig.r2.tolist(),
-            sig.price.tolist(), sig.e_grid.tolist(), self.core.lam.tolist(), self.core.nu.tolist(),
+            sig.e_bat.tolist(), e_grid, sig.backlog.tolist(), sig.r0.tolist(), sig.r2.tolist(),
+            sig.price.tolist(), e_grid, self.core.lam.tolist(), self.core.nu.tolist(),
             out.lagrangian.tolist(), [self.core.share] * n, out.clipped.tolist(), self._clip_counts.tolist(),
         )
         agents = self.agents

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from algorithms.dual import NU_RANGE
 from benchmarks.aggregate import RunRecord, iqm, load_runs, stratified_bootstrap_ci
 
 FIGURES = ("figure_2", "figure_3", "figure_4", "figure_A1", "figure_A2", "figure_A3")
@@ -206,8 +207,8 @@ def figure_2(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
 
 
 def _narrow_nu(r: RunRecord) -> bool:
-    """A run whose nu is projected onto a range narrower than the training range [-20, 20]."""
-    return float(_params(r).get("nu_min", -20.0)) > -20.0
+    """A run whose nu is projected onto a range narrower than the training range."""
+    return float(_params(r).get("nu_min", NU_RANGE[0])) > NU_RANGE[0]
 
 
 def _narrow_nu_pair(records: Sequence[RunRecord], main: str) -> list[RunRecord]:
@@ -233,7 +234,7 @@ def figure_3(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     axes[0].set(xlabel="Timestep [h]", ylabel="Cumulative operating cost [price units]", title="(a) Operating cost")
     axes[1].axhline(0.0, color="k", ls="--", lw=1.0, label="zero unmet demand")
     axes[1].set(xlabel="Timestep [h]", ylabel="Unmet (postponed) demand [kWh]",
-                title="(b) Demand satisfaction" + (" (nu in [-20, 20])" if narrow else ""))
+                title="(b) Demand satisfaction" + (f" (nu in [{NU_RANGE[0]:g}, {NU_RANGE[1]:g}])" if narrow else ""))
     for r in narrow:
         t = r.trajectories()
         label, color, ls = ("With consensus", COLORS["consensus"], "-") if is_consensus(r) else \
@@ -243,7 +244,7 @@ def figure_3(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
         p = _params(narrow[0])
         axes[2].axhline(0.0, color="k", ls="--", lw=1.0, label="zero unmet demand")
         axes[2].set(xlabel="Timestep [h]", ylabel="Unmet (postponed) demand [kWh]",
-                    title=f"(c) nu projected onto [{p.get('nu_min'):g}, {p.get('nu_max', 20.0):g}]")
+                    title=f"(c) nu projected onto [{p.get('nu_min'):g}, {p.get('nu_max', NU_RANGE[1]):g}]")
     for ax in axes:
         ax.legend(loc="best")
     fig.suptitle(f"Figure 3: cost and demand-satisfaction trajectories ({_subtitle(cons)})")

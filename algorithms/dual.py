@@ -6,9 +6,16 @@ per-agent python loops):
 1. dual step on the global-constraint multiplier
    ``lam <- clip(lam + alpha (e_grid - c/N), lambda_min, lambda_max)``
    (:func:`dual_step_lambda`),
-2. ``L`` consensus rounds ``lam <- lam - eps (lam - W lam)`` with
-   ``W = D^-1 A`` the random-walk matrix of the communication graph, i.e.
-   ``lam_i <- lam_i - eps (lam_i - mean_{j in N(i)} lam_j)`` (:func:`consensus`),
+2. ``L`` consensus rounds ``lam <- lam - eps (lam - W lam)`` (:func:`consensus`)
+   with ``W`` selected by ``DualConfig.weights``:
+
+   * ``"random_walk"`` (default, the paper's): ``W = D^-1 A``, i.e.
+     ``lam_i <- lam_i - eps (lam_i - mean_{j in N(i)} lam_j)``; consensus value
+     the degree-weighted average ``sum_i pi_i lam_i`` (``pi_i = d_i / sum d``), so
+     the enforced constraint is ``sum_i pi_i e_grid_i = c/N``;
+   * ``"metropolis"``: Metropolis-Hastings ``W_mh`` (``w_ij = 1/(1 + max(d_i, d_j))``,
+     doubly stochastic); consensus value the plain average, so the enforced
+     constraint is the true one ``mean_i e_grid_i = c/N`` on any connected graph,
 3. local step on the local-constraint multiplier
    ``nu <- clip(nu - eta r2, nu_min, nu_max)`` (:func:`dual_step_nu`).
 
@@ -18,7 +25,7 @@ environment steps, using the mean of the signals since the previous update.
 
 Defaults (:class:`DualConfig`): ``alpha = 0.05``, ``eps = 0.5``,
 ``eta = 0.5``, ``L = 1``, ``update_period = 1``, ``lam in [0, 15]``,
-``nu in [-20, 20]`` (DESIGN.md section 5).  ``eta = 0.5`` was chosen on the
+``nu in [-20, 20]``, ``weights = "random_walk"`` (DESIGN.md section 5).  ``eta = 0.5`` was chosen on the
 paper scenario over the training hours with the shipped policies: over ten
 1,500-hour windows at c = 0.27 it kept every window's backlog slope under
 0.01 kWh/step, where 0.05 and 0.2 left it drifting up by up to 0.18 and 0.10;
@@ -40,7 +47,7 @@ from cmarl_env import graphs as _graphs
 from cmarl_env.config import ConfigBase
 
 from .theory import consensus_error as _consensus_error
-from .theory import degree_weights
+from .theory import stationary_weights
 
 __all__ = [
     "LAMBDA_RANGE",
@@ -90,8 +97,11 @@ def dual_step_lambda(
 def consensus(lam: np.ndarray, W_rw: sp.spmatrix, eps: float, rounds: int) -> np.ndarray:
     """``rounds`` rounds of ``lam <- lam - eps (lam - W_rw @ lam)``.
 
-    ``W_rw`` is the random-walk matrix ``D^-1 A``
-    (:func:`cmarl_env.graphs.random_walk_matrix`).  Always returns a new array
+    ``W_rw`` is the consensus matrix: the random-walk matrix ``D^-1 A``
+    (:func:`cmarl_env.graphs.random_walk_matrix`, the paper's) or the
+    Metropolis-Hastings matrix (:func:`cmarl_env.graphs.metropolis_matrix`);
+    the formula is the same (:func:`cmarl_env.graphs.consensus_matrix` selects
+    one by name).  Always returns a new array
     (for ``rounds = 0`` a float64 copy of ``lam``); the input is never modified.
     """
     lam = np.array(lam, dtype=np.float64)  # copy
@@ -137,7 +147,11 @@ class DualConfig(ConfigBase):
     per update (0 = no consensus); ``update_period`` (int >= 1): one dual update
     every that many environment steps, on the mean signals since the last one;
     ``lambda_min``/``lambda_max`` (0 <= lambda_min < lambda_max) and ``nu_min``/``nu_max``
-    (nu_min < nu_max): projection ranges.
+    (nu_min < nu_max): projection ranges; ``weights`` (one of
+    :data:`cmarl_env.graphs.CONSENSUS_WEIGHTS`): the consensus matrix --
+    ``"random_walk"`` (default, the paper's ``D^-1 A``; enforces the
+    degree-weighted constraint) or ``"metropolis"`` (Metropolis-Hastings; enforces
+    the plain-average, i.e. true, constraint).
     """
 
     alpha: float = 0.05
@@ -149,6 +163,7 @@ class DualConfig(ConfigBase):
     lambda_max: float = LAMBDA_RANGE[1]
     nu_min: float = NU_RANGE[0]
     nu_max: float = NU_RANGE[1]
+    weights: str = "random_walk"
 
     def __post_init__(self) -> None:
         def num(name: str) -> float:
@@ -179,6 +194,10 @@ class DualConfig(ConfigBase):
             raise ValueError(
                 f"DualConfig.nu_max must be > nu_min={self.nu_min} (allowed range: (nu_min, inf)), got {self.nu_max!r}"
             )
+        if not (isinstance(self.weights, str) and self.weights in _graphs.CONSENSUS_WEIGHTS):
+            allowed = ", ".join(repr(w) for w in _graphs.CONSENSUS_WEIGHTS)
+            raise ValueError(f"DualConfig.weights must be one of {allowed}, got {self.weights!r}")
+        object.__setattr__(self, "weights", str(self.weights))
         # normalise numpy scalars to python types (clean asdict / json)
         for name in ("alpha", "eps", "eta", "lambda_min", "lambda_max", "nu_min", "nu_max"):
             object.__setattr__(self, name, float(getattr(self, name)))
@@ -228,7 +247,8 @@ class DualConsensus:
         pattern matters, so passing ``W_rw`` itself also works).  Must be
         connected.  May be ``None`` when ``config.rounds == 0`` (no
         communication; ``n`` is then required and the consensus error uses
-        uniform weights).
+        uniform weights).  The consensus matrix is built from the graph's
+        pattern with ``config.weights``.
     config:
         :class:`DualConfig` (defaults if ``None``).
     share (keyword):
@@ -237,9 +257,14 @@ class DualConsensus:
         number of agents (needed for edge arrays; ``n_agents`` is an alias),
         initial multipliers (``None`` = 0, as in Algorithm 1).
 
-    Attributes: ``n`` (= ``n_agents``), ``W_rw`` (= ``walk``, csr ``D^-1 A``),
-    ``degrees``, ``weights`` (degree weights ``w``), ``share``, ``config``,
-    ``state`` (:class:`DualState`); ``lam`` / ``nu`` return copies.
+    Attributes: ``n`` (= ``n_agents``), ``weighting`` (``config.weights``:
+    ``"random_walk"`` or ``"metropolis"``), ``W`` (the csr consensus matrix in use;
+    ``W_rw`` and ``walk`` are aliases kept from when it was always ``D^-1 A``),
+    ``degrees``, ``weights`` (the stationary weights ``pi`` of ``W``: degree
+    weights ``d_i / sum d`` for the random walk, uniform ``1/n`` for Metropolis --
+    the consensus value is ``pi . lam`` and the enforced constraint
+    ``pi . e_grid = c/N``), ``share``, ``config``, ``state`` (:class:`DualState`);
+    ``lam`` / ``nu`` return copies.
     """
 
     def __init__(
@@ -266,7 +291,7 @@ class DualConsensus:
             if n is None:
                 raise ValueError("n is required when graph is None")
             self.n = _graphs._check_n(n, 1)
-            self.W_rw = sp.identity(self.n, format="csr")
+            self.W = sp.identity(self.n, format="csr")
             self.degrees = np.zeros(self.n, dtype=np.int64)
             self.weights = np.full(self.n, 1.0 / self.n)
         else:
@@ -275,9 +300,9 @@ class DualConsensus:
             msg = _graphs._connectivity_error(a, self.n)
             if msg:
                 raise ValueError(msg)
-            self.W_rw = _graphs._random_walk_from_adjacency(a)
+            self.W = _graphs._consensus_from_adjacency(a, self.config.weights)
             self.degrees = np.diff(a.indptr).astype(np.int64)
-            self.weights = degree_weights(self.degrees)
+            self.weights = stationary_weights(self.degrees, self.config.weights)
         share_arr = np.asarray(share, dtype=np.float64)
         if share_arr.ndim not in (0, 1) or (share_arr.ndim == 1 and share_arr.shape != (self.n,)):
             raise ValueError(f"share must be a scalar or an array of shape ({self.n},), got shape {share_arr.shape}")
@@ -308,9 +333,36 @@ class DualConsensus:
         return self.n
 
     @property
+    def weighting(self) -> str:
+        """``"random_walk"`` or ``"metropolis"`` (``config.weights``)."""
+        return self.config.weights
+
+    @property
+    def W_rw(self) -> sp.csr_matrix:
+        """The consensus matrix ``W`` (alias; ``D^-1 A`` only for ``weights="random_walk"``)."""
+        return self.W
+
+    @property
     def walk(self) -> sp.csr_matrix:
-        """Alias of ``W_rw``."""
-        return self.W_rw
+        """Alias of ``W``."""
+        return self.W
+
+    def consensus_value(self) -> float:
+        """``pi . lam``: the value pure consensus would converge to (alias of :meth:`weighted_average`)."""
+        return self.weighted_average()
+
+    def constraint_excess(self, e_grid: np.ndarray, weights: str | None = None) -> float:
+        """``pi . e_grid - pi . share``: the excess over the budget in the constraint that
+        ``weights`` enforces (``None`` = this executor's weighting).  ``"metropolis"`` gives
+        the true one, ``mean_i (e_grid_i - c/N)``; ``"random_walk"`` the degree-weighted
+        one, ``sum_i d_i (e_grid_i - c/N) / sum d``.  At a fixed point of Algorithm 1
+        without clipping the excess of the executor's own weighting is 0."""
+        w = self.weights if weights is None else stationary_weights(
+            self.degrees if self.degrees.sum() > 0 else np.ones(self.n), weights)
+        e = np.asarray(e_grid, dtype=np.float64)
+        if e.shape != (self.n,):
+            raise ValueError(f"e_grid must have shape ({self.n},), got {e.shape}")
+        return float(np.dot(w, e - self.share))
 
     @property
     def lam(self) -> np.ndarray:
@@ -351,19 +403,21 @@ class DualConsensus:
             st.acc_r2 = np.zeros(self.n)
             st.acc_count = 0
         lam = dual_step_lambda(st.lam, mean_e, self.share, c.alpha, c.lambda_max, c.lambda_min)
-        st.lam = consensus(lam, self.W_rw, c.eps, c.rounds)
+        st.lam = consensus(lam, self.W, c.eps, c.rounds)
         st.nu = dual_step_nu(st.nu, mean_r, c.eta, c.nu_min, c.nu_max)
         st.n_updates += 1
         return self.lam, self.nu
 
     # -- diagnostics ------------------------------------------------------------
     def weighted_average(self) -> float:
-        """Degree-weighted average ``w . lam`` (the consensus value, Lemma B.4)."""
+        """``pi . lam`` (the consensus value, Lemma B.4): the degree-weighted average
+        (random walk) or the plain average (Metropolis)."""
         return float(np.dot(self.weights, self.state.lam))
 
     def consensus_error(self, norm: str = "2") -> float:
-        """``||lam - (w . lam) 1||``: Euclidean (``norm="2"``, default) or the
-        ``w``-weighted norm in which Theorem 5.1 holds without constant (``"w"``)."""
+        """``||lam - (pi . lam) 1||``: Euclidean (``norm="2"``, default) or the
+        ``pi``-weighted norm in which Theorem 5.1 holds without constant (``"w"``;
+        for Metropolis that is ``||.||_2 / sqrt(n)``)."""
         return _consensus_error(self.state.lam, self.weights, norm)
 
     def __repr__(self) -> str:

@@ -45,6 +45,23 @@ the signal on the plain mean and its proof on the weighted one; the weighted
 mean is what the recursion needs.  With ``update_period = k`` the signal is
 the k-step mean that drives each update.)
 
+Metropolis-Hastings weights
+---------------------------
+With ``weights="metropolis"`` (:func:`cmarl_env.graphs.metropolis_matrix`)
+``P = I - eps (I - W_mh)`` is symmetric and doubly stochastic: its eigenvalues
+``1 - eps mu_i`` (``mu_i`` eigenvalues of the weighted Laplacian ``I - W_mh``,
+``0 = mu_1 < mu_2 <= ... <= mu_n < 2``) are computed from ``W_mh`` itself, the
+stationary weights are uniform (``w_i = 1/n``), the consensus value is the
+plain average, and everything above holds with ``D -> I``: the contraction and
+the Theorem 5.1 bound hold in the Euclidean norm (``||x||_w`` with uniform
+``w`` is ``||x||_2 / sqrt(n)``) with constant ``C = 1``, ``sigma`` being the
+sup of ``||g_k - mean(g_k) 1||_w``.  Since ``mu_n < 2``, ``rho < 1`` on every
+connected graph even for ``eps = 1`` (the random walk has ``rho = 1`` there on
+bipartite graphs).  At a fixed point of the dual step + consensus (no
+clipping), ``w . (e_grid - c/N) = 0``: the random walk enforces the
+degree-weighted constraint ``sum_i pi_i e_grid_i = c/N``, Metropolis the true
+one ``mean_i e_grid_i = c/N``.  :func:`stationary_weights` gives ``w`` for either.
+
 Cost (2 CPUs): dense path up to n = 2000 (< 1 s); n = 100,000 takes
 0.2-6 s depending on the family (Lanczos for expanders, sparse LU for
 rings/lines/geometric graphs); n = 10^6 takes seconds for a ring and about a
@@ -57,7 +74,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import scipy.linalg
@@ -74,6 +91,7 @@ __all__ = [
     "consensus_error",
     "weighted_norm",
     "degree_weights",
+    "stationary_weights",
     "consensus_rate_check",
     "eigenvector_condition_number",
     "DENSE_MAX_N",
@@ -93,6 +111,20 @@ def degree_weights(deg: np.ndarray) -> np.ndarray:
     if total <= 0:
         return np.full(deg.shape, 1.0 / deg.size)
     return deg / total
+
+
+def stationary_weights(deg: np.ndarray, weights: str = "random_walk") -> np.ndarray:
+    """Stationary weights ``pi`` of the consensus matrix selected by ``weights``:
+    :func:`degree_weights` for ``"random_walk"``, uniform ``1/n`` for ``"metropolis"``.
+
+    ``pi . lam`` is preserved by every consensus round and is the consensus value;
+    at a fixed point of the dual step + consensus (no clipping), ``pi . (e_grid - c/N) = 0``
+    is the constraint the method enforces.
+    """
+    if _graphs.check_weights(weights) == "metropolis":
+        deg = np.asarray(deg)
+        return np.full(deg.shape, 1.0 / deg.size)
+    return degree_weights(deg)
 
 
 def weighted_norm(x: np.ndarray, weights: np.ndarray) -> float:
@@ -117,14 +149,21 @@ def consensus_error(lam: np.ndarray, weights: np.ndarray, norm: str = "2") -> fl
 # --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SpectralSummary:
-    """Spectral quantities of ``P = I - eps L_rw`` for a connected graph.
+    """Spectral quantities of ``P = I - eps (I - W)`` for a connected graph.
 
+    ``weighting``: which ``W`` -- ``"random_walk"`` (``D^-1 A``, ``I - W = L_rw``)
+    or ``"metropolis"`` (Metropolis-Hastings ``W_mh``);
     ``rho``: second-largest eigenvalue modulus of ``P`` (0 for a single agent);
-    ``lambda_2``: smallest non-zero eigenvalue of ``L_rw`` (algebraic
-    connectivity of the normalized Laplacian; ``nan`` for n=1);
-    ``lambda_max``: largest eigenvalue of ``L_rw`` (``None`` when the sparse
+    ``lambda_2``: smallest non-zero eigenvalue of ``I - W`` (for the random
+    walk the algebraic connectivity of the normalized Laplacian; ``nan`` for n=1);
+    ``lambda_max``: largest eigenvalue of ``I - W`` (``None`` when the sparse
     path did not need it, i.e. when ``eps (lambda_2 + 2) <= 2`` already implies
-    ``rho = 1 - eps lambda_2``); ``weights``: degree weights ``w``;
+    ``rho = 1 - eps lambda_2``); ``weights``: the stationary weights ``w``
+    (``pi^T P = pi^T``): degree weights ``d_i / sum d`` for the random walk,
+    uniform ``1/n`` for Metropolis.  They give both the consensus value
+    ``w . lam`` and the norm ``||x||_w = sqrt(sum_i w_i x_i^2)`` in which the
+    contraction and the Theorem 5.1 bound hold without constant (for Metropolis
+    that is the Euclidean norm divided by ``sqrt(n)``, see :attr:`norm`);
     ``method``: how ``lambda_2`` was computed: ``"dense"``, ``"lanczos"`` (the
     probe of the ``"sparse"`` path converged), ``"eigsh"`` or ``"shift-invert"``.
     """
@@ -137,14 +176,36 @@ class SpectralSummary:
     degrees: np.ndarray = field(repr=False)
     weights: np.ndarray = field(repr=False)
     method: str = "dense"
+    weighting: str = "random_walk"
 
     @property
     def spectral_gap(self) -> float:
         """``1 - rho``."""
         return 1.0 - self.rho
 
+    @property
+    def norm(self) -> str:
+        """The norm of the contraction and of the bound: ``"degree-weighted"`` (random
+        walk, ``||x||_w`` with ``w = d / sum d``) or ``"euclidean"`` (Metropolis: ``P`` is
+        symmetric; ``||x||_w = ||x||_2 / sqrt(n)`` with the uniform ``w``)."""
+        return "euclidean" if self.weighting == "metropolis" else "degree-weighted"
+
+    @property
+    def consensus_kind(self) -> str:
+        """``"degree-weighted average"`` (random walk) or ``"plain average"`` (Metropolis)."""
+        return "plain average" if self.weighting == "metropolis" else "degree-weighted average"
+
+    @property
+    def euclidean_constant(self) -> float:
+        """Constant ``C`` of the bounds in the plain Euclidean norm (paper Theorem B.5):
+        ``sqrt(d_max / d_min)`` for the random walk, 1 for the symmetric Metropolis ``P``."""
+        if self.weighting == "metropolis" or self.degrees.size == 0 or self.degrees.min() <= 0:
+            return 1.0
+        return math.sqrt(float(self.degrees.max()) / float(self.degrees.min()))
+
     def consensus_value(self, lam0: np.ndarray) -> float:
-        """Limit of pure consensus from ``lam0``: the degree-weighted average ``w . lam0``."""
+        """Limit of pure consensus from ``lam0``: ``w . lam0`` -- the degree-weighted
+        average (random walk) or the plain average (Metropolis)."""
         lam0 = np.asarray(lam0, dtype=np.float64)
         if lam0.shape != (self.n,):
             raise ValueError(f"lam0 must have shape ({self.n},), got {lam0.shape}")
@@ -171,9 +232,43 @@ def _sym_normalized(a: sp.csr_matrix, deg: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix(s)
 
 
-def _mu_dense(a: sp.csr_matrix, deg: np.ndarray) -> np.ndarray:
-    s = _sym_normalized(a, deg).toarray()
-    # eigenvalues of L_sym = I - S, ascending
+class _SymForm(NamedTuple):
+    """A symmetric matrix ``s`` similar to the consensus matrix ``W`` (same eigenvalues
+    ``1 - mu_i``), its unit top eigenvector ``u`` (eigenvalue 1), and a Laplacian ``lap()``
+    (rows sum to 0, null vector 1) with ``I - s = diag(sq)^-1 lap diag(sq)^-1``.
+
+    random_walk: ``s = D^-1/2 A D^-1/2``, ``u ~ sqrt(d)``, ``lap = D - A``, ``sq = sqrt(d)``;
+    metropolis: ``s = W_mh``, ``u ~ 1``, ``lap = I - W_mh`` (weighted Laplacian), ``sq = 1``.
+    """
+
+    s: sp.csr_matrix
+    u: np.ndarray
+    sq: np.ndarray
+    lap: Callable[[], sp.spmatrix]
+
+
+def _sym_form(a: sp.csr_matrix, deg: np.ndarray, weights: str) -> _SymForm:
+    n = a.shape[0]
+    if weights == "metropolis":
+        w_mh = _graphs._metropolis_from_adjacency(a)
+        u = np.full(n, 1.0 / math.sqrt(n))
+
+        def lap():
+            off = w_mh - sp.diags(w_mh.diagonal())
+            off.eliminate_zeros()
+            # diagonal = sum of the off-diagonal weights (exact zero row sums, no 1 - (1 - x))
+            return sp.diags(np.asarray(off.sum(axis=1)).ravel()) - off
+
+        return _SymForm(w_mh, u, np.ones(n), lap)
+    u = np.sqrt(deg.astype(np.float64))
+    u /= np.linalg.norm(u)
+    return _SymForm(_sym_normalized(a, deg), u, np.sqrt(deg.astype(np.float64)),
+                    lambda: sp.diags(deg.astype(np.float64)) - a)
+
+
+def _mu_dense(form: _SymForm) -> np.ndarray:
+    s = form.s.toarray()
+    # eigenvalues of I - S (L_sym for the random walk), ascending
     mu = 1.0 - scipy.linalg.eigvalsh(s)[::-1]
     return mu
 
@@ -184,7 +279,7 @@ _PROBE_STEPS = 100
 
 
 def _deflated_op(s: sp.csr_matrix, u: np.ndarray) -> spla.LinearOperator:
-    """``S - 2 u u^T``: the top eigenvector ``u ~ sqrt(d)`` of ``S`` moved to eigenvalue
+    """``S - 2 u u^T``: the top eigenvector ``u`` (``~ sqrt(d)`` or ``~ 1``) of ``S`` moved to eigenvalue
     -1 (<= every other eigenvalue), so the largest eigenvalue left is ``1 - mu_2``."""
 
     def mv(x):
@@ -217,27 +312,27 @@ def _lanczos_probe(op: spla.LinearOperator, n: int, steps: int, rng) -> tuple[fl
     return float(t_vals[-1]), abs(betas[-1] * float(t_vecs[-1, -1]))
 
 
-def _grounded_lu(a: sp.csr_matrix, deg: np.ndarray):
-    """Sparse LU of the grounded combinatorial Laplacian ``(D - A)[1:, 1:]`` (SPD for a
-    connected graph; symmetric ordering, no pivoting)."""
-    lap = sp.diags(deg.astype(np.float64)) - a
-    lap = sp.csc_matrix(lap[1:, 1:])
+def _grounded_lu(lap: sp.spmatrix):
+    """Sparse LU of the grounded Laplacian ``lap[1:, 1:]`` (``D - A`` or ``I - W_mh``; SPD
+    for a connected graph; symmetric ordering, no pivoting)."""
+    lap = sp.csc_matrix(sp.csr_matrix(lap)[1:, 1:])
     return spla.splu(lap, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
                      options={"SymmetricMode": True})
 
 
-def _mu2_shift_invert(a: sp.csr_matrix, deg: np.ndarray, u: np.ndarray, tol: float, rng) -> float:
-    """mu_2 by Lanczos on the pseudo-inverse of ``L_sym`` (shift-invert at 0).
+def _mu2_shift_invert(form: _SymForm, tol: float, rng) -> float:
+    """mu_2 by Lanczos on the pseudo-inverse of ``I - S`` (shift-invert at 0).
 
-    ``L_sym^+ v = P_u D^1/2 L^+ D^1/2 v`` with ``L = D - A``; the singular system
-    ``L x = b`` (``b = D^1/2 v``, which sums to 0 because ``v`` is orthogonal to
+    Random walk: ``L_sym^+ v = P_u D^1/2 L^+ D^1/2 v`` with ``L = D - A``; the singular
+    system ``L x = b`` (``b = D^1/2 v``, which sums to 0 because ``v`` is orthogonal to
     ``u ~ sqrt(d)``) is solved exactly by grounding node 0 (``x_0 = 0``), and
-    ``P_u`` removes the ``u`` component.  The largest eigenvalue of that operator
+    ``P_u`` removes the ``u`` component.  Metropolis: the same with ``D^1/2 -> I``
+    and ``L = I - W_mh``.  The largest eigenvalue of that operator
     is ``1 / mu_2``; no shift close to a singular matrix is needed.
     """
-    n = a.shape[0]
-    lu = _grounded_lu(a, deg)
-    sq = np.sqrt(deg.astype(np.float64))
+    n = form.s.shape[0]
+    lu = _grounded_lu(form.lap())
+    sq, u = form.sq, form.u
 
     def solve(v):
         v = np.asarray(v, dtype=np.float64).ravel()
@@ -256,13 +351,11 @@ def _mu2_shift_invert(a: sp.csr_matrix, deg: np.ndarray, u: np.ndarray, tol: flo
     return float(1.0 / np.max(vals))
 
 
-def _mu2_sparse(a: sp.csr_matrix, s: sp.csr_matrix, deg: np.ndarray, method: str, tol: float, maxiter: int,
-                rng) -> tuple[float, str]:
+def _mu2_sparse(form: _SymForm, method: str, tol: float, maxiter: int, rng) -> tuple[float, str]:
+    s, u = form.s, form.u
     n = s.shape[0]
-    u = np.sqrt(deg.astype(np.float64))
-    u /= np.linalg.norm(u)
     if method == "shift-invert":
-        return _mu2_shift_invert(a, deg, u, tol, rng), "shift-invert"
+        return _mu2_shift_invert(form, tol, rng), "shift-invert"
     op = _deflated_op(s, u)
     if method == "sparse":
         theta, resid = _lanczos_probe(op, n, _PROBE_STEPS, rng)
@@ -271,17 +364,17 @@ def _mu2_sparse(a: sp.csr_matrix, s: sp.csr_matrix, deg: np.ndarray, method: str
         if 1.0 - theta < _SMALL_GAP:
             # clustered top of the spectrum (ring/line/geometric-like graphs): Lanczos
             # needs ~1/sqrt(gap) restarts, while a sparse LU of such graphs is cheap
-            return _mu2_shift_invert(a, deg, u, tol, rng), "shift-invert"
+            return _mu2_shift_invert(form, tol, rng), "shift-invert"
     try:
         vals = spla.eigsh(op, k=1, which="LA", tol=tol, ncv=min(n - 1, 40), maxiter=maxiter,
                           v0=rng.standard_normal(n), return_eigenvectors=False)
         return float(1.0 - vals[0]), "eigsh"
     except spla.ArpackNoConvergence:
-        return _mu2_shift_invert(a, deg, u, tol, rng), "shift-invert"
+        return _mu2_shift_invert(form, tol, rng), "shift-invert"
 
 
 def _mumax_sparse(s: sp.csr_matrix, tol: float, maxiter: int, rng) -> float:
-    """Largest eigenvalue of ``L_sym`` = 1 - smallest eigenvalue of ``S``."""
+    """Largest eigenvalue of ``I - S`` (``L_sym``) = 1 - smallest eigenvalue of ``S``."""
     n = s.shape[0]
     try:
         vals = spla.eigsh(s, k=1, which="SA", tol=tol, ncv=min(n - 1, 40), maxiter=maxiter,
@@ -299,33 +392,42 @@ def spectral_summary(
     n: int | None = None,
     eps: float = 0.5,
     *,
+    weights: str = "random_walk",
     method: str = "auto",
     tol: float = 1e-8,
     maxiter: int = 1000,
 ) -> SpectralSummary:
-    """Spectral summary of the consensus on a connected graph.
+    """Spectral summary of the consensus ``P = I - eps (I - W)`` on a connected graph.
+
+    ``weights`` selects ``W`` (:data:`cmarl_env.graphs.CONSENSUS_WEIGHTS`):
+    ``"random_walk"`` (default, the paper's ``D^-1 A``; consensus value and norm
+    degree-weighted) or ``"metropolis"`` (Metropolis-Hastings; plain average,
+    Euclidean norm).  Any other value raises ``ValueError``.
 
     ``method``:
 
     * ``"auto"`` -- ``"dense"`` for ``n <= 2000``, else ``"sparse"``;
-    * ``"dense"`` -- ``scipy.linalg.eigvalsh`` of the dense ``L_sym``;
+    * ``"dense"`` -- ``scipy.linalg.eigvalsh`` of the dense symmetric form
+      ``S`` (``D^-1/2 A D^-1/2``, or ``W_mh`` itself);
     * ``"sparse"`` -- a 100-step plain Lanczos probe on the deflated operator
-      (``S - 2 u u^T``, ``u ~ sqrt(d)``) first.  If it has converged, done; if it
+      (``S - 2 u u^T``, ``u ~ sqrt(d)`` resp. ``u ~ 1``) first.  If it has converged, done; if it
       already shows a small gap (``mu_2 < 1e-3``: rings, lines, geometric
       graphs, whose top eigenvalues cluster and make Lanczos crawl) use
       shift-invert; otherwise ARPACK ``eigsh`` (k=1, ncv=40, ``tol``,
       ``maxiter`` restarts), falling back to shift-invert if it does not
       converge;
     * ``"eigsh"`` -- ARPACK first (fallback shift-invert), no probe;
-    * ``"shift-invert"`` -- sparse LU of ``L_sym + 1e-12 I`` with the null
-      vector projected out (cheap for low-dimensional graphs, heavy fill-in for
-      large expanders such as Erdos-Renyi graphs).
+    * ``"shift-invert"`` -- Lanczos on the pseudo-inverse, through a sparse LU of
+      the grounded Laplacian (``D - A`` resp. ``I - W_mh`` without node 0) with
+      the null vector projected out (cheap for low-dimensional graphs, heavy
+      fill-in for large expanders such as Erdos-Renyi graphs).
 
     ``lambda_max`` is computed in the sparse paths only when it can matter,
     i.e. when ``eps (lambda_2 + 2) > 2`` (never for ``eps <= 2/3``).
     Raises ``ValueError`` for a disconnected graph or ``eps`` outside ``(0, 1]``.
     """
     eps = _graphs._check_eps(eps)
+    weights = _graphs.check_weights(weights)
     if method not in ("auto", "dense", "sparse", "eigsh", "shift-invert"):
         raise ValueError(
             f"method must be 'auto', 'dense', 'sparse', 'eigsh' or 'shift-invert', got {method!r}"
@@ -336,29 +438,29 @@ def spectral_summary(
     if msg:
         raise ValueError(msg)
     deg = np.diff(a.indptr).astype(np.int64)
-    w = degree_weights(deg)
+    w = stationary_weights(deg, weights)
     if nn == 1:
-        return SpectralSummary(1, eps, 0.0, float("nan"), 0.0, deg, w, "dense")
+        return SpectralSummary(1, eps, 0.0, float("nan"), 0.0, deg, w, "dense", weights)
     if method == "auto":
         method = "dense" if nn <= DENSE_MAX_N else "sparse"
     if nn <= 3:
         method = "dense"  # ARPACK needs k < n - 1
+    form = _sym_form(a, deg, weights)
     if method == "dense":
-        mu = _mu_dense(a, deg)
+        mu = _mu_dense(form)
         mu2, mumax = float(mu[1]), float(mu[-1])
         rho = float(np.max(np.abs(1.0 - eps * mu[1:])))
-        return SpectralSummary(nn, eps, rho, mu2, mumax, deg, w, "dense")
+        return SpectralSummary(nn, eps, rho, mu2, mumax, deg, w, "dense", weights)
 
     rng = np.random.default_rng(12345)
-    s = _sym_normalized(a, deg)
-    mu2, used = _mu2_sparse(a, s, deg, method, float(tol), int(maxiter), rng)
+    mu2, used = _mu2_sparse(form, method, float(tol), int(maxiter), rng)
     mu2 = max(mu2, 0.0)
     mumax = None
     rho = abs(1.0 - eps * mu2)
     if eps * (mu2 + 2.0) > 2.0:  # |1 - eps mu_max| could exceed |1 - eps mu_2|
-        mumax = min(_mumax_sparse(s, float(tol), int(maxiter), rng), 2.0)
+        mumax = min(_mumax_sparse(form.s, float(tol), int(maxiter), rng), 2.0)
         rho = max(rho, abs(1.0 - eps * mumax))
-    return SpectralSummary(nn, eps, float(rho), float(mu2), mumax, deg, w, used)
+    return SpectralSummary(nn, eps, float(rho), float(mu2), mumax, deg, w, used, weights)
 
 
 # --------------------------------------------------------------------------
@@ -397,7 +499,8 @@ class RateCheck:
     """Result of :func:`consensus_rate_check`.
 
     ``errors[l] = ||e_l||_D`` (``e_l = P^l lam0 - (w . lam0) 1``, D-weighted norm
-    ``||D^1/2 e||_2``) for ``l = 0..rounds``; ``ratios[l] = errors[l+1] / errors[l]``
+    ``||D^1/2 e||_2``; Euclidean ``||e||_2`` for Metropolis weights) for
+    ``l = 0..rounds``; ``ratios[l] = errors[l+1] / errors[l]``
     (``nan`` once ``errors[l]`` is below ``1e-10 errors[0]``, i.e. round-off);
     theory: every ratio ``<= rho``.
     """
@@ -426,19 +529,30 @@ def consensus_rate_check(
     lam0: np.ndarray | None = None,
     seed: int = 0,
     summary: SpectralSummary | None = None,
+    weights: str | None = None,
 ) -> RateCheck:
     """Run ``rounds`` of pure consensus ``lam <- P lam`` from ``lam0`` (default:
     standard normal from ``seed``) and measure the per-round contraction of the
-    D-weighted consensus error (see :class:`RateCheck`)."""
+    consensus error in the norm of the weighting (see :class:`RateCheck`).
+
+    ``weights``: ``"random_walk"`` or ``"metropolis"``; ``None`` = the weighting of
+    ``summary`` (``"random_walk"`` without a summary).  A ``summary`` computed for the
+    other weighting raises ``ValueError``."""
+    if weights is None:
+        weights = summary.weighting if summary is not None else "random_walk"
+    weights = _graphs.check_weights(weights)
+    if summary is not None and summary.weighting != weights:
+        raise ValueError(f"summary was computed for weights={summary.weighting!r}, not {weights!r}")
     a = _graphs.adjacency(graph_or_edges, n)
     nn = a.shape[0]
     msg = _graphs._connectivity_error(a, nn)
     if msg:
         raise ValueError(msg)
     if summary is None:
-        summary = spectral_summary(a, nn, eps)
-    w_rw = _graphs._random_walk_from_adjacency(a)
-    deg = summary.degrees.astype(np.float64)
+        summary = spectral_summary(a, nn, eps, weights=weights)
+    w_rw = _graphs._consensus_from_adjacency(a, weights)
+    # the norm in which P contracts by rho: D-weighted (random walk) or Euclidean (Metropolis)
+    deg = summary.degrees.astype(np.float64) if weights == "random_walk" else np.ones(nn)
     lam = (np.random.default_rng(seed).standard_normal(nn) if lam0 is None
            else np.array(lam0, dtype=np.float64))
     if lam.shape != (nn,):
@@ -459,14 +573,19 @@ def consensus_rate_check(
     return RateCheck(errors, ratios, summary.rho, target)
 
 
-def eigenvector_condition_number(graph_or_edges: Any, n: int | None = None, eps: float = 0.5) -> float:
-    """``kappa_2(V)`` for the eigenvector matrix ``V = D^-1/2 U`` of ``P`` (``U``:
-    orthonormal eigenvectors of ``L_sym``), the constant ``C`` of Theorem B.5.
+def eigenvector_condition_number(
+    graph_or_edges: Any, n: int | None = None, eps: float = 0.5, weights: str = "random_walk"
+) -> float:
+    """``kappa_2(V)`` for the eigenvector matrix ``V`` of ``P``, the constant ``C`` of Theorem B.5.
 
-    Equals ``sqrt(d_max / d_min)`` analytically (the value does not depend on
-    ``eps``; kept in the signature for symmetry).  Dense: ``n <= 2000`` only.
+    Random walk: ``V = D^-1/2 U`` (``U``: orthonormal eigenvectors of ``L_sym``),
+    ``sqrt(d_max / d_min)`` analytically.  Metropolis: ``V`` = the orthonormal
+    eigenvectors of the symmetric ``W_mh``, so 1 (up to round-off).  The value
+    does not depend on ``eps`` (kept in the signature for symmetry).  Dense:
+    ``n <= 2000`` only.
     """
     _graphs._check_eps(eps)
+    weights = _graphs.check_weights(weights)
     a = _graphs.adjacency(graph_or_edges, n)
     nn = a.shape[0]
     if nn > DENSE_MAX_N:
@@ -476,6 +595,9 @@ def eigenvector_condition_number(graph_or_edges: Any, n: int | None = None, eps:
         raise ValueError(msg)
     if nn == 1:
         return 1.0
+    if weights == "metropolis":
+        _, u = scipy.linalg.eigh(_graphs._metropolis_from_adjacency(a).toarray())
+        return float(np.linalg.cond(u))
     deg = np.diff(a.indptr).astype(np.float64)
     s = _sym_normalized(a, deg).toarray()
     _, u = scipy.linalg.eigh(s)

@@ -63,7 +63,24 @@ Matrices (all ``scipy.sparse.csr_matrix``, float64)
 * :func:`adjacency` ``A`` (symmetric 0/1), :func:`degrees` ``d_i = |N_i|``,
 * :func:`random_walk_matrix` ``W = D^-1 A`` (row-stochastic; ``W @ lam`` is
   the vector of neighbour averages),
-* :func:`perron_matrix` ``P = I - eps (I - D^-1 A)`` (paper eq. B.3).
+* :func:`metropolis_matrix` ``W_mh``: Metropolis-Hastings weights
+  ``w_ij = 1 / (1 + max(d_i, d_j))`` on edges, ``w_ii = 1 - sum_j w_ij``
+  (symmetric, doubly stochastic, non-negative, ``w_ii >= 1/(1+d_i) > 0``),
+* :func:`consensus_matrix` -- the one selected by ``weights`` in
+  :data:`CONSENSUS_WEIGHTS` (``"random_walk"``, the paper's default, or
+  ``"metropolis"``),
+* :func:`perron_matrix` ``P = I - eps (I - W)`` (paper eq. B.3 for ``W = D^-1 A``).
+
+Consensus weights
+-----------------
+The consensus step ``lam <- lam - eps (lam - W lam)`` is the same formula for
+both matrices; what differs is the value it converges to.  ``D^-1 A`` is only
+row-stochastic: its left Perron vector is ``pi_i = d_i / sum_j d_j``, so the
+consensus preserves and converges to the *degree-weighted* average, and the
+dual step then enforces ``sum_i pi_i e_grid_i = c/N`` -- on an irregular graph
+a different constraint than the true ``sum_i e_grid_i = c``.  ``W_mh`` is doubly
+stochastic (``pi`` uniform): the consensus value is the plain average and the
+enforced constraint is the true one, on any connected graph.
 
 Pure functions only; nothing here imports torch.
 """
@@ -100,6 +117,10 @@ __all__ = [
     "adjacency",
     "degrees",
     "random_walk_matrix",
+    "metropolis_matrix",
+    "consensus_matrix",
+    "check_weights",
+    "CONSENSUS_WEIGHTS",
     "perron_matrix",
     "to_networkx",
 ]
@@ -736,6 +757,86 @@ def random_walk_matrix(graph_or_edges: Any, n: int | None = None) -> sp.csr_matr
     return _random_walk_from_adjacency(adjacency(graph_or_edges, n))
 
 
+#: the consensus weightings: the paper's random-walk matrix (default) and Metropolis-Hastings
+CONSENSUS_WEIGHTS: tuple[str, ...] = ("random_walk", "metropolis")
+
+
+def check_weights(weights: Any) -> str:
+    """Return ``weights`` if it is one of :data:`CONSENSUS_WEIGHTS`, else raise ``ValueError``."""
+    if isinstance(weights, str) and weights in CONSENSUS_WEIGHTS:
+        return weights
+    allowed = ", ".join(repr(w) for w in CONSENSUS_WEIGHTS)
+    raise ValueError(f"unknown consensus weights {weights!r}; allowed: {allowed}")
+
+
+def _metropolis_from_adjacency(a: sp.csr_matrix) -> sp.csr_matrix:
+    n = a.shape[0]
+    deg = np.diff(a.indptr)
+    if n == 1 and a.nnz == 0:
+        return sp.csr_matrix(np.ones((1, 1)))
+    iso = np.flatnonzero(deg == 0)
+    if iso.size:
+        raise ValueError(
+            f"nodes {iso[:8].tolist()} have no neighbours; the Metropolis-Hastings matrix needs degree >= 1 "
+            "(the communication graph must be connected)"
+        )
+    if not a.has_sorted_indices:
+        a = a.sorted_indices()
+    # off-diagonal part on the pattern of A (no self-loops)
+    rows = np.repeat(np.arange(n, dtype=np.int64), deg)
+    cols = a.indices.astype(np.int64, copy=False)
+    off = 1.0 / (1.0 + np.maximum(deg[rows], deg[cols]).astype(np.float64))
+    diag = 1.0 - np.bincount(rows, weights=off, minlength=n)
+    # insert the diagonal into each row: n + nnz entries, built directly in csr form
+    ptr = a.indptr.astype(np.int64, copy=False)
+    new_ptr = ptr + np.arange(n + 1, dtype=np.int64)
+    indices = np.empty(a.nnz + n, dtype=np.int64)
+    data = np.empty(a.nnz + n, dtype=np.float64)
+    # the diagonal goes after the row's neighbours j < i (column indices sorted within a row)
+    diag_pos = new_ptr[:-1] + np.bincount(rows[cols < rows], minlength=n)
+    is_diag = np.zeros(a.nnz + n, dtype=bool)
+    is_diag[diag_pos] = True
+    indices[is_diag] = np.arange(n, dtype=np.int64)
+    data[is_diag] = diag
+    indices[~is_diag] = cols
+    data[~is_diag] = off
+    idx_dtype = np.int32 if a.nnz + n < np.iinfo(np.int32).max else np.int64
+    return sp.csr_matrix((data, indices.astype(idx_dtype), new_ptr.astype(idx_dtype)), shape=(n, n))
+
+
+def metropolis_matrix(graph_or_edges: Any, n: int | None = None) -> sp.csr_matrix:
+    """Metropolis-Hastings weights ``W_mh`` (csr, float64, sorted indices, diagonal stored).
+
+    ``w_ij = 1 / (1 + max(d_i, d_j))`` for every edge ``(i, j)``,
+    ``w_ii = 1 - sum_{j in N_i} w_ij`` (>= ``1 / (1 + d_i)`` > 0), 0 elsewhere.
+    Symmetric, non-negative and doubly stochastic, so the consensus with it
+    converges to the plain average.  Vectorised (edge arrays, no python loop
+    per node): ``n = 10^6`` agents take a few seconds.  For a single agent
+    (n=1, no edges) ``W = [[1]]``; isolated nodes raise ``ValueError``.
+    """
+    return _metropolis_from_adjacency(adjacency(graph_or_edges, n))
+
+
+def _consensus_from_adjacency(a: sp.csr_matrix, weights: str = "random_walk") -> sp.csr_matrix:
+    if check_weights(weights) == "metropolis":
+        return _metropolis_from_adjacency(a)
+    return _random_walk_from_adjacency(a)
+
+
+def consensus_matrix(graph_or_edges: Any, n: int | None = None, weights: str = "random_walk") -> sp.csr_matrix:
+    """The consensus matrix ``W`` of ``lam <- lam - eps (lam - W lam)`` for ``weights``:
+
+    * ``"random_walk"`` (default, the paper's): :func:`random_walk_matrix` ``D^-1 A``;
+      consensus value: the degree-weighted average;
+    * ``"metropolis"``: :func:`metropolis_matrix`; consensus value: the plain average.
+
+    Any other ``weights`` raises a ``ValueError`` naming it and the allowed values
+    (checked before the graph is looked at).
+    """
+    weights = check_weights(weights)
+    return _consensus_from_adjacency(adjacency(graph_or_edges, n), weights)
+
+
 def _check_eps(eps: Any) -> float:
     try:
         eps = float(eps)
@@ -746,9 +847,12 @@ def _check_eps(eps: Any) -> float:
     return eps
 
 
-def perron_matrix(graph_or_edges: Any, eps: float, n: int | None = None) -> sp.csr_matrix:
-    """Perron matrix ``P = I - eps (I - D^-1 A) = (1 - eps) I + eps D^-1 A`` (paper eq. B.3)."""
+def perron_matrix(
+    graph_or_edges: Any, eps: float, n: int | None = None, weights: str = "random_walk"
+) -> sp.csr_matrix:
+    """Perron matrix ``P = I - eps (I - W) = (1 - eps) I + eps W`` with ``W`` the
+    :func:`consensus_matrix` selected by ``weights`` (default ``D^-1 A``, paper eq. B.3)."""
     eps = _check_eps(eps)
-    w = random_walk_matrix(graph_or_edges, n)
+    w = consensus_matrix(graph_or_edges, n, weights)
     nn = w.shape[0]
     return ((1.0 - eps) * sp.identity(nn, format="csr") + eps * w).tocsr()

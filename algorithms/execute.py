@@ -15,7 +15,6 @@ import functools
 import math
 import os
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -26,7 +25,8 @@ from algorithms import theory
 from algorithms.dual import LAMBDA_RANGE, NU_RANGE, DualConfig, DualConsensus
 from cmarl_env import EnvConfig, graphs
 from cmarl_env.config import ConfigBase, check_range
-from cmarl_env.records import atomic_write_text, backlog_slope, package_versions, write_json
+from cmarl_env.evaluation import Controller, evaluation_config, rollout
+from cmarl_env.records import atomic_write_text, package_versions, write_json
 from cmarl_env.core import DemandResponseCore
 from cmarl_env.data import BuildingData
 
@@ -68,28 +68,12 @@ class ExecutionConfig(ConfigBase):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
 
     def env_config(self, n_steps: int, augment: bool = True) -> EnvConfig:
-        """The environment of this run: its data window is the run's own horizon."""
-        end = self.start_hour + self.steps
-        if end > n_steps:
-            raise ValueError(
-                f"start_hour={self.start_hour} + steps={self.steps} = {end} exceeds the dataset's {n_steps} hours; "
-                f"allowed: start_hour + steps <= {n_steps}"
-            )
-        return EnvConfig(
-            n_agents=self.n_agents,
-            dataset=self.dataset,
-            demand_scales=self.demand_scales,
-            graph=self.graph,
-            graph_params=dict(self.graph_params),
-            constraint_fraction=self.constraint,
-            episode_length=self.steps,
-            window=(self.start_hour, end),
-            start_hour=self.start_hour,
-            augment=augment,
-            lambda_range=self.observation_lambda_range,
-            nu_range=self.observation_nu_range,
-            seed=self.seed,
-        )
+        """The environment of this run (``cmarl_env.evaluation.evaluation_config``: the window is the run's hours)."""
+        return evaluation_config(n_agents=self.n_agents, constraint=self.constraint, start_hour=self.start_hour,
+                                 steps=self.steps, n_hours=n_steps, dataset=self.dataset,
+                                 demand_scales=self.demand_scales, graph=self.graph, graph_params=self.graph_params,
+                                 seed=self.seed, augment=augment, lambda_range=self.observation_lambda_range,
+                                 nu_range=self.observation_nu_range)
 
 
 @dataclass
@@ -106,15 +90,17 @@ SPECTRAL_MAX_N = 20_000  # rho is computed up to this N (sparse eigensolvers get
 NX_GRAPH_MAX_N = 20_000  # above this, random graphs are built as edge arrays only
 
 
-def build_graph(config: ExecutionConfig):
+def build_graph(graph: Any, graph_params: Mapping[str, Any], n_agents: int, seed: int):
     """The communication graph (networkx, or edge arrays for large N) and its sparse random-walk matrix."""
-    params = dict(config.graph_params)
-    if config.n_agents > NX_GRAPH_MAX_N and config.graph in graphs.RANDOM_GRAPH_NAMES:
-        graph = graphs.random_edges(config.graph, config.n_agents, seed=config.seed, **params)
+    params = dict(graph_params)
+    if not isinstance(graph, str):
+        built = graph
+    elif n_agents > NX_GRAPH_MAX_N and graph in graphs.RANDOM_GRAPH_NAMES:
+        built = graphs.random_edges(graph, n_agents, seed=seed, **params)
     else:
-        graph = graphs.make_graph(config.graph, config.n_agents, seed=config.seed, **params)
-    graphs.check_connected(graph, config.n_agents)
-    return graph, graphs.random_walk_matrix(graph, config.n_agents)
+        built = graphs.make_graph(graph, n_agents, seed=seed, **params)
+    graphs.check_connected(built, n_agents)
+    return built, graphs.random_walk_matrix(built, n_agents)
 
 
 def policies_for(core: DemandResponseCore, policies: Mapping[float, Policy] | None) -> list[tuple[np.ndarray, Policy]]:
@@ -145,6 +131,110 @@ def act(groups: list[tuple[np.ndarray, Policy]], obs: np.ndarray) -> np.ndarray:
     return actions
 
 
+class DualConsensusController(Controller):
+    """Algorithm 1 as a controller: the state-augmented policies act on (observation, lambda_i, nu_i); after every
+    hour each agent takes the local dual step on lambda, L consensus rounds average it with the neighbours, and
+    nu takes its local step. ``rounds = 0`` in ``dual`` is "no consensus".
+
+    The communication graph is the scenario's (``core.config.graph``, seeded by ``core.config.seed``).
+    ``record_agents`` agents' multipliers are kept per step, with the consensus error against the stationary
+    weights of the consensus matrix and the Theorem 5.1 bound.
+    """
+
+    augment = True
+
+    def __init__(self, dual: DualConfig | None = None, policies: Mapping[float, Policy] | None = None, *,
+                 record_agents: int = 1000, name: str | None = None):
+        self.dual_config = dual or DualConfig()
+        self.policies = policies
+        self.record_agents = int(record_agents)
+        self.name = name or ("consensus" if self.dual_config.rounds > 0 else "no_consensus")
+
+    def reset(self, core: DemandResponseCore) -> None:
+        super().reset(core)
+        cfg, n = core.config, core.n_agents
+        graph, walk = build_graph(cfg.graph, cfg.graph_params, n, cfg.seed)
+        self.spectral = theory.spectral_summary(graph, n, self.dual_config.eps) if n <= SPECTRAL_MAX_N else None
+        self.rho_l = self.spectral.rho ** self.dual_config.rounds if self.spectral is not None else float("nan")
+        self.n_edges = int(walk.nnz // 2)
+        self.dual = DualConsensus(walk, self.dual_config, n_agents=n, share=core.share)
+        self.weights = self.dual.weights
+        self.groups = policies_for(core, self.policies)
+        core.lam, core.nu = self.dual.lam.copy(), self.dual.nu.copy()
+        self.sigma = 0.0
+        k = min(self.record_agents, n)
+        steps = cfg.episode_length
+        self._t = 0
+        self._traces = {key: np.empty(steps) for key in (
+            "unmet_r2", "consensus_error", "consensus_bound", "lambda_mean", "lambda_min", "lambda_max", "nu_mean")}
+        self._traces["lambda"] = np.empty((steps, k))
+        self._traces["nu"] = np.empty((steps, k))
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return act(self.groups, obs)
+
+    def observe(self, step) -> None:
+        sig, core, weights, cfg = step.signals, self.core, self.weights, self.dual_config
+        deviation = sig.e_grid - core.share
+        self.sigma = max(self.sigma, theory.weighted_norm(deviation - weights @ deviation, weights))
+        lam, nu = self.dual.step(sig.e_grid, sig.r2)
+        core.lam, core.nu = lam, nu
+        tr, t, k = self._traces, self._t, self._traces["lambda"].shape[1]
+        tr["unmet_r2"][t] = sig.r2.sum()
+        tr["consensus_error"][t] = theory.weighted_norm(lam - weights @ lam, weights)
+        rho_l = self.rho_l
+        tr["consensus_bound"][t] = (rho_l * cfg.alpha * self.sigma / (1.0 - rho_l)
+                                    if cfg.rounds > 0 and rho_l < 1 else math.inf)
+        tr["lambda_mean"][t], tr["lambda_min"][t], tr["lambda_max"][t] = lam.mean(), lam.min(), lam.max()
+        tr["nu_mean"][t] = nu.mean()
+        tr["lambda"][t] = lam[:k]
+        tr["nu"][t] = nu[:k]
+        self._t = t + 1
+
+    def trace(self) -> dict[str, np.ndarray]:
+        return {key: v[: self._t] for key, v in self._traces.items()}
+
+    def summary(self) -> dict[str, Any]:
+        lam, n = self.dual.lam, self.core.n_agents
+        return {
+            "lambda_final": lam.tolist() if n <= 10_000 else lam[:100].tolist(),
+            "lambda_final_truncated": n > 10_000,
+            "lambda_spread_final": float(lam.max() - lam.min()),
+            "lambda_mean_final": float(lam.mean()),
+            "lambda_at_cap_fraction": float(np.mean(lam >= self.dual_config.lambda_max)),
+            "nu_mean_final": float(self.dual.nu.mean()),
+            "consensus_error_final": float(self._traces["consensus_error"][self._t - 1]) if self._t else None,
+            "consensus_bound_final": float(self._traces["consensus_bound"][self._t - 1]) if self._t else None,
+        }
+
+    def facts(self) -> dict[str, Any]:
+        """Graph facts of the last roll-out for the run folder."""
+        return {"graph": self.core.config.graph if isinstance(self.core.config.graph, str) else "custom",
+                "n_edges": self.n_edges, "rho": self.spectral.rho if self.spectral is not None else None,
+                "rho_L": self.rho_l, "sigma_observed": self.sigma, "recorded_agents": self._traces["lambda"].shape[1]}
+
+
+class FixedMultipliers(Controller):
+    """Every agent's multipliers held at (lam, nu): no dual steps, no consensus (the grid searches).
+
+    With ``augment=True`` the state-augmented policies see the fixed multipliers; with ``augment=False``
+    policies trained on plain observations (IPPO) act on the plain observation.
+    """
+
+    def __init__(self, lam: float, nu: float, policies: Mapping[float, Policy] | None = None, *, augment: bool = True):
+        self.lam, self.nu, self.policies, self.augment = float(lam), float(nu), policies, bool(augment)
+        self.name = f"fixed({self.lam:g}, {self.nu:g})"
+
+    def reset(self, core: DemandResponseCore) -> None:
+        super().reset(core)
+        if self.augment:
+            core.set_multipliers(self.lam, self.nu)
+        self.groups = policies_for(core, self.policies)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return act(self.groups, obs)
+
+
 def run_execution(
     config: ExecutionConfig,
     policies: Mapping[float, Policy] | None = None,
@@ -152,161 +242,17 @@ def run_execution(
     data: BuildingData | None = None,
     progress: bool = False,
 ) -> ExecutionResult:
-    """Algorithm 1: act, dual step on lambda, L consensus rounds, local nu step; every hour."""
+    """Algorithm 1 for one run: :class:`DualConsensusController` through the one roll-out loop."""
     if data is None:
         from cmarl_env.data import load_dataset
 
         data = load_dataset(config.dataset)
     core = DemandResponseCore(config.env_config(data.n_steps), data)
-    graph, walk = build_graph(config)
-    n = config.n_agents
-    spectral = theory.spectral_summary(graph, n, config.dual.eps) if n <= SPECTRAL_MAX_N else None
-    rho_l = spectral.rho ** config.dual.rounds if spectral is not None else float("nan")
-    dual = DualConsensus(walk, config.dual, n_agents=n, share=core.share)
-    weights = dual.weights
-    groups = policies_for(core, policies)
-
-    obs = core.reset(start_hour=config.start_hour)
-    core.lam, core.nu = dual.lam.copy(), dual.nu.copy()
-    obs = core.observe()
-
-    steps = config.steps
-    k = min(config.record_agents, n)
-    traj = {
-        "total_grid": np.empty(steps), "total_demand": np.empty(steps), "total_backlog": np.empty(steps),
-        "cost": np.empty(steps), "unmet_r2": np.empty(steps), "consensus_error": np.empty(steps),
-        "consensus_bound": np.empty(steps), "lambda_mean": np.empty(steps), "lambda_min": np.empty(steps),
-        "lambda_max": np.empty(steps), "nu_mean": np.empty(steps), "lambda": np.empty((steps, k)),
-        "nu": np.empty((steps, k)),
-    }
-    sigma = 0.0
-    bar = _progress(steps, progress)
-    start = time.perf_counter()
-    for t in range(steps):
-        out = core.step(act(groups, obs))
-        sig = out.signals
-        deviation = sig.e_grid - core.share
-        sigma = max(sigma, theory.weighted_norm(deviation - weights @ deviation, weights))
-        lam, nu = dual.step(sig.e_grid, sig.r2)
-        core.lam, core.nu = lam, nu
-        obs = core.observe()
-        traj["total_grid"][t] = sig.e_grid.sum()
-        traj["total_demand"][t] = sig.demand.sum()
-        traj["total_backlog"][t] = sig.backlog.sum()
-        traj["cost"][t] = -sig.r0.sum()
-        traj["unmet_r2"][t] = sig.r2.sum()
-        traj["consensus_error"][t] = theory.weighted_norm(lam - weights @ lam, weights)
-        traj["consensus_bound"][t] = (
-            rho_l * config.dual.alpha * sigma / (1.0 - rho_l) if config.dual.rounds > 0 and rho_l < 1 else math.inf
-        )
-        traj["lambda_mean"][t], traj["lambda_min"][t], traj["lambda_max"][t] = lam.mean(), lam.min(), lam.max()
-        traj["nu_mean"][t] = nu.mean()
-        traj["lambda"][t] = lam[:k]
-        traj["nu"][t] = nu[:k]
-        bar.update(1)
-    wall = time.perf_counter() - start
-    bar.close()
-    traj["grid_limit"] = np.full(steps, core.grid_limit)
-    metrics = _metrics(core, traj, dual, wall)
-    facts = core.describe() | {
-        "graph": config.graph,
-        "n_edges": int(walk.nnz // 2),
-        "rho": spectral.rho if spectral is not None else None,
-        "rho_L": rho_l,
-        "sigma_observed": sigma,
-        "recorded_agents": k,
-    }
-    return ExecutionResult(config, metrics, traj, facts)
-
-
-def rollout_fixed(
-    config: ExecutionConfig,
-    lam: float,
-    nu: float,
-    policies: Mapping[float, Policy] | None = None,
-    *,
-    augment: bool = True,
-    data: BuildingData | None = None,
-) -> dict[str, Any]:
-    """Roll out with every agent's multipliers held at (lam, nu): no dual steps, no consensus.
-
-    With ``augment=True`` the (state-augmented) policies see the fixed
-    multipliers; with ``augment=False`` they see plain observations (IPPO).
-    """
-    if data is None:
-        from cmarl_env.data import load_dataset
-
-        data = load_dataset(config.dataset)
-    core = DemandResponseCore(config.env_config(data.n_steps, augment=augment), data)
-    groups = policies_for(core, policies)
-    core.reset(start_hour=config.start_hour)
-    core.set_multipliers(lam, nu)
-    obs = core.observe()
-    grid, backlog, cost = np.empty(config.steps), np.empty(config.steps), 0.0
-    start = time.perf_counter()
-    for t in range(config.steps):
-        out = core.step(act(groups, obs))
-        obs = out.obs
-        grid[t] = out.signals.e_grid.sum()
-        backlog[t] = out.signals.backlog.sum()
-        cost -= float(out.signals.r0.sum())
-    slope = backlog_slope(backlog)
-    return {
-        "lambda": float(lam),
-        "nu": float(nu),
-        "avg_grid_consumption": float(grid.mean()),
-        "grid_limit": core.grid_limit,
-        "grid_ratio": float(grid.mean() / core.grid_limit),
-        "final_backlog_kwh": float(backlog[-1]),
-        "backlog_slope_kwh_per_step": slope,
-        "abs_backlog_rate_kwh_per_step": abs(slope),
-        "total_cost": cost,
-        "steps": config.steps,
-        "wall_time_s": time.perf_counter() - start,
-    }
-
-
-def _metrics(core: DemandResponseCore, traj: dict, dual: DualConsensus, wall: float) -> dict[str, Any]:
-    lam = dual.lam
-    avg_grid = float(traj["total_grid"].mean())
-    n, steps = core.n_agents, len(traj["total_grid"])
-    lam_list = lam.tolist() if n <= 10_000 else lam[:100].tolist()
-    return {
-        "avg_grid_consumption": avg_grid,
-        "grid_limit": core.grid_limit,
-        "grid_violation_pct": 100.0 * max(avg_grid / core.grid_limit - 1.0, 0.0),
-        "final_backlog_kwh": float(traj["total_backlog"][-1]),
-        "backlog_slope_kwh_per_step": backlog_slope(traj["total_backlog"]),
-        "lambda_final": lam_list,
-        "lambda_final_truncated": n > 10_000,
-        "lambda_spread_final": float(lam.max() - lam.min()),
-        "lambda_mean_final": float(lam.mean()),
-        "nu_mean_final": float(dual.nu.mean()),
-        "consensus_error_final": float(traj["consensus_error"][-1]),
-        "consensus_bound_final": float(traj["consensus_bound"][-1]),
-        "total_cost": float(traj["cost"].sum()),
-        "n_agents": n,
-        "steps": steps,
-        "wall_time_s": wall,
-        "seconds_per_step": wall / steps,
-        "agent_steps_per_s": n * steps / wall,
-    }
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="step", desc="execution", leave=False)
-
-
-class _NoBar:
-    def update(self, _n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+    controller = DualConsensusController(config.dual, policies, record_agents=config.record_agents)
+    result = rollout(controller, core, config.start_hour, config.steps, progress=progress)
+    metrics = result.metrics() | {"agent_steps_per_s": core.n_agents * config.steps / max(result.wall_time_s, 1e-12)}
+    facts = core.describe() | controller.facts()
+    return ExecutionResult(config, metrics, result.trajectories(), facts)
 
 
 def write_run(result: ExecutionResult, out: Path) -> Path:

@@ -1,156 +1,172 @@
-"""Rule-based reference controllers and a rollout that measures them.
+"""Rule-based reference controllers: what every learned method must beat.
 
-The rule (:class:`RuleBasedController`), applied to every agent ``i`` at step
-``k`` of an episode, with ``share = c / N`` (the core's ``share``) and
-``G_i`` the agent's grid energy over steps ``0..k-1`` of the episode:
+* :class:`ShareRule` (``rule_based``): battery first, then the grid within each
+  agent's running share ``c / N``; what does not fit is postponed. With
+  ``G_i`` the agent's grid energy so far in the roll-out and ``U_i`` what is
+  left after a full battery discharge, ``a_grid = min(1, (share (k + 1) - G_i) / U_i)``,
+  so every agent's running average stays at or under its share. It ignores
+  the price, and with an equal split the double-demand agents postpone
+  without end: the price-blind constraint-first reference.
+* :class:`PriceRule` (``price_rule``): battery always on; the grid is off while
+  the price is at or above ``peak_price`` or the hour of day lies in
+  ``wait_hours`` (demand waits for the cheaper or sunnier hours), until the
+  agent's backlog reaches ``backlog_cap`` kWh; otherwise the grid serves all
+  that is left. :func:`tune_price_rule` picks its parameters on the training
+  hours only: the cheapest candidate that is feasible under the scenario's
+  constraint (``cmarl_env.evaluation.judge``), or the one closest to
+  feasible when none is.
 
-1. Battery first: ``a_bat = 1`` (the battery delivers all it can, up to the
-   demand plus backlog ``D``). Let ``U_i`` be what is left unserved.
-2. Then the grid, within a running budget ``budget_i = share * (k + 1) - G_i``:
-   ``a_grid = 1`` if ``U_i <= budget_i`` (the running total stays under the
-   share), else ``a_grid = budget_i / U_i`` so that the agent's grid use is
-   exactly at its share, ``G_i = share * (k + 1)``; the rest is postponed.
-
-So every agent's running average grid use never exceeds ``c / N`` and the
-global constraint holds at every step; demand that does not fit waits in the
-backlog (with an equal split of ``c``, the double-demand agents' backlog
-grows without bound at the paper's 0.27, which is the point of the
-reference). ``U_i`` is computed with the environment's own dynamics
-(:func:`cmarl_env.dynamics.step` with ``a = (1, 0)`` on the current state), so
-the budget is met exactly, with array operations over all agents.
-
-:class:`GridOnly` always draws everything from the grid, ``a = (0, 1)``.
+``U_i`` is computed with the environment's own dynamics
+(:func:`cmarl_env.dynamics.step` with ``a = (1, 0)`` on the current state),
+with array operations over all agents.
 """
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
 import numpy as np
 
 from cmarl_env import dynamics
-from cmarl_env.core import DemandResponseCore
+from cmarl_env.evaluation import Controller, rollout
+
+HOURS_PER_DAY = 24
 
 
-class GridOnly:
-    """Reference: no battery, no postponement, ``a = (0, 1)`` for every agent."""
+def unserved_after_battery(core) -> np.ndarray:
+    """Energy left to serve this hour after solar charging and a full battery discharge (a_bat = 1)."""
+    n = core.n_agents
+    battery_only = np.zeros((n, 2))
+    battery_only[:, 0] = 1.0
+    res = dynamics.step(
+        soc=core.soc, degraded=core.degraded, backlog=core.backlog, demand=core.demand, solar=core.solar,
+        price=core.price, actions=battery_only, lam=np.zeros(n), nu=np.zeros(n), share=core.share,
+        model=core.layout.building, params=core.params,
+    )
+    return res.signals.backlog
 
-    name = "grid_only"
 
-    def act(self, core: DemandResponseCore) -> np.ndarray:
-        a = np.zeros((core.n_agents, 2))
-        a[:, 1] = 1.0
-        return a
-
-
-class RuleBasedController:
-    """Battery first, then the grid within each agent's running share ``c / N`` (see the module docstring).
-
-    The controller keeps each agent's grid use over the current episode; it
-    must be asked for actions once before every ``core.step`` (a call at
-    ``core.t == 0`` starts a new episode; asking twice at the same step is
-    allowed and gives the same actions).
-    """
+class ShareRule(Controller):
+    """Battery first, then the grid within each agent's running share ``c / N`` (module docstring)."""
 
     name = "rule_based"
 
-    def __init__(self) -> None:
-        self._t: int | None = None
-        self._used: np.ndarray | None = None     # grid energy over steps 0..t-1
-        self._planned: np.ndarray | None = None  # grid energy the last actions draw at step t
+    def reset(self, core) -> None:
+        super().reset(core)
+        self.used = np.zeros(core.n_agents)
 
-    def reset(self) -> None:
-        self._t = self._used = self._planned = None
-
-    def unserved_after_battery(self, core: DemandResponseCore) -> np.ndarray:
-        """Energy left to serve this hour after solar charging and a full battery discharge (a_bat = 1)."""
-        n = core.n_agents
-        battery_only = np.zeros((n, 2))
-        battery_only[:, 0] = 1.0
-        res = dynamics.step(
-            soc=core.soc, degraded=core.degraded, backlog=core.backlog, demand=core.demand, solar=core.solar,
-            price=core.price, actions=battery_only, lam=np.zeros(n), nu=np.zeros(n), share=core.share,
-            model=core.layout.building, params=core.params,
-        )
-        return res.signals.backlog
-
-    def act(self, core: DemandResponseCore) -> np.ndarray:
-        n, t = core.n_agents, core.t
-        if t == 0 or self._used is None or self._used.shape != (n,):
-            if t != 0:
-                raise RuntimeError(f"RuleBasedController.act first called at step {t}; start it at the episode's step 0")
-            used = np.zeros(n)
-        elif t == self._t + 1:
-            used = self._used + self._planned
-        elif t == self._t:
-            used = self._used
-        else:
-            raise RuntimeError(
-                f"RuleBasedController.act must be called before every step: last call at step {self._t}, now {t}"
-            )
-        unserved = self.unserved_after_battery(core)
-        budget = np.maximum(core.share * (t + 1) - used, 0.0)
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        core = self.core
+        unserved = unserved_after_battery(core)
+        budget = np.maximum(core.share * (core.t + 1) - self.used, 0.0)
         fits = unserved <= budget
-        a_grid = np.where(fits, 1.0, budget / np.where(fits, 1.0, unserved))
-        self._t, self._used, self._planned = t, used, a_grid * unserved
-        actions = np.empty((n, 2))
-        actions[:, 0] = 1.0
-        actions[:, 1] = a_grid
+        actions = np.ones((core.n_agents, 2))
+        actions[:, 1] = np.where(fits, 1.0, budget / np.where(fits, 1.0, unserved))
         return actions
 
-
-def _least_squares_slope(y: np.ndarray) -> float:
-    if y.size < 2:
-        return 0.0
-    x = np.arange(y.size, dtype=np.float64)
-    x -= x.mean()
-    return float((x * (y - y.mean())).sum() / (x * x).sum())
+    def observe(self, step) -> None:
+        self.used += step.signals.e_grid
 
 
-def rollout(controller, core: DemandResponseCore, steps: int, start_hour: int = 0, *, seed: int | None = None,
-            trace: bool = False) -> dict:
-    """Run ``controller`` for ``steps`` hours from ``start_hour`` and return metrics.
+@dataclass(frozen=True)
+class PriceRuleParams:
+    """Grid off at ``price >= peak_price`` or in the hours of day ``[wait_from, wait_to)`` (wrapping midnight),
+    until the agent's backlog reaches ``backlog_cap`` kWh. ``peak_price = inf`` disables the price test and
+    ``wait_from == wait_to`` the hour test."""
 
-    ``avg_grid_consumption`` is ``mean_t sum_i e_grid`` (compare with
-    ``grid_limit``), ``total_cost`` is ``sum_t sum_i p_t e_grid``,
-    ``final_backlog_kwh`` the total backlog after the last step and
-    ``backlog_slope_kwh_per_step`` the least-squares slope of the total backlog
-    over the last third of the run (about 0 when postponement is not
-    indefinite). With ``trace=True`` the per-step arrays are included.
+    peak_price: float = float("inf")
+    wait_from: int = 0
+    wait_to: int = 0
+    backlog_cap: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("wait_from", "wait_to"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < HOURS_PER_DAY:
+                raise ValueError(f"{name}={v!r} must be an hour of day, an integer in [0, 23]")
+        if not (isinstance(self.backlog_cap, (int, float)) and self.backlog_cap >= 0):
+            raise ValueError(f"backlog_cap={self.backlog_cap!r} must be a number >= 0 (kWh)")
+        if not isinstance(self.peak_price, (int, float)) or self.peak_price != self.peak_price:
+            raise ValueError(f"peak_price={self.peak_price!r} must be a number (inf: no price test)")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["peak_price"] = None if out["peak_price"] == float("inf") else out["peak_price"]
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "PriceRuleParams":
+        values = dict(values)
+        if values.get("peak_price") is None:
+            values["peak_price"] = float("inf")
+        return cls(**values)
+
+
+class PriceRule(Controller):
+    """Shift demand out of peak-price (and, optionally, sunless) hours up to a backlog cap (module docstring)."""
+
+    name = "price_rule"
+
+    def __init__(self, params: PriceRuleParams | None = None):
+        self.params = params or PriceRuleParams()
+
+    def reset(self, core) -> None:
+        super().reset(core)
+        lo = core.window[0]
+        self._hour_of_day = np.asarray(core.data.hour[lo:core.window[1]], dtype=np.int64) % HOURS_PER_DAY
+
+    def _waiting_hour(self) -> np.ndarray:
+        """Per agent: is the current hour of day inside the wait window (agents may replay at offsets)?"""
+        p, core = self.params, self.core
+        if p.wait_from == p.wait_to:
+            return np.zeros(core.n_agents, dtype=bool)
+        h = self._hour_of_day[(core._phase + core.t) % core.width]
+        if p.wait_from < p.wait_to:
+            return (h >= p.wait_from) & (h < p.wait_to)
+        return (h >= p.wait_from) | (h < p.wait_to)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        core, p = self.core, self.params
+        wait = ((core.price >= p.peak_price) | self._waiting_hour()) & (core.backlog < p.backlog_cap)
+        actions = np.ones((core.n_agents, 2))
+        actions[:, 1] = np.where(wait, 0.0, 1.0)
+        return actions
+
+    def summary(self) -> dict[str, Any]:
+        return {"price_rule_params": self.params.to_dict()}
+
+
+def price_rule_candidates(price_levels: Sequence[float]) -> list[PriceRuleParams]:
+    """The tuning grid: price thresholds at the dataset's upper price levels (or none) x wait windows x caps."""
+    levels = sorted(set(float(p) for p in price_levels))
+    thresholds = [float("inf")] + [p for p in levels[1:] if p > levels[0] * 1.5][:2]
+    windows = [(0, 0), (0, 8), (20, 9), (17, 10)]
+    caps = [2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+    return [PriceRuleParams(t, w0, w1, cap) for t, (w0, w1), cap in itertools.product(thresholds, windows, caps)]
+
+
+def tune_price_rule(make_core, steps: int, start_hour: int, candidates: Sequence[PriceRuleParams] | None = None):
+    """Pick the price rule's parameters on ``[start_hour, start_hour + steps)`` (the training hours).
+
+    ``make_core()`` builds the scenario's core on those hours. Returns
+    ``(best params, table)``: the cheapest feasible candidate by total cost
+    (terminal backlog included), else the one with the smallest grid use over
+    the limit; the table lists every candidate's metrics for the run folder.
     """
-    from baselines.oracle import check_horizon
-
-    check_horizon(core, steps, start_hour)
-    core.reset(seed=seed, start_hour=start_hour)
-    if hasattr(controller, "reset"):
-        controller.reset()
-    n = core.n_agents
-    e_grid = np.empty((steps, n))
-    e_bat = np.empty((steps, n))
-    backlog = np.empty((steps, n))
-    cost = np.empty(steps)
-    for k in range(steps):
-        out = core.step(controller.act(core))
-        s = out.signals
-        e_grid[k], e_bat[k], backlog[k] = s.e_grid, s.e_bat, s.backlog
-        cost[k] = float(np.dot(s.price, s.e_grid))
-    total_grid = e_grid.sum(axis=1)
-    total_backlog = backlog.sum(axis=1)
-    avg = float(total_grid.mean())
-    metrics = {
-        "controller": getattr(controller, "name", type(controller).__name__),
-        "n_agents": n,
-        "steps": steps,
-        "start_hour": int(start_hour),
-        "avg_grid_consumption": avg,
-        "grid_limit": float(core.grid_limit),
-        "grid_fraction": avg / core.peak_demand,
-        "constraint_satisfied": bool(avg <= core.grid_limit * (1 + 1e-9)),
-        "total_cost": float(cost.sum()),
-        "final_backlog_kwh": float(total_backlog[-1]),
-        "backlog_slope_kwh_per_step": _least_squares_slope(total_backlog[-max(steps // 3, min(steps, 2)):]),
-        "min_backlog_kwh": float(backlog.min()),
-        "per_agent_avg_grid": e_grid.mean(axis=0).tolist(),
-    }
-    if trace:
-        metrics.update(e_grid=e_grid, e_bat=e_bat, backlog=backlog, total_grid=total_grid,
-                       total_backlog=total_backlog, cost=cost)
-    return metrics
+    core = make_core()
+    if candidates is None:
+        candidates = price_rule_candidates(np.unique(np.round(core.data.price[:, :start_hour + steps], 6)))
+    table = []
+    for params in candidates:
+        r = rollout(PriceRule(params), core, start_hour, steps)
+        v = r.verdict
+        table.append({"params": params.to_dict(), "total_cost": r.total_cost, "grid_use_ratio": v.grid_use_ratio,
+                      "backlog_slope_per_agent": v.backlog_slope_per_agent, "feasible": v.feasible})
+    feasible = [(row["total_cost"], i) for i, row in enumerate(table) if row["feasible"]]
+    if feasible:
+        best = min(feasible)[1]
+    else:
+        best = min(range(len(table)), key=lambda i: (table[i]["grid_use_ratio"], table[i]["total_cost"]))
+    return candidates[best], table

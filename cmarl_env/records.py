@@ -22,18 +22,6 @@ PACKAGES = ("cmarl-env", "numpy", "scipy", "numba", "torch", "tianshou", "ray", 
             "gymnasium", "networkx", "matplotlib")
 
 
-def backlog_slope(total_backlog) -> float:
-    """Least-squares slope [kWh/step] of the total backlog over the last third of a run.
-
-    Near zero: postponed demand is bounded; positive: demand is postponed without end.
-    """
-    y = np.asarray(total_backlog, dtype=np.float64)
-    tail = y[len(y) - max(len(y) // 3, 2):]
-    if len(tail) < 2:
-        return 0.0
-    return float(np.polyfit(np.arange(len(tail)), tail, 1)[0])
-
-
 def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
     """Python and package versions (None for a package that is not installed)."""
     from importlib.metadata import PackageNotFoundError, version

@@ -72,7 +72,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cmarl_env.records import atomic_write, backlog_slope, clean_json
+from cmarl_env.evaluation import backlog_slope
+from cmarl_env.records import atomic_write, clean_json
 from cmarl_env.config import DEFAULT_DATASET, TRAIN_HOURS, ConfigBase, EnvConfig, check_int, check_real
 from cmarl_env.core import BASE_FEATURES, DemandResponseCore
 from cmarl_env.data import BuildingData, load_dataset

@@ -435,3 +435,56 @@ def min_grid_fraction(core_or_config=None, horizon: int = 3000, start_hour: int 
     if not out.ok:
         raise OracleError(f"minimum-grid LP did not solve: {out.status}: {out.message}")
     return float(out.grid_fraction)
+
+
+# ------------------------------------------------------------- evaluation adapters
+FRONTIER_SAMPLE = 1000  # above this many agents the frontier is estimated from a uniform sample of agents
+
+
+def lp_rollout(core: DemandResponseCore, horizon: int, start_hour: int, backlog_cap: float | None = None):
+    """The clairvoyant min-cost schedule as a :class:`cmarl_env.evaluation.Rollout` (same metrics as a controller).
+
+    Returns ``(Rollout or None, OracleResult)``: None when the LP is infeasible
+    (no schedule meets the limit and serves all demand by the end).
+    """
+    from cmarl_env.evaluation import Rollout
+
+    res = solve_min_cost(core, horizon, start_hour, backlog_cap=backlog_cap)
+    if not res.ok:
+        return None, res
+    demand, _solar, price = episode_arrays(core, horizon, start_hour)
+    name = "lp" if backlog_cap is None else f"lp_cap{backlog_cap:g}"
+    ro = Rollout(controller=name, start_hour=int(start_hour), n_agents=core.n_agents, grid_limit=float(core.grid_limit),
+                 peak_demand=float(core.peak_demand), total_grid=res.total_grid, total_demand=demand.sum(axis=0),
+                 total_backlog=res.total_backlog, energy_cost=(price * res.e_grid).sum(axis=0),
+                 prices=price.max(axis=0), max_agent_backlog=float(res.backlog.max()),
+                 wall_time_s=res.solve_seconds + res.build_seconds,
+                 info={"lp_status": res.status, "lp_solve_seconds": res.solve_seconds, "backlog_cap": backlog_cap})
+    return ro, res
+
+
+def frontier_fraction(core: DemandResponseCore, horizon: int, start_hour: int, *, sample: int = FRONTIER_SAMPLE,
+                      seed: int = 0) -> tuple[float, float]:
+    """The LP feasibility frontier as a fraction of the peak, solved agent by agent: ``(estimate, standard error)``.
+
+    Without the coupling constraint the minimum-grid LP separates over agents,
+    so the frontier is the sum of N one-agent LPs (exact, standard error 0).
+    Above ``sample`` agents it is N times the mean over a uniform sample of
+    ``sample`` agents drawn with ``seed``, with the sampling standard error.
+    """
+    demand, solar, price = episode_arrays(core, horizon, start_hour)
+    bat = core_battery(core)
+    n = core.n_agents
+    agents = np.arange(n) if n <= sample else np.sort(np.random.default_rng([seed, 0xF00]).choice(n, sample, replace=False))
+    per_agent = np.empty(agents.size)
+    for j, i in enumerate(agents):
+        one = LinearBattery(**{k: np.asarray(getattr(bat, k))[i:i + 1] for k in
+                               ("capacity", "power", "efficiency", "initial_energy", "min_energy")})
+        res = solve_arrays(demand[i:i + 1], solar[i:i + 1], price[i:i + 1], one, None, objective="grid")
+        if not res.ok:
+            raise OracleError(f"minimum-grid LP of agent {i} did not solve: {res.status}: {res.message}")
+        per_agent[j] = res.avg_grid
+    if agents.size == n:
+        return float(per_agent.sum() / core.peak_demand), 0.0
+    se = float(n * per_agent.std(ddof=1) / np.sqrt(agents.size) * np.sqrt(1 - agents.size / n))
+    return float(n * per_agent.mean() / core.peak_demand), se / core.peak_demand

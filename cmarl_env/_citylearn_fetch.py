@@ -6,6 +6,12 @@ index, with the old (2.x) column names. This module downloads that wheel with
 pip, checks its pinned sha256, extracts one dataset, renames its columns and
 schema keys to what CityLearn 3 reads, and stores the result atomically in a
 cache folder guarded by a per-file sha256 manifest and a completion marker.
+
+It is the first half of the converter that made the embedded default dataset
+(``cmarl_env/datasets``; ``python -m cmarl_env.datasets derive``) and the
+route for the other named datasets; both need the ``[citylearn]`` extra to
+read the converted schema with CityLearn 3. Nothing here runs when the
+embedded default is loaded.
 """
 
 from __future__ import annotations

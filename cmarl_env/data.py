@@ -1,12 +1,23 @@
 """Real CityLearn building data as plain arrays.
 
-``load_dataset`` builds a real ``citylearn.citylearn.CityLearnEnv`` from a
-CityLearn 3 schema and reads demand, PV, prices, carbon intensity and the
-battery and PV parameters from its ``Building`` objects, so the numbers are
-exactly the ones CityLearn simulates with. Named datasets are fetched offline
-from the ``citylearn==2.1.2`` wheel (see ``_citylearn_fetch``) and their
-extracted arrays are cached as one compressed ``.npz``, so later loads need
-neither CityLearn's 2-3 s import nor the environment construction.
+The default dataset, CityLearn's ``citylearn_challenge_2022_phase_all``, ships
+inside the package as converted arrays (``cmarl_env/datasets/``, with
+CityLearn's MIT licence and notice beside them): ``load_dataset()`` needs
+neither the network nor CityLearn, and it checks the files' sha256 against
+``EMBEDDED_SHA256`` before using them.
+
+Every other source goes through CityLearn 3 itself (the ``[citylearn]``
+extra): ``load_dataset`` builds a real ``citylearn.citylearn.CityLearnEnv``
+from a CityLearn 3 schema and reads demand, PV, prices, carbon intensity and
+the battery and PV parameters from its ``Building`` objects, so the numbers
+are exactly the ones CityLearn simulates with. The other named datasets of
+``list_datasets()`` are converted offline from the ``citylearn==2.1.2`` wheel
+(see ``_citylearn_fetch``) and their extracted arrays are cached as one
+compressed ``.npz``; any other name goes to CityLearn's own dataset API.
+
+The embedded arrays were made the same way, and are re-derived (and compared)
+with ``python -m cmarl_env.datasets check`` in an environment with the
+``[citylearn]`` extra.
 """
 
 from __future__ import annotations
@@ -14,7 +25,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import hashlib
 import importlib.metadata
+import importlib.resources
+import importlib.util
 import inspect
 import io
 import json
@@ -22,13 +36,13 @@ import logging
 import os
 import uuid
 import warnings
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import platformdirs
 
 from cmarl_env import _citylearn_fetch as fetch
 
@@ -38,6 +52,21 @@ CACHE_ENV_VAR = "CMARL_CACHE_DIR"
 ARRAYS_NAME = "cmarl_arrays.npz"
 ARRAYS_META_NAME = "cmarl_arrays.json"
 ARRAYS_FORMAT_VERSION = 1
+
+DEFAULT_DATASET = fetch.DEFAULT_DATASET
+CITYLEARN_EXTRA = 'pip install "cmarl-env[citylearn]"'
+
+# The files of the embedded default dataset (cmarl_env/datasets/) and their sha256,
+# as printed by `python -m cmarl_env.datasets derive --out cmarl_env/datasets`.
+EMBEDDED_NPZ = f"{DEFAULT_DATASET}.npz"
+EMBEDDED_META = f"{DEFAULT_DATASET}.json"
+EMBEDDED_SHA256: dict[str, str] = {
+    EMBEDDED_NPZ: "7fa0be41fe8558c620cbc0e421af14a1dc16a58bf4a4d1f9128e258cc7e1886d",
+    EMBEDDED_META: "be4160b65db3abdc940d8fd55ebb52f0b1e39995c9a48b48ef6270a7120b8d3d",
+    fetch.LICENSE_NAME: "cf8ca9083bab22bae2f2fa07e64827c0fbb71f0ebb73a21420455c0b11ef4ed4",
+    fetch.NOTICE_NAME: "25fa33d14ac35b3108841c294dd6c9afe45a300c4eaf11b3a49d7048d763eaef",
+}
+EMBEDDED_FORMAT_VERSION = 1
 
 SchemaSource = str | os.PathLike[str] | Mapping[str, Any]
 
@@ -50,6 +79,8 @@ class BuildingData:
     ``battery_loss_coefficient`` is the per-time-step standby loss CityLearn's
     Battery reports; ``power_efficiency_curve`` and ``capacity_power_curve`` are
     CityLearn's (2, K) arrays (row 0: x, row 1: y) for every building.
+    ``schema`` is the CityLearn 3 schema the arrays were read with; for the
+    embedded default its ``root_directory`` is None (no csv files are shipped).
     """
 
     name: str
@@ -114,39 +145,73 @@ _ARRAY_FIELDS = tuple(
 
 
 def list_datasets() -> list[str]:
-    """Names ``load_dataset`` can fetch without GitHub, the default first.
+    """Names ``load_dataset`` knows without GitHub, the embedded default first.
 
-    The 2022 challenge sets have time-of-use prices; the 2020 and 2021 ones
-    have none (their ``price`` is all zeros, as in CityLearn).
+    Only the default is embedded; the others are converted from the
+    ``citylearn==2.1.2`` wheel and need the ``[citylearn]`` extra. The 2022
+    challenge sets have time-of-use prices; the 2020 and 2021 ones have none
+    (their ``price`` is all zeros, as in CityLearn).
     """
     return list(fetch.DATASETS)
 
 
+def citylearn_available() -> bool:
+    """True when CityLearn 3 (the ``[citylearn]`` extra) can be imported."""
+    return importlib.util.find_spec("citylearn") is not None
+
+
+def require_citylearn(what: str) -> None:
+    """Raise ``ModuleNotFoundError`` naming the ``[citylearn]`` extra unless CityLearn is installed."""
+    if not citylearn_available():
+        raise ModuleNotFoundError(
+            f"{what} needs CityLearn 3, which is not installed. Install the [citylearn] extra "
+            f"({CITYLEARN_EXTRA}); CityLearn pins gymnasium<=0.28.1 and numpy<2, so give it its own "
+            f"virtual environment. The embedded default dataset ({DEFAULT_DATASET}, load_dataset()) "
+            "needs neither CityLearn nor the network.",
+            name="citylearn",
+        )
+
+
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Cache folder: ``cache_dir``, else ``$CMARL_CACHE_DIR``, else the user cache dir."""
+    """Cache folder: ``cache_dir``, else ``$CMARL_CACHE_DIR``, else the user cache dir.
+
+    Only the CityLearn routes of ``load_dataset`` write there; the embedded default never does.
+    """
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
     from_env = os.environ.get(CACHE_ENV_VAR)
     if from_env:
         return Path(from_env).expanduser()
+    try:
+        import platformdirs
+    except ImportError:  # platformdirs comes with the [citylearn] extra; XDG layout otherwise
+        return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "cmarl_env"
     return Path(platformdirs.user_cache_dir("cmarl_env"))
 
 
 def load_dataset(
-    source: SchemaSource = fetch.DEFAULT_DATASET,
+    source: SchemaSource = DEFAULT_DATASET,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> BuildingData:
-    """Load building data through CityLearn 3.
+    """Load building data: the embedded default, or anything else through CityLearn 3.
 
-    ``source`` is a dataset name from ``list_datasets()``, a path to a
-    CityLearn 3 ``schema.json`` (or its folder), or a schema dict whose
-    ``root_directory`` points at the csv folder. Every building's arrays cover
-    the schema's whole simulation period (episode splitting is switched off).
-    Named datasets are cached under ``cache_root(cache_dir)/datasets/<name>``;
-    schema paths and dicts are read afresh on every call.
+    ``source`` is a dataset name, a path to a CityLearn 3 ``schema.json`` (or
+    its folder), or a schema dict whose ``root_directory`` points at the csv
+    folder. The default name loads the arrays shipped with the package
+    (checksum-verified, offline, no CityLearn). Everything else needs the
+    ``[citylearn]`` extra (``ModuleNotFoundError`` naming it otherwise): the
+    other names of ``list_datasets()`` are converted from the
+    ``citylearn==2.1.2`` wheel and cached under
+    ``cache_root(cache_dir)/datasets/<name>``; any other name is fetched with
+    CityLearn's own ``DataSet.get_dataset``; schema paths and dicts are read
+    afresh on every call. Every building's arrays cover the schema's whole
+    simulation period (episode splitting is switched off).
     """
+    if isinstance(source, str) and source == DEFAULT_DATASET:
+        return load_embedded()
     if isinstance(source, Mapping):
+        require_citylearn("Loading a CityLearn schema dict")
         schema = copy.deepcopy(dict(source))
         if schema.get("root_directory") is None:
             raise ValueError("a schema dict needs a 'root_directory' pointing at its csv folder")
@@ -154,17 +219,192 @@ def load_dataset(
         schema["root_directory"] = str(root)
         return _load_from_schema(schema, name=root.name, notice=_notice_for(root))
     if isinstance(source, str) and source in fetch.DATASETS:
+        require_citylearn(f"Dataset {source!r} (not the embedded default)")
         return _load_named(source, cache_root(cache_dir))
     path = Path(source).expanduser()
     if path.is_dir():
         path = path / "schema.json"
     if path.is_file():
+        require_citylearn(f"Loading the CityLearn schema {path}")
         return _load_schema_path(path)
     if isinstance(source, str) and not (source.endswith(".json") or os.sep in source):
-        raise ValueError(f"unknown dataset {source!r}; known datasets: {', '.join(fetch.DATASETS)}")
+        return _load_citylearn_named(source)
     raise FileNotFoundError(f"schema file not found: {path}")
 
 
+def _load_citylearn_named(name: str) -> BuildingData:
+    """A dataset by CityLearn 3's own name, through ``citylearn.data.DataSet`` (which downloads from GitHub)."""
+    known = ", ".join(fetch.DATASETS)
+    if not citylearn_available():
+        raise ModuleNotFoundError(
+            f"unknown dataset {name!r}: it is not the embedded default and not one of the datasets "
+            f"converted from the citylearn==2.1.2 wheel ({known}). Other CityLearn datasets load through "
+            f"CityLearn's own dataset API, which needs the [citylearn] extra ({CITYLEARN_EXTRA}).",
+            name="citylearn",
+        )
+    with _quiet_citylearn():
+        from citylearn.data import DataSet
+
+        try:
+            schema_path = DataSet().get_dataset(name)
+        except Exception as exc:
+            raise ValueError(
+                f"CityLearn could not provide dataset {name!r} ({type(exc).__name__}: {exc}). Datasets "
+                f"available without GitHub: {known}."
+            ) from exc
+    return _load_schema_path(Path(schema_path), name=name)
+
+
+# ------------------------------------------------------------ embedded default
+_EMBEDDED_CACHE: dict[str, Any] = {}
+
+
+def embedded_files() -> dict[str, Any]:
+    """The embedded dataset's files (``importlib.resources`` traversables) by name."""
+    folder = importlib.resources.files("cmarl_env") / "datasets"
+    return {name: folder / name for name in EMBEDDED_SHA256}
+
+
+def load_embedded() -> BuildingData:
+    """The default dataset from the arrays shipped in ``cmarl_env/datasets`` (no network, no CityLearn).
+
+    The files are checked against ``EMBEDDED_SHA256`` the first time in a
+    process (``fetch.DataIntegrityError`` on a mismatch); every call returns a
+    new ``BuildingData`` over the same read-only arrays with its own schema copy.
+    """
+    if not _EMBEDDED_CACHE:
+        contents: dict[str, bytes] = {}
+        for name, resource in embedded_files().items():
+            try:
+                blob = resource.read_bytes()
+            except OSError as exc:
+                raise fetch.DataIntegrityError(
+                    f"the embedded dataset file {name} is missing from the installed package ({exc}); "
+                    "reinstall cmarl-env"
+                ) from exc
+            actual = hashlib.sha256(blob).hexdigest()
+            if actual != EMBEDDED_SHA256[name]:
+                raise fetch.DataIntegrityError(
+                    f"embedded dataset file {name}: expected sha256 {EMBEDDED_SHA256[name]}, got {actual}; "
+                    "the installed package is damaged, reinstall cmarl-env"
+                )
+            contents[name] = blob
+        meta = json.loads(contents[EMBEDDED_META])
+        with np.load(io.BytesIO(contents[EMBEDDED_NPZ]), allow_pickle=False) as arrays:
+            values = {name: arrays[name] for name in _ARRAY_FIELDS}
+        notice = _format_notice(contents[fetch.NOTICE_NAME].decode("utf-8"), contents[fetch.LICENSE_NAME].decode("utf-8"))
+        data = BuildingData(
+            name=meta["name"],
+            building_names=tuple(meta["building_names"]),
+            seconds_per_time_step=float(meta["seconds_per_time_step"]),
+            schema=meta["schema"],
+            license_notice=notice,
+            **values,
+        )
+        _EMBEDDED_CACHE["data"] = data
+    data = _EMBEDDED_CACHE["data"]
+    return BuildingData(**{f.name: getattr(data, f.name) for f in fields(BuildingData)} | {"schema": copy.deepcopy(data.schema)})
+
+
+def arrays_sha256(data: BuildingData) -> str:
+    """sha256 over every array's name, dtype, shape and bytes: identical iff the arrays are bit-identical."""
+    digest = hashlib.sha256()
+    for name in _ARRAY_FIELDS:
+        array = np.ascontiguousarray(getattr(data, name))
+        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def derive_dataset(name: str = DEFAULT_DATASET, *, cache_dir: str | os.PathLike[str] | None = None) -> BuildingData:
+    """Convert ``name`` from the ``citylearn==2.1.2`` wheel and read it through CityLearn 3, bypassing every array cache.
+
+    This is how the embedded default was made. Needs the ``[citylearn]`` extra;
+    downloads the wheel (22 MB, sha256-pinned) unless it is already in ``cache_root(cache_dir)/wheels``.
+    """
+    require_citylearn("Deriving a dataset from the citylearn==2.1.2 wheel")
+    directory = fetch.ensure_dataset(name, cache_root(cache_dir))
+    return _load_schema_path(directory / "schema.json", name=name)
+
+
+def _deterministic_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` without timestamps: the same arrays always give the same bytes (per zlib)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, buffer.getvalue(), compresslevel=9)
+
+
+def write_embedded(data: BuildingData, directory: str | os.PathLike[str]) -> dict[str, str]:
+    """Write ``data`` in the embedded format (npz, json, LICENSE, NOTICE) into ``directory``; return the files' sha256.
+
+    The schema is stored without its machine-specific ``root_directory``; the
+    LICENSE is the one the schema's csv folder came with (CityLearn's, from the wheel).
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    schema = copy.deepcopy(data.schema)
+    root = schema.get("root_directory")
+    license_text = _license_text(Path(root)) if root else fetch.CITYLEARN_MIT_LICENSE
+    schema["root_directory"] = None
+    _deterministic_npz(out / EMBEDDED_NPZ, {name: getattr(data, name) for name in _ARRAY_FIELDS})
+    meta = {
+        "format_version": EMBEDDED_FORMAT_VERSION,
+        "name": data.name,
+        "building_names": list(data.building_names),
+        "seconds_per_time_step": data.seconds_per_time_step,
+        "arrays_sha256": arrays_sha256(data),
+        "derived_from": {
+            "wheel": f"citylearn=={fetch.CITYLEARN_WHEEL_VERSION}",
+            "wheel_sha256": fetch.CITYLEARN_WHEEL_SHA256,
+            "read_with": f"citylearn=={_citylearn_version()}",
+            "command": "python -m cmarl_env.datasets derive --out cmarl_env/datasets",
+        },
+        "schema": schema,
+    }
+    (out / EMBEDDED_META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    (out / fetch.LICENSE_NAME).write_text(license_text, encoding="utf-8")
+    (out / fetch.NOTICE_NAME).write_text(fetch.CITYLEARN_CITATION, encoding="utf-8")
+    return {name: fetch.sha256_file(out / name) for name in EMBEDDED_SHA256}
+
+
+def compare_embedded(derived: str | os.PathLike[str]) -> list[str]:
+    """Differences between a folder written by ``write_embedded`` and the shipped files (empty: identical).
+
+    Arrays are compared bit for bit (not the npz container, whose compressed
+    bytes may depend on the zlib build); metadata, LICENSE and NOTICE byte for byte.
+    """
+    folder = Path(derived)
+    problems: list[str] = []
+    shipped = embedded_files()
+    with np.load(folder / EMBEDDED_NPZ, allow_pickle=False) as new, \
+            np.load(io.BytesIO(shipped[EMBEDDED_NPZ].read_bytes()), allow_pickle=False) as old:
+        if sorted(new.files) != sorted(old.files):
+            problems.append(f"array names differ: derived {sorted(new.files)}, shipped {sorted(old.files)}")
+        for name in sorted(set(new.files) & set(old.files)):
+            a, b = new[name], old[name]
+            if a.dtype != b.dtype or a.shape != b.shape or a.tobytes() != b.tobytes():
+                problems.append(f"array {name} differs (derived {a.dtype}{a.shape}, shipped {b.dtype}{b.shape})")
+    for name in (EMBEDDED_META, fetch.LICENSE_NAME, fetch.NOTICE_NAME):
+        if (folder / name).read_bytes() != shipped[name].read_bytes():
+            problems.append(f"{name} differs from the shipped copy")
+    return problems
+
+
+def _format_notice(citation: str, license_text: str) -> str:
+    return f"{citation}\nCityLearn license:\n\n{license_text}"
+
+
+def _license_text(root: Path) -> str:
+    license_path = root / fetch.LICENSE_NAME
+    return license_path.read_text() if license_path.is_file() else fetch.CITYLEARN_MIT_LICENSE
+
+
+# ------------------------------------------------------------ CityLearn routes
 def _load_schema_path(path: Path, *, name: str | None = None) -> BuildingData:
     """Load a schema file; a relative ``root_directory`` is relative to the file, as in CityLearn."""
     path = path.resolve()
@@ -176,9 +416,7 @@ def _load_schema_path(path: Path, *, name: str | None = None) -> BuildingData:
 
 
 def _notice_for(root: Path) -> str:
-    license_path = root / fetch.LICENSE_NAME
-    license_text = license_path.read_text() if license_path.is_file() else fetch.CITYLEARN_MIT_LICENSE
-    return f"{fetch.CITYLEARN_CITATION}\nCityLearn license:\n\n{license_text}"
+    return _format_notice(fetch.CITYLEARN_CITATION, _license_text(root))
 
 
 def _load_named(name: str, root: Path) -> BuildingData:

@@ -3,7 +3,9 @@
 Every hour each agent acts with its type's state-augmented policy on its
 observation and its own multipliers; then every agent takes a local dual step
 on lambda, L consensus rounds average lambda with the neighbours over the
-communication graph (sparse random-walk matrix), and nu takes a local step.
+communication graph (the sparse consensus matrix of ``DualConfig.weights``:
+the paper's random walk by default, or Metropolis-Hastings), and nu takes a
+local step.
 Policy inference is batched per agent type; nothing loops over agents in
 Python. ``run_execution`` returns the trajectories and metrics that
 ``write_run`` stores as a self-describing run folder.
@@ -91,7 +93,11 @@ NX_GRAPH_MAX_N = 20_000  # above this, random graphs are built as edge arrays on
 
 
 def build_graph(graph: Any, graph_params: Mapping[str, Any], n_agents: int, seed: int):
-    """The communication graph (networkx, or edge arrays for large N) and its sparse random-walk matrix."""
+    """The communication graph (networkx, or edge arrays for large N) and its sparse random-walk matrix.
+
+    Only the matrix's non-zero pattern is used downstream: :class:`algorithms.dual.DualConsensus` builds the
+    consensus matrix of ``DualConfig.weights`` (random walk or Metropolis) from it.
+    """
     params = dict(graph_params)
     if not isinstance(graph, str):
         built = graph
@@ -154,7 +160,10 @@ class DualConsensusController(Controller):
         super().reset(core)
         cfg, n = core.config, core.n_agents
         graph, walk = build_graph(cfg.graph, cfg.graph_params, n, cfg.seed)
-        self.spectral = theory.spectral_summary(graph, n, self.dual_config.eps) if n <= SPECTRAL_MAX_N else None
+        # DualConsensus builds its consensus matrix from the graph's pattern with ``dual.weights``; the spectral
+        # summary (rho, Theorem 5.1) must describe that same matrix
+        self.spectral = (theory.spectral_summary(graph, n, self.dual_config.eps, weights=self.dual_config.weights)
+                         if n <= SPECTRAL_MAX_N else None)
         self.rho_l = self.spectral.rho ** self.dual_config.rounds if self.spectral is not None else float("nan")
         self.n_edges = int(walk.nnz // 2)
         self.dual = DualConsensus(walk, self.dual_config, n_agents=n, share=core.share)
@@ -210,6 +219,7 @@ class DualConsensusController(Controller):
     def facts(self) -> dict[str, Any]:
         """Graph facts of the last roll-out for the run folder."""
         return {"graph": self.core.config.graph if isinstance(self.core.config.graph, str) else "custom",
+                "consensus_weights": self.dual_config.weights,
                 "n_edges": self.n_edges, "rho": self.spectral.rho if self.spectral is not None else None,
                 "rho_L": self.rho_l, "sigma_observed": self.sigma, "recorded_agents": self._traces["lambda"].shape[1]}
 

@@ -1,4 +1,8 @@
-"""``cmarl run``: execute the shipped (or given) policies with Algorithm 1 and write a run folder."""
+"""``cmarl run``: execute the shipped (or given) policies with Algorithm 1 and write a run folder.
+
+The run folder records the consensus weights twice: ``config.json`` (``dual.weights``) and ``facts.json``
+(``consensus_weights``); ``metrics.json`` carries the run's ``grid_limit`` (``Rollout.metrics``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 
 from algorithms.dual import DualConfig
 from algorithms.execute import ExecutionConfig, run_execution, write_run
+from cmarl_env.graphs import CONSENSUS_WEIGHTS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +31,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="projection range of lambda (default 0 15); observations stay normalised by the training range")
     parser.add_argument("--nu-range", type=float, nargs=2, metavar=("LO", "HI"), default=(defaults.nu_min, defaults.nu_max),
                         help="projection range of nu (default -20 20); e.g. -15 15 shows the paper's no-consensus failure")
+    parser.add_argument("--weights", choices=CONSENSUS_WEIGHTS, default=defaults.weights,
+                        help="consensus matrix: random_walk (the paper's D^-1 A; enforces the degree-weighted "
+                             "constraint) or metropolis (Metropolis-Hastings; enforces the plain average). "
+                             "Default random_walk")
     parser.add_argument("--dual-period", type=int, default=defaults.update_period, help="dual update every k steps")
     parser.add_argument("--double-demand", default=None,
                         help="comma-separated agent indices with double demand (default: the paper's, agents 0 and ceil(N/2))")
@@ -67,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         dual = DualConfig(alpha=args.alpha, eps=args.eps, eta=args.eta, rounds=args.consensus_rounds,
                           update_period=args.dual_period, lambda_min=args.lambda_range[0], lambda_max=args.lambda_range[1],
-                          nu_min=args.nu_range[0], nu_max=args.nu_range[1])
+                          nu_min=args.nu_range[0], nu_max=args.nu_range[1], weights=args.weights)
         config = ExecutionConfig(
             n_agents=args.agents, graph=args.graph, constraint=args.constraint, steps=args.steps,
             start_hour=args.start_hour, demand_scales=_demand_scales(args.double_demand, args.agents),
@@ -76,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_execution(config, _policies(args.policy), progress=not args.no_progress)
     except ValueError as err:
         raise SystemExit(f"cmarl run: {err}") from None
-    out = args.out or Path("runs") / f"run_{args.agents}_{args.graph}_c{args.constraint:g}_L{args.consensus_rounds}"
+    suffix = "" if args.weights == "random_walk" else f"_{args.weights}"
+    out = args.out or Path("runs") / f"run_{args.agents}_{args.graph}_c{args.constraint:g}_L{args.consensus_rounds}{suffix}"
     write_run(result, out)
     m = result.metrics
     print(f"avg total grid use {m['avg_grid_consumption']:.3f} kWh vs limit {m['grid_limit']:.3f} kWh "

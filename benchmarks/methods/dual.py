@@ -1,0 +1,100 @@
+"""The paper's method: state-augmented policies + Algorithm 1 (``algorithms.execute.DualConsensusController``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from benchmarks.registry import MethodDef, Prepared, RunContext, register
+
+POLICY_PARAM = "policies"  # {demand scale: checkpoint path} instead of the shipped policies
+
+
+def _dual_params() -> tuple[str, ...]:
+    import dataclasses
+
+    from algorithms.dual import DualConfig
+
+    return tuple(f.name for f in dataclasses.fields(DualConfig)) + (POLICY_PARAM,)
+
+
+def _validate(params: Mapping[str, Any], *, rounds_zero: bool = False) -> None:
+    from algorithms.dual import DualConfig
+
+    values = {k: v for k, v in params.items() if k != POLICY_PARAM}
+    if rounds_zero and values.get("rounds", 0) != 0:
+        raise ValueError(f"rounds={values['rounds']!r} contradicts kind 'no_consensus' (rounds = 0); "
+                         "use kind 'consensus'")
+    DualConfig(**values)
+    paths = params.get(POLICY_PARAM)
+    if paths is not None:
+        if not isinstance(paths, Mapping) or not paths:
+            raise ValueError(f"{POLICY_PARAM} must map demand scales (e.g. \"2.0\") to checkpoint paths")
+        for s, path in paths.items():
+            try:
+                float(s)
+            except (TypeError, ValueError):
+                raise ValueError(f"{POLICY_PARAM}.{s} is not a demand scale (a number such as \"2.0\")") from None
+            if not isinstance(path, str):
+                raise ValueError(f"{POLICY_PARAM}.{s} must be a checkpoint path (string)")
+
+
+def _prepare(spec, ctx: RunContext, *, rounds: int | None) -> Prepared:
+    from algorithms.dual import DualConfig
+    from algorithms.execute import INFERENCE_CHUNK, DualConsensusController
+    from algorithms.policy import load_policy, load_pretrained
+    from cmarl_env.core import DemandResponseCore
+
+    _one_thread()
+    sc = spec.scenario
+    data = ctx.data(sc.dataset)
+    params = dict(spec.method.params)
+    paths = params.pop(POLICY_PARAM, None)
+    if rounds is not None:
+        params["rounds"] = rounds
+    dual = DualConfig(**params)
+    core0 = DemandResponseCore(sc.env_config(spec.start_hours[0], data.n_steps, augment=True), data)
+    scales = core0.type_scales.tolist()
+    if paths:
+        loaded = {float(s): load_policy(p, expected=core0) for s, p in paths.items()}
+        missing = [s for s in scales if s not in loaded]
+        if missing:
+            raise ValueError(f"method {spec.method.name!r}: {POLICY_PARAM} has no checkpoint for demand scale(s) "
+                             f"{missing} of scenario {sc.name!r}")
+        source: Any = {str(s): str(p) for s, p in paths.items()}
+    else:
+        loaded = {s: load_pretrained(s, expected=core0) for s in scales}
+        source = "shipped pretrained policies (algorithms/pretrained)"
+    policies = {s: (lambda obs, p=p: p.act(obs, chunk_size=INFERENCE_CHUNK)) for s, p in loaded.items()}
+    train_time = sum(float(p.metadata.get("train_wall_time_s", math.nan)) for p in loaded.values())
+    record = min(sc.record_agents, sc.n_agents)
+    made = []
+
+    def controller() -> DualConsensusController:
+        made.append(1)
+        return DualConsensusController(dual, policies, record_agents=record if len(made) == 1 else 0,
+                                       name=spec.method.kind)
+
+    return Prepared(controller=controller, config={"dual": dual.to_dict(), "policies": source},
+                    train={"train_wall_time_s": train_time, "policies": source,
+                           "budget_detail": "shipped pretrained policies" if not paths else "custom policies"})
+
+
+def _one_thread() -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover - the dual kinds need torch anyway
+        pass
+
+
+register(MethodDef(
+    kind="consensus", label="Dual consensus (ours)", family="ours", budget="pretrained", colour="tab:blue",
+    prepare=lambda spec, ctx: _prepare(spec, ctx, rounds=None), params=_dual_params(), validate=_validate,
+))
+register(MethodDef(
+    kind="no_consensus", label="No consensus (L = 0)", family="ours", budget="pretrained", colour="tab:red",
+    prepare=lambda spec, ctx: _prepare(spec, ctx, rounds=0), params=_dual_params(),
+    validate=lambda p: _validate(p, rounds_zero=True),
+))

@@ -1,0 +1,81 @@
+"""MAPPO, MADDPG, MASAC and ISAC (``baselines.marl``, Tianshou): trained with fixed penalties, then rolled out."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from benchmarks.registry import MethodDef, Prepared, RunContext, register
+
+RESERVED = ("name", "n_agents", "constraint_fraction", "seed", "dataset")  # set by the scenario and the run
+EXTRA = ("checkpoint",)  # evaluate an existing checkpoint instead of training
+
+
+def _params() -> tuple[str, ...]:
+    """The BaselineConfig fields a suite may set, read from the dataclass itself (torch-free import)."""
+    import dataclasses
+
+    try:
+        from baselines.marl.common import BaselineConfig
+    except ImportError:  # without the [learn] extra the kinds stay known, their runs fail with the reason
+        return EXTRA
+    return tuple(f.name for f in dataclasses.fields(BaselineConfig) if f.name not in RESERVED) + EXTRA
+
+
+def _validate(params: Mapping[str, Any]) -> None:
+    for key in params:
+        if key in RESERVED:
+            raise ValueError(f"{key} is set by the scenario and the run, not by the method")
+    ckpt = params.get("checkpoint")
+    if ckpt is not None and not isinstance(ckpt, str):
+        raise ValueError("checkpoint must be a checkpoint path (string)")
+
+
+def _scenario(scenario) -> str | None:
+    if scenario.demand_scales is not None:
+        return "the MARL baselines train on the paper's demand layout: scenario key demand_scales must be null"
+    return None
+
+
+def _prepare(spec, ctx: RunContext) -> Prepared:
+    import torch
+
+    from baselines.marl import BaselineConfig, load_policy, train_baseline
+    from baselines.marl.common import MARLController
+
+    torch.set_num_threads(1)
+    sc = spec.scenario
+    data = ctx.data(sc.dataset)
+    params = dict(spec.method.params)
+    checkpoint = params.pop("checkpoint", None)
+    for key in ("hidden_sizes", "critic_hidden_sizes", "train_window"):
+        if isinstance(params.get(key), list):
+            params[key] = tuple(params[key])
+    if checkpoint:
+        policy = load_policy(checkpoint)
+        meta = policy.metadata
+        train = {"train_wall_time_s": meta.get("train_loop_time_s", math.nan), "checkpoint": str(checkpoint),
+                 "env_steps": meta.get("env_steps")}
+        config = {"checkpoint": str(checkpoint), "baseline_config": meta.get("config")}
+    else:
+        bconf = BaselineConfig(name=spec.method.kind, n_agents=sc.n_agents, constraint_fraction=sc.constraint,
+                               seed=spec.seed, dataset=sc.dataset, **params)
+        summary = train_baseline(bconf, ctx.workdir / "training", data=data)
+        policy = load_policy(summary["checkpoint"])
+        train = {"train_wall_time_s": summary["wall_time_s"], "env_steps": summary["env_steps"],
+                 "iterations": summary["iterations"], "eval_return_initial": summary["eval_return_initial"],
+                 "eval_return_final": summary["eval_return_final"], "checkpoint": "training/policy.pt"}
+        config = {"baseline_config": bconf.to_dict()}
+    cfg = config.get("baseline_config") or {}
+    pair = (cfg.get("lambda_"), cfg.get("nu"))
+    steps = train.get("env_steps")
+    train["budget_detail"] = (f"{spec.method.budget} budget" + (f": {int(steps):,} env steps" if steps else "")
+                              + (f"; fixed penalties ({pair[0]:g}, {pair[1]:g})" if None not in pair else ""))
+    return Prepared(controller=lambda: MARLController(policy), config=config, train=train)
+
+
+_LABELS = {"mappo": ("MAPPO", "tab:orange"), "maddpg": ("MADDPG", "tab:olive"), "masac": ("MASAC", "tab:cyan"),
+           "isac": ("ISAC", "k")}
+for _kind, (_label, _colour) in _LABELS.items():
+    register(MethodDef(kind=_kind, label=_label, prepare=_prepare, params=_params(), validate=_validate,
+                       check_scenario=_scenario, budget="full", colour=_colour, seeded=True, trains=True))

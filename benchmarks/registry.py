@@ -1,0 +1,114 @@
+"""The method registry: every method the benchmarks know, each registered once with everything about it.
+
+A method is one module (``benchmarks/methods/*.py`` for the shipped ones, or
+a user's own) plus one :func:`register` call carrying its kind, label,
+parameters, default training budget and plot colour, and how to prepare it
+for a run. Nothing else in the package lists method kinds: the suite parser,
+the runner, the leaderboard and the figures ask this registry.
+
+``prepare(spec, ctx)`` does whatever a method needs before its roll-outs
+(load checkpoints, train, tune a rule) and returns a :class:`Prepared`: a
+factory of fresh :class:`cmarl_env.evaluation.Controller` objects (one per
+roll-out), or, for a method that is not a controller (the clairvoyant LP), a
+function that produces the :class:`~cmarl_env.evaluation.Rollout` itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+BUDGETS = ("pretrained", "short", "full", "none")
+
+
+@dataclass
+class RunContext:
+    """What a method's ``prepare`` may use: the run's work folder, a shared cache, the dataset."""
+
+    workdir: Path
+    cache_dir: Path | None = None
+    _data: Any = None
+
+    def data(self, dataset: str):
+        if self._data is None or self._data.name != dataset:
+            from cmarl_env.data import load_dataset
+
+            self._data = load_dataset(dataset)
+        return self._data
+
+
+@dataclass
+class Prepared:
+    """A method ready to roll out: ``controller()`` builds a fresh controller, or ``rollout(core, start, steps)``
+    returns the roll-out directly (methods that are not controllers)."""
+
+    controller: Callable[[], Any] | None = None
+    rollout: Callable[[Any, int, int], Any] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.controller is None) == (self.rollout is None):
+            raise ValueError("Prepared needs exactly one of controller (a factory) or rollout (a function)")
+
+
+@dataclass(frozen=True)
+class MethodDef:
+    """Everything the benchmarks know about one method kind."""
+
+    kind: str
+    label: str
+    prepare: Callable[[Any, RunContext], Prepared]
+    params: tuple[str, ...] = ()
+    validate: Callable[[Mapping[str, Any]], None] | None = None  # raises ValueError naming the bad parameter
+    check_scenario: Callable[[Any], str | None] | None = None   # a reason the method cannot run a scenario
+    budget: str = "none"        # default training budget shown in the tables
+    colour: str = "tab:gray"
+    reference: bool = False     # a clairvoyant bound: listed, never ranked
+    seeded: bool = False        # results depend on the run seed (training, randomness); else one seed is run
+    trains: bool = False        # trains during the run (scheduled first, shown with its training curve)
+    family: str = "baseline"    # "ours", "baseline", "reference"
+
+    def __post_init__(self) -> None:
+        if self.budget not in BUDGETS:
+            raise ValueError(f"method {self.kind!r}: budget={self.budget!r} is not one of {BUDGETS}")
+
+
+_REGISTRY: dict[str, MethodDef] = {}
+_BUILTIN_LOADED = False
+
+
+def register(mdef: MethodDef, *, replace: bool = False) -> MethodDef:
+    """Add a method kind. Registering an existing kind again raises unless ``replace=True``."""
+    if mdef.kind in _REGISTRY and not replace and _REGISTRY[mdef.kind] is not mdef:
+        raise ValueError(f"method kind {mdef.kind!r} is already registered; pass replace=True to override it")
+    _REGISTRY[mdef.kind] = mdef
+    return mdef
+
+
+def _load_builtin() -> None:
+    global _BUILTIN_LOADED
+    if not _BUILTIN_LOADED:
+        _BUILTIN_LOADED = True
+        importlib.import_module("benchmarks.methods")
+
+
+def get(kind: str) -> MethodDef:
+    _load_builtin()
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        raise ValueError(f"method kind {kind!r} is not registered; known kinds: {sorted(_REGISTRY)}") from None
+
+
+def kinds() -> tuple[str, ...]:
+    _load_builtin()
+    return tuple(_REGISTRY)
+
+
+def all_methods() -> dict[str, MethodDef]:
+    _load_builtin()
+    return dict(_REGISTRY)

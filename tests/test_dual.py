@@ -137,6 +137,86 @@ def test_dual_consensus_matches_plain_reference(name, n, kw, share_kind, scale, 
     assert np.ptp(ref_lam) > 0.1  # multipliers actually moved
 
 
+def ref_metropolis_consensus(lam, g, eps, rounds):
+    """Per-agent Metropolis-Hastings consensus: w_ij = 1/(1 + max(d_i, d_j)), w_ii = 1 - sum_j w_ij."""
+    deg = dict(g.degree())
+    nbrs = {i: sorted(g.neighbors(i)) for i in g.nodes()}
+    for _ in range(rounds):
+        new = []
+        for i in range(len(lam)):
+            w = {j: 1.0 / (1 + max(deg[i], deg[j])) for j in nbrs[i]}
+            mixed = (1.0 - sum(w.values())) * lam[i] + sum(w[j] * lam[j] for j in nbrs[i])
+            new.append(lam[i] - eps * (lam[i] - mixed))
+        lam = new
+    return lam
+
+
+@pytest.mark.parametrize("name, n, kw, share_kind, scale", CASES)
+def test_metropolis_dual_consensus_matches_plain_reference(name, n, kw, share_kind, scale):
+    """The same Algorithm 1 with Metropolis-Hastings weights, against a per-agent loop."""
+    rng = np.random.default_rng(7)
+    g = graphs.make_graph(name, n, seed=1)
+    cfg = DualConfig(**kw, weights="metropolis")
+    share = rng.uniform(0.5, 1.5, n) if share_kind == "array" else np.full(n, 0.9)
+    signals = random_signals(rng, n, 120, scale)
+    lam, nu = [0.0] * n, [0.0] * n
+    acc_e, acc_r, count = np.zeros(n), np.zeros(n), 0
+    ref_lam = []
+    for e, r2 in signals:
+        acc_e, acc_r, count = acc_e + e, acc_r + r2, count + 1
+        if count == cfg.update_period:
+            lam = ref_lambda_step(lam, acc_e / count, share, cfg.alpha, cfg.lambda_min, cfg.lambda_max)
+            lam = ref_metropolis_consensus(lam, g, cfg.eps, cfg.rounds)
+            acc_e, acc_r, count = np.zeros(n), np.zeros(n), 0
+        ref_lam.append(list(lam))
+    for graph, extra in ((g, {}), (graphs.make_edges(name, n, seed=1), {"n": n}),
+                         (graphs.metropolis_matrix(g), {"n_agents": n})):
+        dual = DualConsensus(graph, cfg, share=share, **extra)
+        assert dual.weighting == "metropolis" and dual.W is dual.W_rw is dual.walk
+        np.testing.assert_allclose(dual.weights, 1.0 / n)  # uniform stationary weights
+        hist = [dual.step(e, r2)[0] for e, r2 in signals]
+        np.testing.assert_allclose(np.array(hist), ref_lam, atol=1e-9, rtol=0)
+        # the consensus value is the plain average
+        assert dual.weighted_average() == pytest.approx(dual.lam.mean(), abs=1e-12)
+        assert dual.consensus_value() == dual.weighted_average()
+        assert dual.consensus_error("w") == pytest.approx(dual.consensus_error("2") / np.sqrt(n), rel=1e-12)
+    if cfg.rounds:  # really a different matrix than the random walk on these irregular graphs
+        rw = DualConsensus(g, dataclasses.replace(cfg, weights="random_walk"), share=share)
+        rw_hist = [rw.step(e, r2)[0] for e, r2 in signals]
+        deg = graphs.degrees(g)
+        if deg.min() < deg.max():
+            assert np.abs(np.array(rw_hist) - np.array(ref_lam)).max() > 1e-6
+
+
+def test_random_walk_default_unchanged_by_the_weights_option():
+    """Default config and explicit weights="random_walk" give bit-identical runs; the
+    stationary weights stay the degree weights."""
+    g = graphs.random_geometric(30, seed=2)
+    rng = np.random.default_rng(3)
+    signals = random_signals(rng, 30, 100)
+    a = DualConsensus(g, DualConfig(alpha=0.1, rounds=2), share=0.8)
+    b = DualConsensus(g, DualConfig(alpha=0.1, rounds=2, weights="random_walk"), share=0.8)
+    for e, r2 in signals:
+        np.testing.assert_array_equal(a.step(e, r2)[0], b.step(e, r2)[0])
+    deg = graphs.degrees(g)
+    np.testing.assert_array_equal(a.weights, deg / deg.sum())
+    assert a.weighting == "random_walk"
+    np.testing.assert_array_equal(a.W.toarray(), graphs.random_walk_matrix(g).toarray())
+
+
+def test_constraint_excess_under_either_weighting():
+    g = graphs.line(4)  # degrees 1, 2, 2, 1
+    dual = DualConsensus(g, DualConfig(weights="metropolis"), share=0.5)
+    e = np.array([1.0, 0.0, 0.0, 1.0])  # plain mean 0.5 = share, degree-weighted mean 2/6
+    assert dual.constraint_excess(e) == pytest.approx(0.0)
+    assert dual.constraint_excess(e, "random_walk") == pytest.approx(2 / 6 - 0.5)
+    rw = DualConsensus(g, share=0.5)
+    assert rw.constraint_excess(e) == pytest.approx(2 / 6 - 0.5)
+    assert rw.constraint_excess(e, "metropolis") == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="allowed"):
+        rw.constraint_excess(e, "uniform")
+
+
 def test_no_consensus_means_independent_agents():
     """L = 0: every agent's lambda depends on its own signal only."""
     n = 8
@@ -205,6 +285,8 @@ def test_diagnostics_and_reset():
         ("lambda_min", -1.0, r"lambda_min must be >= 0"),
         ("lambda_max", 0.0, r"lambda_max must be > lambda_min"),
         ("nu_max", -30.0, r"nu_max must be > nu_min"),
+        ("weights", "metropolis-hastings", r"weights must be one of 'random_walk', 'metropolis', got 'metropolis-hastings'"),
+        ("weights", None, r"weights must be one of 'random_walk', 'metropolis', got None"),
     ],
 )
 def test_config_validation_names_the_field(field, value, pattern):
@@ -217,7 +299,10 @@ def test_config_defaults_and_roundtrip():
     c = DualConfig()
     assert (c.alpha, c.eps, c.eta, c.rounds, c.update_period) == (0.05, 0.5, 0.5, 1, 1)
     assert (c.lambda_min, c.lambda_max, c.nu_min, c.nu_max) == (0.0, 15.0, -20.0, 20.0)
+    assert c.weights == "random_walk"  # the paper's matrix stays the default
     assert DualConfig.from_dict(c.to_dict()) == c
+    m = c.replace(weights="metropolis")
+    assert m.to_dict()["weights"] == "metropolis" and DualConfig.from_dict(m.to_dict()) == m
     assert dataclasses.replace(c, rounds=np.int64(3)).rounds == 3
     with pytest.raises(ValueError, match="unknown DualConfig field"):
         DualConfig.from_dict({"alpah": 0.1})

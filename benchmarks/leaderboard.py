@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmarks.aggregate import METRICS, Aggregate, RunRecord, Stat, load_runs, aggregate
-from benchmarks.methods import atomic_write_text, dump_json
+from cmarl_env.records import atomic_write_text, dump_json
 
 ENV_PREFIX = "cmarl_"
 README_START = "<!-- cmarl-leaderboard:start -->"

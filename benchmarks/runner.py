@@ -3,7 +3,8 @@
 Results folder::
 
     OUT/suite.json                                  the suite as run (source file, resolved methods)
-    OUT/runs/<scenario>/<method>/seed_<s>/          one self-describing folder per run (benchmarks.methods)
+    OUT/scenarios/<scenario>.json                   LP frontier, serve-all grid use, the (calibrated) level, binding
+    OUT/runs/<scenario>/<method>/seed_<s>/          one self-describing folder per run (benchmarks.run)
     OUT/runs/.../error.json                         a failed run: error, traceback, host (no metrics.json)
     OUT/_cache/lp/                                  clairvoyant LP optima, shared by the runs of one machine
     OUT/status.json                                 done / failed / pending run ids of the last invocation
@@ -34,14 +35,76 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
-from benchmarks.methods import atomic_write_text, dump_json, error_record, execute_run
-from benchmarks.suite import RunSpec, Suite
+from benchmarks.run import error_record, execute_run
+from cmarl_env.records import atomic_write_text, dump_json
+from benchmarks.suite import RunSpec, ScenarioSpec, Suite
 
 BACKENDS = ("ray", "serial")
-# order of execution: the LP first (it fills the cache the cost ratios read), then the long trainings
-_PRIORITY = {"lp_oracle": 0, "mappo": 1, "maddpg": 1, "masac": 1, "isac": 1}
+SCENARIO_FORMAT = "cmarl-scenario-facts/1"
+
+
+def _priority(spec: RunSpec) -> int:
+    """Execution order: the LP first (it fills the cache the cost ratios read), then the long trainings."""
+    from benchmarks.registry import get
+
+    mdef = get(spec.method.kind)
+    return 0 if mdef.reference else (1 if mdef.trains else 2)
+
+
+def scenario_facts(scenario: ScenarioSpec, cache_dir: Path | None = None, data=None) -> dict[str, Any]:
+    """Where the scenario's constraint sits: the LP frontier and the serve-all controller's grid use (fractions of
+    the peak, on roll-out 0's hours), the level (computed for calibrated scenarios), and whether it binds."""
+    from baselines.oracle import frontier_fraction
+    from cmarl_env.core import DemandResponseCore
+    from cmarl_env.data import load_dataset
+    from cmarl_env.evaluation import GRID_TOLERANCE, ServeAll, is_binding, rollout
+
+    path = None if cache_dir is None else Path(cache_dir) / "scenarios" / f"{scenario.cache_key()}.json"
+    if path is not None and path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            pass
+    data = data if data is not None else load_dataset(scenario.dataset)
+    h0 = scenario.start_hour
+    core = DemandResponseCore(scenario.env_config(h0, data.n_steps, constraint=1.0), data)
+    t0 = time.perf_counter()
+    frontier, frontier_se = frontier_fraction(core, scenario.steps, h0, seed=scenario.seed)
+    serve_all = rollout(ServeAll(), core, h0, scenario.steps).avg_grid / core.peak_demand
+    if scenario.calibrated:
+        constraint = frontier + scenario.calibrate * (serve_all - frontier)
+        rule = (f"frontier + {scenario.calibrate:g} x (serve-all - frontier) = {frontier:.4f} + {scenario.calibrate:g}"
+                f" x ({serve_all:.4f} - {frontier:.4f})")
+    else:
+        constraint, rule = float(scenario.constraint), "given by the suite"
+    facts = {"format": SCENARIO_FORMAT, "scenario": scenario.name, "hours": [h0, h0 + scenario.steps],
+             "peak_demand_kwh": core.peak_demand, "lp_frontier": frontier, "lp_frontier_stderr": frontier_se,
+             "lp_frontier_method": "exact (one LP per agent)" if frontier_se == 0.0 else
+             "estimated from a uniform sample of agents (one LP each)",
+             "serve_all_grid": serve_all, "constraint": constraint, "calibrated": scenario.calibrated,
+             "calibrate": scenario.calibrate, "constraint_rule": rule, "grid_limit": constraint * core.peak_demand,
+             "binding": is_binding(constraint, frontier, serve_all), "grid_tolerance": GRID_TOLERANCE,
+             "seconds": time.perf_counter() - t0}
+    if path is not None:
+        atomic_write_text(path, dump_json(facts))
+    return facts
+
+
+def resolve_scenarios(suite: Suite, out_dir: Path, *, write: bool = True) -> dict[str, dict[str, Any]]:
+    """The facts of every scenario of the suite (cached in OUT/_cache, recorded in OUT/scenarios/)."""
+    out: dict[str, dict[str, Any]] = {}
+    data = None
+    for sc in suite.scenarios():
+        if data is None or data.name != sc.dataset:
+            from cmarl_env.data import load_dataset
+
+            data = load_dataset(sc.dataset)
+        out[sc.name] = scenario_facts(sc, Path(out_dir) / "_cache", data)
+        if write:
+            atomic_write_text(Path(out_dir) / "scenarios" / f"{sc.name}.json", dump_json(out[sc.name]))
+    return out
 
 
 @dataclass
@@ -79,14 +142,16 @@ def run_state(path: Path, spec: RunSpec) -> str:
     return "partial" if path.exists() else "missing"
 
 
-def plan(suite: Suite, out_dir: Path) -> tuple[list[RunSpec], list[RunSpec], dict[str, str]]:
-    """(pending runs in execution order, finished runs, state of every run id)."""
+def plan(suite: Suite, out_dir: Path, facts: Mapping[str, Mapping[str, Any]] | None = None
+         ) -> tuple[list[RunSpec], list[RunSpec], dict[str, str]]:
+    """(pending runs in execution order, finished runs, state of every run id); ``facts`` resolves calibrated levels."""
     todo, done, states = [], [], {}
-    for spec in suite.runs():
+    constraints = {name: f["constraint"] for name, f in (facts or {}).items()}
+    for spec in suite.runs(constraints):
         state = run_state(run_dir(out_dir, spec), spec)
         states[spec.run_id] = state
         (done if state == "done" else todo).append(spec)
-    todo.sort(key=lambda s: _PRIORITY.get(s.method.kind, 2))
+    todo.sort(key=_priority)
     return todo, done, states
 
 
@@ -218,7 +283,8 @@ def run_suite(
     write_suite_record(suite, out_dir)
     cache = out_dir / "_cache"
     cache.mkdir(exist_ok=True)
-    todo, done, states = plan(suite, out_dir)
+    facts = resolve_scenarios(suite, out_dir)
+    todo, done, states = plan(suite, out_dir, facts)
     stale = [s.run_id for s in todo if states[s.run_id] == "stale"]
     report = SuiteReport(out_dir=out_dir, total=len(todo) + len(done), skipped=len(done))
     t0 = time.perf_counter()

@@ -61,7 +61,7 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -72,61 +72,20 @@ DATASET_HOURS = {DEFAULT_DATASET: 8760}
 
 GRAPHS = ("ring", "line", "two_clusters", "complete", "erdos_renyi", "random_geometric", "small_world",
           "watts_strogatz")
-DUAL_KINDS = ("consensus", "no_consensus")
-REFERENCE_KINDS = ("rule_based", "grid_only", "lp_oracle")
-MARL_KINDS = ("mappo", "maddpg", "masac", "isac")
-KINDS = DUAL_KINDS + REFERENCE_KINDS + MARL_KINDS
-BUDGETS = ("pretrained", "short", "full", "none")
+CALIBRATED = "calibrated"  # scenario "constraint": placed between the LP frontier and serve-all use (``calibrate``)
 
-# DualConfig fields a suite may set (algorithms.dual.DualConfig; checked again when the run builds it).
-DUAL_PARAMS = ("alpha", "eps", "eta", "rounds", "update_period", "lambda_min", "lambda_max", "nu_min", "nu_max")
-# Extra options of the dual kinds: custom checkpoints per demand scale instead of the shipped policies.
-DUAL_EXTRA = ("policies",)
-# baselines.marl.BaselineConfig fields a suite may set (the scenario and the run set the others);
-# tests/test_suite.py checks this list against the real dataclass.
-MARL_PARAMS = ("lambda_", "nu", "total_steps", "num_envs", "epochs", "lr", "critic_lr", "batch_size", "hidden_sizes",
-               "critic_hidden_sizes", "gamma", "reward_scale", "episode_length", "train_window", "rollout_steps",
-               "update_repeats", "clip_eps", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm", "buffer_size",
-               "warmup_steps", "collect_steps", "updates_per_step", "tau", "exploration_noise", "alpha",
-               "eval_episodes", "device", "num_threads")
-MARL_RESERVED = ("name", "n_agents", "constraint_fraction", "seed", "dataset")
-MARL_EXTRA = ("checkpoint",)  # evaluate an existing checkpoint instead of training
-KIND_PARAMS: dict[str, tuple[str, ...]] = {
-    "consensus": DUAL_PARAMS + DUAL_EXTRA,
-    "no_consensus": DUAL_PARAMS + DUAL_EXTRA,
-    "rule_based": (),
-    "grid_only": (),
-    "lp_oracle": ("backlog_cap",),
-    **{k: MARL_PARAMS + MARL_EXTRA for k in MARL_KINDS},
-}
-DEFAULT_BUDGET = {"consensus": "pretrained", "no_consensus": "pretrained", "rule_based": "none",
-                  "grid_only": "none", "lp_oracle": "none", **{k: "full" for k in MARL_KINDS}}
-KIND_LABELS = {"consensus": "Dual consensus (ours)", "no_consensus": "No consensus (L = 0)",
-               "rule_based": "Rule-based", "grid_only": "Grid only", "lp_oracle": "Clairvoyant LP",
-               "mappo": "MAPPO", "maddpg": "MADDPG", "masac": "MASAC", "isac": "ISAC"}
-
-SCENARIO_KEYS = ("name", "n_agents", "graph", "graph_params", "constraint", "steps", "start_hour", "start_jitter",
-                 "demand_scales", "dataset", "record_agents")
+SCENARIO_KEYS = ("name", "n_agents", "graph", "graph_params", "constraint", "calibrate", "steps", "start_hour",
+                 "start_jitter", "demand_scales", "dataset", "record_agents", "seed", "label")
 TOP_KEYS = ("format", "name", "description", "defaults", "methods", "experiments", "resources")
 DEFAULTS_KEYS = ("scenario", "seeds", "rollouts", "oracle")
 METHOD_KEYS = ("kind", "params", "sweep", "budget", "label", "note")
 EXPERIMENT_KEYS = ("name", "scenarios", "matrix", "methods", "seeds", "rollouts", "oracle")
 RESOURCE_KEYS = ("num_cpus", "max_concurrent", "cpus_per_run")
 
-_extra_kinds: dict[str, tuple[str, ...]] = {}
 
 
 class SuiteError(ValueError):
     """A suite file is malformed; the message names the key (as a path) and the allowed values."""
-
-
-def register_kind(kind: str, params: Sequence[str] = ()) -> None:
-    """Allow a method kind beyond :data:`KINDS` (used with ``benchmarks.methods.register``)."""
-    _extra_kinds[kind] = tuple(params)
-
-
-def known_kinds() -> tuple[str, ...]:
-    return KINDS + tuple(k for k in _extra_kinds if k not in KINDS)
 
 
 # --------------------------------------------------------------------------- dataclasses
@@ -145,6 +104,31 @@ class ScenarioSpec:
     demand_scales: tuple[float, ...] | float | None = None
     dataset: str = DEFAULT_DATASET
     record_agents: int = 100
+    seed: int = 0                    # the scenario's own randomness: agent offsets, random graphs, start hours
+    calibrate: float | None = None   # constraint = frontier + calibrate * (serve-all use - frontier), computed
+    label: str = ""                  # shown in the table header (e.g. "paper; not binding")
+
+    @property
+    def calibrated(self) -> bool:
+        return self.calibrate is not None
+
+    def env_config(self, start_hour: int, n_hours: int, *, augment: bool = False, steps: int | None = None,
+                   constraint: float | None = None):
+        """The environment of a roll-out of this scenario from ``start_hour`` (``cmarl_env.evaluation``'s window)."""
+        from cmarl_env.evaluation import evaluation_config
+
+        c = self.constraint if constraint is None else constraint
+        if not isinstance(c, (int, float)):
+            raise ValueError(f"scenario {self.name!r}: constraint {c!r} is not resolved yet (calibrated scenarios "
+                             "get theirs from the runner)")
+        return evaluation_config(n_agents=self.n_agents, constraint=float(c), start_hour=start_hour,
+                                 steps=self.steps if steps is None else steps, n_hours=n_hours, dataset=self.dataset,
+                                 demand_scales=self.demand_scales, graph=self.graph, graph_params=self.graph_params,
+                                 seed=self.seed, augment=augment)
+
+    def cache_key(self) -> str:
+        """A short hash of the scenario's physics (for caches shared between runs)."""
+        return hashlib.sha256(json.dumps(self.physics_key(), sort_keys=True, default=str).encode()).hexdigest()[:20]
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -154,9 +138,11 @@ class ScenarioSpec:
         return out
 
     def physics_key(self) -> dict[str, Any]:
-        """Everything but the name: two scenarios with equal keys are the same scenario."""
+        """Everything but the name and label: two scenarios with equal keys are the same scenario."""
         out = self.to_dict()
         out.pop("name")
+        out.pop("label")
+        out.pop("record_agents")
         return out
 
 
@@ -175,7 +161,9 @@ class MethodSpec:
     @property
     def reference(self) -> bool:
         """References (the LP bound) are listed but not ranked."""
-        return self.kind == "lp_oracle"
+        from benchmarks.registry import get
+
+        return get(self.kind).reference
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -261,16 +249,27 @@ class Suite:
     source: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
-    def runs(self) -> list[RunSpec]:
-        """All runs of the suite, in a stable order, without duplicates."""
+    def runs(self, constraints: Mapping[str, float] | None = None) -> list[RunSpec]:
+        """All runs of the suite, in a stable order, without duplicates.
+
+        ``constraints`` gives the computed level of calibrated scenarios (by
+        name; see ``benchmarks.runner.scenario_facts``); without it they keep
+        ``constraint = "calibrated"``. A method whose results do not depend on
+        the seed (registry ``seeded=False``) runs with the first seed only.
+        """
+        from benchmarks.registry import get
+
         out: dict[str, RunSpec] = {}
         for exp in self.experiments:
             for scenario in exp.scenarios:
+                if constraints is not None and scenario.name in constraints:
+                    scenario = replace(scenario, constraint=float(constraints[scenario.name]))
                 for mname in exp.methods:
                     method = self.methods[mname]
-                    for seed in exp.seeds:
+                    seeds = exp.seeds if get(method.kind).seeded else exp.seeds[:1]
+                    for seed in seeds:
                         spec = RunSpec(self.name, exp.name, scenario, method, seed, exp.rollouts, exp.oracle,
-                                       start_hours(scenario, seed, exp.rollouts))
+                                       start_hours(scenario, exp.rollouts))
                         prev = out.get(spec.run_id)
                         if prev is not None and prev.spec_hash() != spec.spec_hash():
                             raise SuiteError(
@@ -290,13 +289,15 @@ class Suite:
 
 
 # --------------------------------------------------------------------------- start hours
-def start_hours(scenario: ScenarioSpec, seed: int, rollouts: int) -> tuple[int, ...]:
-    """Roll-out 0 at ``start_hour``; roll-out k >= 1 at ``start_hour + u``, ``u ~ U{0..start_jitter}`` from rng([seed, k])."""
+def start_hours(scenario: ScenarioSpec, rollouts: int) -> tuple[int, ...]:
+    """Roll-out 0 at ``start_hour``; roll-out k >= 1 at ``start_hour + u``, ``u ~ U{0..start_jitter}`` from
+    rng([scenario.seed, k]): the same hours for every method and every training seed."""
     import numpy as np
 
     hours = [scenario.start_hour]
     for k in range(1, rollouts):
-        u = int(np.random.default_rng([seed, k]).integers(0, scenario.start_jitter + 1)) if scenario.start_jitter else 0
+        u = (int(np.random.default_rng([scenario.seed, k]).integers(0, scenario.start_jitter + 1))
+             if scenario.start_jitter else 0)
         hours.append(scenario.start_hour + u)
     return tuple(hours)
 
@@ -426,100 +427,59 @@ def parse_suite(raw: Any, source: str = "<dict>") -> Suite:
 
 
 def _parse_method(mname: Any, mraw: Any, where: str) -> list[MethodSpec]:
+    from benchmarks import registry
+
     key = f"methods.{mname}"
     if not isinstance(mname, str) or not mname or "/" in mname:
         raise SuiteError(f"{where}: method name {mname!r} must be a non-empty string without '/'")
     _require_mapping(mraw, key, where)
     _check_keys(mraw, METHOD_KEYS, key, where)
     kind = mraw.get("kind")
-    kinds = known_kinds()
+    kinds = registry.kinds()
     if kind not in kinds:
         raise SuiteError(f"{where}: {key}.kind={kind!r} is not allowed; choose one of {list(kinds)}")
-    allowed = _dual_params() if kind in DUAL_KINDS else KIND_PARAMS.get(kind, _extra_kinds.get(kind, ()))
-    params = mraw.get("params", {})
+    mdef = registry.get(kind)
+    params = dict(mraw.get("params", {})) if isinstance(mraw.get("params", {}), Mapping) else mraw.get("params")
     _require_mapping(params, f"{key}.params", where)
-    _check_params(kind, params, allowed, f"{key}.params", where)
+    if kind == "controller" and isinstance(params.get("path"), str) and not Path(params["path"]).is_absolute():
+        base = Path(where.removeprefix("suite ")).parent if where.startswith("suite ") else Path.cwd()
+        params["path"] = str((base / params["path"]).resolve())
     sweep = mraw.get("sweep", {})
     _require_mapping(sweep, f"{key}.sweep", where)
-    _check_params(kind, {k: None for k in sweep}, allowed, f"{key}.sweep", where)
+    for p in list(params) + list(sweep):
+        if p not in mdef.params:
+            raise SuiteError(f"{where}: unknown key {key}.params.{p} for kind {kind!r}; "
+                             f"allowed: {sorted(mdef.params) or 'none'}")
     for p, values in sweep.items():
         if not isinstance(values, list) or not values:
             raise SuiteError(f"{where}: {key}.sweep.{p} must be a non-empty list of values")
-        for j, v in enumerate(values):
-            _check_param_value(kind, p, v, f"{key}.sweep.{p}[{j}]", where)
-    budget = mraw.get("budget", DEFAULT_BUDGET.get(kind, "none"))
-    if budget not in BUDGETS:
-        raise SuiteError(f"{where}: {key}.budget={budget!r} is not allowed; choose one of {list(BUDGETS)}")
-    label = mraw.get("label", KIND_LABELS.get(kind, mname))
+    budget = mraw.get("budget", mdef.budget)
+    if budget not in registry.BUDGETS:
+        raise SuiteError(f"{where}: {key}.budget={budget!r} is not allowed; choose one of {list(registry.BUDGETS)}")
+    label = mraw.get("label", mdef.label)
     note = mraw.get("note", "")
     for k, v in (("label", label), ("note", note)):
         if not isinstance(v, str):
             raise SuiteError(f"{where}: {key}.{k} must be a string")
-    if kind == "no_consensus" and params.get("rounds", 0) != 0:
-        raise SuiteError(f"{where}: {key}.params.rounds={params['rounds']!r} contradicts kind 'no_consensus' "
-                         "(which means rounds = 0); use kind 'consensus'")
-    if not sweep:
-        return [MethodSpec(mname, kind, dict(params), budget, label, note, mname)]
+    combos = list(itertools.product(*(sweep[k] for k in sweep))) if sweep else [()]
     out = []
-    keys = list(sweep)
-    for combo in itertools.product(*(sweep[k] for k in keys)):
+    for combo in combos:
         p = dict(params)
-        p.update(dict(zip(keys, combo)))
-        suffix = "-".join(f"{k}{_fmt_value(v)}" for k, v in zip(keys, combo))
-        extra = ", ".join(f"{k}={_fmt_value(v)}" for k, v in zip(keys, combo))
-        out.append(MethodSpec(f"{mname}-{suffix}", kind, p, budget, f"{label} ({extra})", note, mname))
-    return out
-
-
-def _dual_params() -> tuple[str, ...]:
-    """The fields of algorithms.dual.DualConfig (the static list when it cannot be imported) + the extras."""
-    try:
-        import dataclasses
-
-        from algorithms.dual import DualConfig
-
-        names = tuple(f.name for f in dataclasses.fields(DualConfig))
-    except (ImportError, TypeError):
-        names = DUAL_PARAMS
-    return names + DUAL_EXTRA
-
-
-def _check_params(kind: str, params: Mapping[str, Any], allowed: Sequence[str], key: str, where: str) -> None:
-    for p, v in params.items():
-        if kind in MARL_KINDS and p in MARL_RESERVED:
-            raise SuiteError(f"{where}: {key}.{p} is set by the scenario and the run, not by the method; "
-                             f"allowed: {sorted(allowed)}")
-        if p not in allowed:
-            raise SuiteError(f"{where}: unknown key {key}.{p} for kind {kind!r}; allowed: {sorted(allowed) or 'none'}")
-        if v is not None:
-            _check_param_value(kind, p, v, f"{key}.{p}", where)
-
-
-def _check_param_value(kind: str, p: str, v: Any, key: str, where: str) -> None:
-    if p == "rounds":
-        _int(v, key, where, 0, 10_000)
-        if kind == "no_consensus" and v != 0:
-            raise SuiteError(f"{where}: {key}={v!r} contradicts kind 'no_consensus' (rounds = 0)")
-    elif p in ("alpha", "eta") and kind in DUAL_KINDS:
-        _real(v, key, where, 0.0, 1e6, low_open=True)
-    elif p == "eps":
-        _real(v, key, where, 0.0, 1.0, low_open=True)
-    elif p == "update_period":
-        _int(v, key, where, 1, 10**7)
-    elif p == "total_steps":
-        _int(v, key, where, 1, 10**10)
-    elif p == "policies":
-        if not isinstance(v, Mapping) or not v:
-            raise SuiteError(f"{where}: {key} must map demand scales (e.g. \"1.0\") to checkpoint paths")
-        for s, path in v.items():
+        p.update(dict(zip(sweep, combo)))
+        if mdef.validate is not None:
             try:
-                float(s)
-            except ValueError:
-                raise SuiteError(f"{where}: {key}.{s} is not a demand scale (a number such as \"2.0\")") from None
-            if not isinstance(path, str):
-                raise SuiteError(f"{where}: {key}.{s} must be a checkpoint path (string)")
-    elif p == "checkpoint" and not isinstance(v, str):
-        raise SuiteError(f"{where}: {key} must be a checkpoint path (string)")
+                mdef.validate(p)
+            except (ValueError, TypeError) as err:
+                where_key = key + (f".sweep({', '.join(f'{k}={_fmt_value(v)}' for k, v in zip(sweep, combo))})"
+                                   if sweep else ".params")
+                raise SuiteError(f"{where}: {where_key}: {err}") from None
+        if not sweep:
+            out.append(MethodSpec(mname, kind, p, budget, label, note, mname))
+        else:
+            suffix = "-".join(f"{k}{_fmt_value(v)}" for k, v in zip(sweep, combo))
+            extra = ", ".join(f"{k}={_fmt_value(v)}" for k, v in zip(sweep, combo))
+            out.append(MethodSpec(f"{mname}-{suffix}", kind, p, budget, f"{label} ({extra})", note, mname))
+    return out
 
 
 def _expand_scenarios(eraw: Mapping[str, Any], base: Mapping[str, Any], key: str, where: str) -> list[ScenarioSpec]:
@@ -565,7 +525,21 @@ def _scenario(values: dict[str, Any], key: str, where: str, extra_name_fields: S
         raise SuiteError(f"{where}: {key}.graph={graph!r} is not allowed; choose one of {list(GRAPHS)}")
     gparams = values.get("graph_params", {})
     _require_mapping(gparams, f"{key}.graph_params", where)
-    c = _real(values.get("constraint", 0.27), f"{key}.constraint", where, 0.0, 1.0, low_open=True)
+    c = values.get("constraint", 0.27)
+    calibrate = values.get("calibrate")
+    if c == CALIBRATED:
+        calibrate = 0.5 if calibrate is None else _real(calibrate, f"{key}.calibrate", where, 0.0, 1.0, low_open=True)
+        if calibrate >= 1.0:
+            raise SuiteError(f"{where}: {key}.calibrate={calibrate!r} is out of range; allowed: (0, 1) (0: the LP "
+                             "frontier, 1: the serve-all controller's grid use)")
+    else:
+        c = _real(c, f"{key}.constraint", where, 0.0, 1.0, low_open=True)
+        if calibrate is not None:
+            raise SuiteError(f"{where}: {key}.calibrate needs constraint={CALIBRATED!r}; got constraint={c!r}")
+    seed = _int(values.get("seed", 0), f"{key}.seed", where, 0, 2**31 - 1)
+    label = values.get("label", "")
+    if not isinstance(label, str):
+        raise SuiteError(f"{where}: {key}.label must be a string")
     steps = _int(values.get("steps", 3000), f"{key}.steps", where, 1, 10**7)
     start = _int(values.get("start_hour", 0), f"{key}.start_hour", where, 0, 10**7)
     jitter = _int(values.get("start_jitter", 168), f"{key}.start_jitter", where, 0, 10**7)
@@ -589,24 +563,23 @@ def _scenario(values: dict[str, Any], key: str, where: str, extra_name_fields: S
         scales = _real(scales, f"{key}.demand_scales", where, 0.0, 1000.0, low_open=True)
     name = values.get("name")
     if name is None:
-        name = f"{graph}_n{n}_c{_fmt_value(c)}" + "".join(f"_{_short(m)}{_fmt_value(values[m])}" for m in extra_name_fields)
+        level = f"cal{_fmt_value(calibrate)}" if c == CALIBRATED else _fmt_value(c)
+        name = f"{graph}_n{n}_c{level}" + "".join(f"_{_short(m)}{_fmt_value(values[m])}" for m in extra_name_fields)
     if not isinstance(name, str) or not name or "/" in name:
         raise SuiteError(f"{where}: {key}.name={name!r} must be a non-empty string without '/'")
     return ScenarioSpec(name=name, n_agents=n, graph=graph, graph_params=dict(gparams), constraint=c, steps=steps,
                         start_hour=start, start_jitter=jitter, demand_scales=scales, dataset=dataset,
-                        record_agents=record)
+                        record_agents=record, seed=seed, calibrate=calibrate, label=label)
 
 
 def _check_compatible(method: MethodSpec, scenario: ScenarioSpec, key: str, where: str) -> None:
-    if method.kind in MARL_KINDS and scenario.demand_scales is not None:
-        raise SuiteError(
-            f"{where}: {key}: method {method.name!r} (kind {method.kind!r}) cannot run scenario {scenario.name!r}: "
-            "scenario key demand_scales must be null for the MARL baselines (baselines.marl trains on the paper's "
-            "demand layout); run them in an experiment of their own"
-        )
-    if method.kind == "lp_oracle" and scenario.n_agents > 5000:
-        raise SuiteError(f"{where}: {key}: method {method.name!r} (the LP) cannot run scenario {scenario.name!r} with "
-                         f"n_agents={scenario.n_agents}; allowed: n_agents <= 5000")
+    from benchmarks.registry import get
+
+    check = get(method.kind).check_scenario
+    reason = check(scenario) if check is not None else None
+    if reason:
+        raise SuiteError(f"{where}: {key}: method {method.name!r} (kind {method.kind!r}) cannot run scenario "
+                         f"{scenario.name!r}: {reason}")
 
 
 # --------------------------------------------------------------------------- small checks

@@ -2,13 +2,15 @@
 
 Example::
 
-    cmarl train-baseline mappo --steps 100000 --agents 7 --lambda 8 --nu -8 --seed 0 --out runs/mappo --eval-rollouts 10
+    cmarl train-baseline mappo --steps 100000 --agents 7 --lambda 8 --nu -8 --seed 0 --out runs/mappo --eval-start-hours 0
 
 The run folder receives ``config.json``, ``policy.pt``, ``metrics.json`` and
 ``versions.json`` (see ``baselines.marl.training``); Tianshou's trainer shows
-the progress bars. With ``--eval-rollouts K > 0`` the final policy is also
-evaluated with the paper's protocol (K roll-outs of ``--eval-steps`` hours
-from hour 0, see ``baselines.marl.common.evaluate``).
+the progress bars. The final policy is then evaluated with one roll-out of
+``--eval-steps`` hours from each ``--eval-start-hours`` hour (default 0: the
+paper scenario's hours [0, 3000)), through the one roll-out loop and
+feasibility rule (``baselines.marl.common.evaluate``); ``--eval-start-hours``
+with no value skips the evaluation.
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nu", type=float, default=-8.0, help="fixed local penalty nu (default -8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--out", required=True, help="run folder to write")
-    parser.add_argument("--eval-rollouts", type=int, default=10,
-                        help="paper-protocol evaluation roll-outs of the final policy (0 to skip; default 10)")
+    parser.add_argument("--eval-start-hours", type=int, nargs="*", default=[0], metavar="HOUR",
+                        help="evaluate the final policy with one roll-out from each of these hours "
+                             "(default 0; give the flag with no value to skip)")
     parser.add_argument("--eval-steps", type=int, default=3000, help="hours per evaluation roll-out (default 3000)")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs (an evaluation after each; default 10)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs (a training-return estimate after each; default 10)")
     parser.add_argument("--num-envs", type=int, default=4, help="parallel scenario copies (default 4)")
     parser.add_argument("--lr", type=float, default=3e-4, help="actor learning rate (MAPPO: actor and critic; default 3e-4)")
     parser.add_argument("--critic-lr", type=float, default=1e-3, help="critic learning rate, off-policy (default 1e-3)")
@@ -68,25 +71,27 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as err:
         raise SystemExit(f"cmarl train-baseline: error: {err}") from None
-    if args.eval_rollouts < 0:
-        raise SystemExit("cmarl train-baseline: error: --eval-rollouts must be >= 0")
+    if any(h < 0 for h in args.eval_start_hours):
+        raise SystemExit("cmarl train-baseline: error: --eval-start-hours must be hours >= 0")
     if args.eval_steps < 1:
         raise SystemExit("cmarl train-baseline: error: --eval-steps must be >= 1")
     print(f"training {args.name} on {args.agents} agents with fixed (lambda, nu) = ({args.lambda_}, {args.nu}), "
           f"{args.steps} env steps, seed {args.seed} -> {args.out}")
     try:
         summary = train_baseline(config, Path(args.out), progress=not args.quiet,
-                                 eval_rollouts=args.eval_rollouts, eval_steps=args.eval_steps)
+                                 eval_start_hours=args.eval_start_hours, eval_steps=args.eval_steps)
     except ValueError as err:  # argument problems found before training starts
         raise SystemExit(f"cmarl train-baseline: error: {err}") from None
     print(f"done in {summary['wall_time_s']:.1f} s ({summary['iterations']} iterations, "
-          f"{summary['seconds_per_iteration']:.4f} s/iteration); evaluation return per agent "
+          f"{summary['seconds_per_iteration']:.4f} s/iteration); training return per agent "
           f"{summary['eval_return_initial']:.2f} -> {summary['eval_return_final']:.2f}")
     if "evaluation" in summary:
         ev = summary["evaluation"]
         best = ev["best"]
-        print(f"paper protocol: infeasible roll-outs {100 * ev['infeasible_fraction']:.0f} %; best roll-out: "
-              f"avg grid {best['avg_grid_consumption']:.3f} kWh vs limit {best['grid_limit']:.3f}, "
-              f"cost {best['total_cost']:.1f}, backlog slope {best['backlog_slope_kwh_per_step']:.4f} kWh/step")
+        print(f"evaluation: infeasible roll-outs {100 * ev['infeasible_fraction']:.0f} %; best roll-out "
+              f"(from hour {best['start_hour']}): avg grid {best['avg_grid_consumption']:.3f} kWh vs limit "
+              f"{best['grid_limit']:.3f}, cost {best['total_cost']:.1f}, backlog slope "
+              f"{best['backlog_slope_per_agent']:.4f} kWh/step/agent"
+              + (f" ({best['infeasible_reason']})" if best["infeasible_reason"] else ""))
     print(json.dumps({k: summary[k] for k in ("checkpoint", "wall_time_s", "seconds_per_iteration", "env_steps")}))
     return 0

@@ -20,15 +20,13 @@ import torch
 pytest.importorskip("tianshou")
 
 from baselines.marl import (  # noqa: E402
-    BACKLOG_SLOPE_LIMIT,
     BASELINES,
-    GRID_TOLERANCE,
-    ROLLOUT_START_STRIDE,
+    EVAL_START_HOURS,
     BaselineConfig,
     CheckpointError,
+    MARLController,
     MARLPolicy,
     ScenarioVectorEnv,
-    backlog_slope,
     evaluate,
     load_policy,
     save_checkpoint,
@@ -36,6 +34,7 @@ from baselines.marl import (  # noqa: E402
 )
 from baselines.marl.common import build_local_actor, encode_local, feature_dim  # noqa: E402
 from cmarl_env.core import DemandResponseCore  # noqa: E402
+from cmarl_env.evaluation import BACKLOG_SLOPE_LIMIT, ServeAll, evaluation_config, judge, rollout  # noqa: E402
 
 SMALL = dict(n_agents=3, episode_length=24, num_envs=4, rollout_steps=24, eval_episodes=8, epochs=2,
              warmup_steps=200, collect_steps=8, seed=0)
@@ -122,9 +121,16 @@ def test_checkpoint_errors(tmp_path):
 
 def test_seeded_training_is_deterministic(dataset, tmp_path):
     config = BaselineConfig(name="maddpg", **(SMALL | dict(total_steps=96, warmup_steps=48, epochs=1)))
-    first = train_baseline(config, tmp_path / "a", data=dataset)
-    second = train_baseline(config, tmp_path / "b", data=dataset)
+    first = train_baseline(config, tmp_path / "a", data=dataset, eval_start_hours=[0, 100], eval_steps=48)
+    second = train_baseline(config, tmp_path / "b", data=dataset, eval_start_hours=[0, 100], eval_steps=48)
     assert first["eval_return_final"] == second["eval_return_final"]
+    assert first["evaluation"]["best"]["total_cost"] == second["evaluation"]["best"]["total_cost"]
+    stored = json.loads((tmp_path / "a" / "metrics.json").read_text())["evaluation"]
+    assert stored["start_hours"] == [0, 100] and [r["steps"] for r in stored["rollouts"]] == [48, 48]
+    assert stored["grid_limit"] == stored["rollouts"][0]["grid_limit"] and "feasible" in stored["rollouts"][1]
+    with pytest.raises(ValueError, match="runs past the end of the data"):
+        train_baseline(config, tmp_path / "c", data=dataset, eval_start_hours=[8750], eval_steps=48)
+    assert not (tmp_path / "c").exists()  # refused before anything was trained or written
     pa, pb = load_policy(first["checkpoint"]), load_policy(second["checkpoint"])
     for (ka, va), (kb, vb) in zip(pa.actor.state_dict().items(), pb.actor.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
@@ -224,30 +230,89 @@ def _constant_policy(a_bat: float, a_grid: float, n_agents: int = 7) -> MARLPoli
     return MARLPolicy(actor, meta)
 
 
-def test_evaluate_protocol(dataset):
-    postpone = evaluate(_constant_policy(1.0, 0.0), n_rollouts=3, steps=300, data=dataset)
-    assert postpone["n_agents"] == 7 and len(postpone["rollouts"]) == 3
-    assert postpone["thresholds"] == {"grid_tolerance": GRID_TOLERANCE, "backlog_slope_limit": BACKLOG_SLOPE_LIMIT}
-    first = postpone["rollouts"][0]
-    assert postpone["start_hours"] == [0, ROLLOUT_START_STRIDE, 2 * ROLLOUT_START_STRIDE]
-    assert first["start_hour"] == 0 and first["avg_grid_consumption"] < 1e-2
-    assert first["backlog_slope_kwh_per_step"] > BACKLOG_SLOPE_LIMIT and first["infeasible"]
-    assert postpone["infeasible_fraction"] == 1.0
+def _plain_rollout(policy, dataset, start, steps, constraint=0.27):
+    """What evaluate must compute, written as a plain loop: the policy on the evaluated hours' environment."""
+    core = DemandResponseCore(evaluation_config(n_agents=7, constraint=constraint, start_hour=start, steps=steps,
+                                                n_hours=dataset.n_steps), dataset)
+    obs = core.reset(start_hour=start)
+    grid, backlog = [], []
+    for _ in range(steps):
+        out = core.step(policy.act(obs, core.layout.scale))
+        obs = out.obs
+        grid.append(out.signals.e_grid.sum())
+        backlog.append(out.signals.backlog.sum())
+    return core, np.array(grid), np.array(backlog)
 
-    grid = evaluate(_constant_policy(1.0, 1.0), n_rollouts=2, steps=300, data=dataset)
-    r0 = grid["rollouts"][0]
+
+def test_evaluate_is_the_one_rollout_and_the_one_rule(dataset):
+    """Each roll-out of evaluate is the policy on evaluation_config(start, steps), judged by cmarl_env.evaluation."""
+    from cmarl_env.evaluation import backlog_slope
+
+    policy = _constant_policy(1.0, 0.0)  # battery only: everything else waits
+    report = evaluate(policy, [0, 500, 1000], steps=300, data=dataset)
+    assert report["n_agents"] == 7 and report["start_hours"] == [0, 500, 1000] and len(report["rollouts"]) == 3
+    for k, (r, h) in enumerate(zip(report["rollouts"], [0, 500, 1000])):
+        core, grid, backlog = _plain_rollout(policy, dataset, h, 300)
+        assert r["rollout"] == k and r["start_hour"] == h and r["steps"] == 300
+        assert core.window == (h, h + 300)  # the grid limit is set by the evaluated hours only
+        assert r["grid_limit"] == pytest.approx(core.grid_limit) and report["grid_limits"][k] == r["grid_limit"]
+        assert r["avg_grid_consumption"] == pytest.approx(grid.mean(), abs=1e-12)
+        assert r["final_backlog_kwh"] == pytest.approx(backlog[-1])
+        assert r["backlog_slope_kwh_per_step"] == pytest.approx(backlog_slope(backlog))
+        v = judge(grid.mean(), core.grid_limit, backlog_slope(backlog), 7)
+        assert r["feasible"] == v.feasible and r["infeasible_reason"] == v.reason
+        # postponing everything: the backlog grows, per agent, beyond the one rule's threshold
+        assert r["backlog_slope_per_agent"] > BACKLOG_SLOPE_LIMIT and not r["feasible"]
+        assert "backlog slope" in r["infeasible_reason"]
+        # the demand left waiting is charged at the horizon's highest price
+        max_price = dataset.price[core.layout.building, h:h + 300].max()
+        assert r["terminal_backlog_value"] == pytest.approx(backlog[-1] * max_price) and backlog[-1] > 0
+        assert r["total_cost"] == pytest.approx(r["energy_cost"] + r["terminal_backlog_value"])
+    assert report["infeasible_fraction"] == 1.0
+    assert report["mean"]["avg_grid_consumption"] == pytest.approx(
+        np.mean([r["avg_grid_consumption"] for r in report["rollouts"]]))
+
+    serve = evaluate(_constant_policy(1.0, 1.0), data=dataset, steps=300)  # default start hours: (0,)
+    assert serve["start_hours"] == list(EVAL_START_HOURS) == [0]
+    r0 = serve["rollouts"][0]
     assert r0["final_backlog_kwh"] < 1e-3 and abs(r0["backlog_slope_kwh_per_step"]) < 1e-4
-    assert r0["total_cost"] > 0
-    assert r0["infeasible"] == (r0["avg_grid_consumption"] > GRID_TOLERANCE * r0["grid_limit"])
-    # roll-outs starting in other weeks see other data
-    assert grid["rollouts"][1]["total_cost"] != r0["total_cost"]
-    with pytest.raises(ValueError, match="beyond the dataset"):
-        evaluate(_constant_policy(1.0, 1.0), n_rollouts=10, steps=8000, data=dataset)
+    # a = (1, ~1) is (up to the actor's tanh) the serve-all reference on the same hours and limit
+    ref = rollout(ServeAll(), DemandResponseCore(evaluation_config(
+        n_agents=7, constraint=0.27, start_hour=0, steps=300, n_hours=dataset.n_steps), dataset), 0, 300)
+    assert r0["grid_limit"] == ref.grid_limit
+    assert r0["avg_grid_consumption"] == pytest.approx(ref.avg_grid, rel=1e-4)
+    assert r0["feasible"] == ref.verdict.feasible
+    assert serve["best"] is serve["rollouts"][0]
+    with pytest.raises(ValueError, match="runs past the end of the data"):
+        evaluate(_constant_policy(1.0, 1.0), [0, 1000], steps=8000, data=dataset)
+    with pytest.raises(ValueError, match="at least one start hour"):
+        evaluate(_constant_policy(1.0, 1.0), [], steps=10, data=dataset)
 
 
-def test_backlog_slope():
-    assert backlog_slope(np.arange(30.0) * 0.5) == pytest.approx(0.5)
-    assert backlog_slope(np.r_[np.zeros(20), np.full(10, 3.0)]) == pytest.approx(0.0)
+def test_marl_controller(dataset):
+    """reset computes the type one-hot from core.layout.scale; act is the actor on encode_local(obs, onehot)."""
+    policy = _constant_policy(0.3, 0.6)
+    core = DemandResponseCore(evaluation_config(n_agents=7, constraint=0.27, start_hour=10, steps=20,
+                                                n_hours=dataset.n_steps), dataset)
+    ctl = MARLController(policy)
+    obs = core.reset(start_hour=10)
+    ctl.reset(core)
+    scales = core.layout.scale
+    np.testing.assert_array_equal(ctl.onehot, np.eye(2, dtype=np.float32)[(scales == 2.0).astype(int)])
+    np.testing.assert_array_equal(ctl.act(obs), policy.act(obs, scales))
+    assert ctl.act(obs).shape == (7, 2)
+    r = rollout(ctl, core, 10, 20)
+    assert r.controller == "constant" and r.steps == 20
+    assert r.info["lagrangian_return_per_agent"] < 0 and r.info["fixed_multipliers"] == [8.0, -8.0]
+    # seeded action noise: the same roll-out twice, a different one without noise
+    noisy = [rollout(MARLController(policy, action_noise=0.2, seed=1), core, 10, 20) for _ in range(2)]
+    np.testing.assert_array_equal(noisy[0].total_grid, noisy[1].total_grid)
+    assert not np.array_equal(noisy[0].total_grid, r.total_grid)
+    # agents of a type the policy never saw are refused
+    odd = DemandResponseCore(evaluation_config(n_agents=3, constraint=0.27, start_hour=0, steps=5, n_hours=dataset.n_steps,
+                                               demand_scales=(1.0, 3.0, 1.0)), dataset)
+    with pytest.raises(ValueError, match="not agent types this policy"):
+        rollout(MARLController(policy), odd, 0, 5)
 
 
 # ----------------------------------------------------------------------- CLI
@@ -264,7 +329,10 @@ def test_cli_unknown_name_lists_the_baselines(capsys, tmp_path):
     for name in BASELINES:
         assert name in err
     args = parser.parse_args(["isac", "--steps", "10", "--lambda", "6", "--nu", "-11", "--out", str(tmp_path)])
-    assert (args.name, args.steps, args.lambda_, args.nu, args.agents, args.eval_rollouts) == ("isac", 10, 6.0, -11.0, 7, 10)
+    assert (args.name, args.steps, args.lambda_, args.nu, args.agents, args.eval_start_hours) == ("isac", 10, 6.0, -11.0, 7, [0])
+    skip = parser.parse_args(["isac", "--eval-start-hours", "--out", str(tmp_path)])
+    assert skip.eval_start_hours == []
+    assert parser.parse_args(["isac", "--eval-start-hours", "0", "4000", "--out", str(tmp_path)]).eval_start_hours == [0, 4000]
 
 
 def test_cmarl_entry_point_reaches_train_baseline(capsys, tmp_path):

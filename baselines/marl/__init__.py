@@ -8,25 +8,23 @@
 All four are trained on ``r0 + lambda * (c/N - e_grid) + nu * r2`` with fixed
 (lambda, nu) = (8, -8) by default and plain observations; see
 ``baselines.marl.common`` for the shared pieces (config, env adapter,
-evaluation protocol) and each module's docstring for its design.
+``MARLController`` and ``evaluate`` through ``cmarl_env.evaluation.rollout``) and each module's docstring for its design.
 
 Usage::
 
     from baselines.marl import BaselineConfig, train_baseline, load_policy, evaluate
     summary = train_baseline(BaselineConfig(name="mappo", total_steps=50_000), "runs/mappo")
-    report = evaluate(load_policy(summary["checkpoint"]), n_rollouts=10, steps=3000)
+    report = evaluate(load_policy(summary["checkpoint"]), start_hours=[0], steps=3000)
 """
 
 from baselines.marl.common import (
-    BACKLOG_SLOPE_LIMIT,
     BASELINES,
-    GRID_TOLERANCE,
-    ROLLOUT_START_STRIDE,
+    EVAL_START_HOURS,
     BaselineConfig,
     CheckpointError,
+    MARLController,
     MARLPolicy,
     ScenarioVectorEnv,
-    backlog_slope,
     evaluate,
     evaluate_return,
     load_policy,
@@ -35,15 +33,13 @@ from baselines.marl.common import (
 from baselines.marl.training import train_baseline
 
 __all__ = [
-    "BACKLOG_SLOPE_LIMIT",
     "BASELINES",
-    "GRID_TOLERANCE",
-    "ROLLOUT_START_STRIDE",
+    "EVAL_START_HOURS",
     "BaselineConfig",
     "CheckpointError",
+    "MARLController",
     "MARLPolicy",
     "ScenarioVectorEnv",
-    "backlog_slope",
     "evaluate",
     "evaluate_return",
     "load_policy",

@@ -12,8 +12,9 @@ counted in ``total_steps``).
 Run folder: ``config.json`` (baseline config, scenario config and facts),
 ``policy.pt`` (checkpoint: actor weights + the full Tianshou algorithm state
 + metadata; written atomically), ``metrics.json`` (per-epoch evaluation
-returns, losses and physical signals, timings, the optional paper-protocol
-evaluation) and ``versions.json``.
+returns, losses and physical signals, timings -- a training record -- and, with
+``eval_start_hours``, the evaluation of the final policy by
+``baselines.marl.common.evaluate``) and ``versions.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import importlib
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -35,7 +36,6 @@ from baselines.marl.common import (
     CONFIG_NAME,
     FEATURE_CLIP,
     METRICS_NAME,
-    ROLLOUT_START_STRIDE,
     VERSIONS_NAME,
     BaselineConfig,
     MARLPolicy,
@@ -46,6 +46,7 @@ from baselines.marl.common import (
     seed_everything,
 )
 from cmarl_env.core import BASE_FEATURES
+from cmarl_env.evaluation import evaluation_config
 from cmarl_env.records import package_versions, write_json
 from cmarl_env.data import BuildingData, load_dataset
 
@@ -138,7 +139,7 @@ def train_baseline(
     *,
     progress: bool = False,
     data: BuildingData | None = None,
-    eval_rollouts: int = 0,
+    eval_start_hours: Sequence[int] = (),
     eval_steps: int = 3000,
 ) -> dict[str, Any]:
     """Train ``config.name``; write the run folder ``out_dir``; return a JSON-friendly summary.
@@ -146,11 +147,13 @@ def train_baseline(
     The summary holds the checkpoint path, training wall time, the number of
     iterations and seconds per iteration (collect + update, excluding the
     per-epoch evaluations), env steps, the evaluation return (mean per-agent
-    Lagrangian return on fixed training episodes) before and after training
-    and, with ``eval_rollouts > 0``, the paper-protocol ``evaluate`` of the
-    final policy (``eval_rollouts`` roll-outs of ``eval_steps`` hours, one
-    week apart from hour 0). Argument problems raise ``ValueError`` before
-    anything is trained or written.
+    Lagrangian return on fixed training episodes: a training metric) before and
+    after training and, when ``eval_start_hours`` is not empty, ``evaluate`` of
+    the final policy (one roll-out of ``eval_steps`` hours from each of those
+    hours, through ``cmarl_env.evaluation.rollout`` and judged by its
+    feasibility rule). Argument problems (including a start hour whose
+    roll-out runs past the data) raise ``ValueError`` before anything is
+    trained or written.
     """
     if not isinstance(config, BaselineConfig):
         raise TypeError(f"config must be a BaselineConfig, got {type(config).__name__}")
@@ -159,14 +162,10 @@ def train_baseline(
     seed_everything(config.seed, config.num_threads)
     try:
         data = data if data is not None else load_dataset(config.dataset)
-        if eval_rollouts < 0 or eval_steps < 1:
-            raise ValueError(f"eval_rollouts={eval_rollouts} must be >= 0 and eval_steps={eval_steps} >= 1")
-        last = (eval_rollouts - 1) * ROLLOUT_START_STRIDE + eval_steps
-        if eval_rollouts > 0 and last > data.n_steps:
-            raise ValueError(
-                f"eval_steps={eval_steps} with eval_rollouts={eval_rollouts} (one week apart) would need {last} hours; "
-                f"the dataset has {data.n_steps}"
-            )
+        eval_start_hours = [int(h) for h in eval_start_hours]
+        for h in eval_start_hours:  # the evaluation windows are checked before anything is trained
+            evaluation_config(n_agents=config.n_agents, constraint=config.constraint_fraction, start_hour=h,
+                              steps=eval_steps, n_hours=data.n_steps, dataset=config.dataset)
         run_dir = Path(out_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         env = make_env(config, data)
@@ -222,8 +221,9 @@ def train_baseline(
         final = MARLPolicy(final_actor, metadata)
         checkpoint = save_checkpoint(run_dir / CHECKPOINT_NAME, final, algorithm.state_dict())
         rollouts = None
-        if eval_rollouts > 0:
-            rollouts = evaluate(final, n_rollouts=eval_rollouts, steps=eval_steps, data=data)
+        if eval_start_hours:
+            rollouts = evaluate(final, eval_start_hours, steps=eval_steps, constraint=config.constraint_fraction,
+                                data=data)
         wall = time.perf_counter() - t_start
         versions = package_versions()
         write_json(run_dir / CONFIG_NAME, {

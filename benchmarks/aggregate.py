@@ -1,41 +1,39 @@
-"""Aggregation over seeds: interquartile mean and stratified-bootstrap 95 % confidence intervals.
+"""Aggregation with rliable: score matrices (runs x scenarios) in, interval estimates out.
 
-Follows Agarwal et al. (2021), "Deep RL at the edge of the statistical
-precipice" (the rliable library), implemented with numpy and scipy:
-
-* IQM: the mean of the middle 50 % of the values,
-  ``scipy.stats.trim_mean(x, 0.25)`` (cuts ``floor(0.25 n)`` values at each
-  end; for n < 4 nothing is cut and the IQM is the mean).
-* Stratified bootstrap: each stratum (a scenario; one stratum for a single
-  scenario's table) is resampled with replacement to its own size, the strata
-  are pooled and the statistic recomputed; the 95 % interval is the 2.5 and
-  97.5 percentiles of ``reps`` such replicates (percentile method, as
-  rliable's default). The generator is seeded, so tables are reproducible.
-
-A run's value of a metric is the mean over its roll-outs (``metrics.json``);
-runs are the seeds. Overall numbers pool all scenarios a method ran in, with
-the scenarios as strata.
-
-Ranking (non-reference methods): within each scenario, methods are ordered by
-IQM infeasible fraction, then IQM cost ratio to the LP optimum (the mean cost
-when the scenario has no LP reference); tied keys share the mean of their
-positions. The overall ranking orders methods by their mean rank over the
-scenarios they ran in, ties broken by pooled infeasible fraction and cost ratio.
+* A run's value of a metric is the mean over its roll-outs (``metrics.json``);
+  the runs of a method in a scenario are its seeds (one run for methods whose
+  results do not depend on the seed).
+* Point estimates are the interquartile mean (``rliable.metrics.aggregate_iqm``);
+  95 % intervals come from rliable's stratified bootstrap
+  (``rliable.library.get_interval_estimates``, percentile method, seeded).
+* Ranking: within a scenario, non-reference methods are ordered by the IQM
+  infeasible fraction, then the IQM cost over the LP (the mean total cost when
+  the scenario has no LP reference). The overall ranking uses only the
+  scenarios that **every** ranked method ran; with none in common there is no
+  overall ranking, only the per-scenario ones.
+* Probability of improvement (``rliable.metrics.probability_of_improvement``)
+  of dual consensus over every other ranked method, on the common scenarios,
+  with the score ``-(cost_ratio + 1000 x infeasible_fraction)``: a run with an
+  infeasible roll-out loses to every feasible run, feasible runs compare on
+  cost over the LP.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy.stats import trim_mean
 
 DEFAULT_REPS = 2000
+PI_REPS = 1000
 CONFIDENCE = 0.95
+OURS = "consensus"  # the kind whose probability of improvement over the others is reported
+INFEASIBLE_PENALTY = 1000.0
 
 
 @dataclass(frozen=True)
@@ -46,62 +44,31 @@ class MetricDef:
     lower_is_better: bool | None = True
     scale: float = 1.0      # display multiplier (e.g. s -> ms)
     digits: int = 3
+    interval: bool = True   # bootstrap an interval (else the IQM alone)
 
 
 METRICS: tuple[MetricDef, ...] = (
-    MetricDef("mean_cost", "Cost", "price units per roll-out", True, 1.0, 1),
-    MetricDef("cost_ratio", "Cost / LP", "ratio to the clairvoyant LP optimum", True, 1.0, 3),
+    MetricDef("total_cost", "Cost", "energy + terminal backlog at the horizon's highest price, per roll-out", True,
+              1.0, 0),
+    MetricDef("cost_ratio", "Cost / LP", "total cost over the unbounded clairvoyant LP's", True, 1.0, 3),
     MetricDef("grid_use_ratio", "Grid / limit", "average grid use over the limit", None, 1.0, 3),
-    MetricDef("grid_violation_pct", "Violation %", "grid use above the limit, %", True, 1.0, 1),
-    MetricDef("backlog_slope_kwh_per_step", "Backlog slope", "kWh per step, last third", True, 1.0, 3),
+    MetricDef("backlog_slope_per_agent", "Backlog slope", "kWh per step per agent, last third", True, 1000.0, 2),
+    MetricDef("max_agent_backlog_kwh", "Max backlog", "largest backlog of any agent, kWh", True, 1.0, 1, False),
     MetricDef("infeasible_fraction", "Infeasible", "fraction of roll-outs", True, 1.0, 2),
-    MetricDef("consensus_error_final", "Consensus err", "final weighted consensus error of lambda", True, 1.0, 3),
-    MetricDef("train_wall_time_s", "Train s", "training wall time, s", True, 1.0, 0),
-    MetricDef("exec_seconds_per_step", "Exec ms/step", "execution wall time per step, ms", True, 1000.0, 3),
+    MetricDef("consensus_error_final", "Consensus err", "final weighted consensus error of lambda", True, 1.0, 3,
+              False),
+    MetricDef("lambda_at_cap_fraction", "lambda at cap", "fraction of agents with lambda at its cap (end)", True,
+              1.0, 2, False),
+    MetricDef("train_wall_time_s", "Train s", "training wall time, s", True, 1.0, 0, False),
+    MetricDef("exec_seconds_per_step", "Exec ms/step", "execution wall time per step, ms", True, 1000.0, 3, False),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
-
-
-# --------------------------------------------------------------------------- statistics
-def iqm(values: Sequence[float] | np.ndarray, axis: int | None = None) -> float | np.ndarray:
-    """Interquartile mean: ``trim_mean(values, 0.25)``; NaN for no values."""
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size == 0:
-        return math.nan
-    out = trim_mean(arr, 0.25, axis=axis)
-    return float(out) if np.ndim(out) == 0 else out
-
-
-def stratified_bootstrap_ci(
-    strata: Sequence[Sequence[float]],
-    statistic: Callable[..., Any] = iqm,
-    *,
-    reps: int = DEFAULT_REPS,
-    confidence: float = CONFIDENCE,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile confidence interval of ``statistic`` under the stratified bootstrap.
-
-    ``strata`` is a list of 1-D samples (empty ones are ignored);
-    ``statistic(array, axis=1)`` must reduce each row of a (reps, n) array.
-    """
-    groups = [np.asarray(s, dtype=np.float64) for s in strata]
-    groups = [g for g in groups if g.size]
-    if not groups:
-        return math.nan, math.nan
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence={confidence!r} must lie in (0, 1)")
-    rng = np.random.default_rng(seed)
-    samples = [g[rng.integers(0, g.size, size=(reps, g.size))] for g in groups]
-    stats = np.asarray(statistic(np.concatenate(samples, axis=1), axis=1), dtype=np.float64)
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    lo, hi = np.percentile(stats, [tail, 100.0 - tail])
-    return float(lo), float(hi)
+_INTERVAL = {m.key for m in METRICS if m.interval}
 
 
 @dataclass
 class Stat:
-    """IQM and bootstrap CI of one metric for one method (in one scenario, or pooled)."""
+    """IQM and 95 % interval of one metric for one method (in one scenario, or over the common scenarios)."""
 
     iqm: float
     ci_low: float
@@ -114,13 +81,53 @@ class Stat:
                 "values": [_none(v) for v in self.values]}
 
 
-def summarize_values(strata: Sequence[Sequence[float]], *, reps: int = DEFAULT_REPS, seed: int = 0) -> Stat:
-    groups = [[float(v) for v in s if v is not None and math.isfinite(float(v))] for s in strata]
-    pooled = [v for g in groups for v in g]
-    if not pooled:
+def score_matrix(columns: Sequence[Sequence[Any]]) -> np.ndarray | None:
+    """Runs x tasks from one list of run values per task (the first ``min`` runs of each; None if any is empty)."""
+    cols = [[float(v) for v in c if v is not None and math.isfinite(float(v))] for c in columns]
+    n = min((len(c) for c in cols), default=0)
+    if n == 0:
+        return None
+    return np.array([c[:n] for c in cols], dtype=np.float64).T
+
+
+def interval_estimate(matrix: np.ndarray | None, *, reps: int = DEFAULT_REPS, seed: int = 0,
+                      interval: bool = True) -> Stat:
+    """rliable's IQM of a (runs x tasks) matrix with its stratified-bootstrap percentile interval."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    if matrix is None or matrix.size == 0:
         return Stat(math.nan, math.nan, math.nan, 0, [])
-    lo, hi = stratified_bootstrap_ci(groups, reps=reps, seed=seed)
-    return Stat(iqm(pooled), lo, hi, len(pooled), pooled)
+    point = float(metrics.aggregate_iqm(matrix))
+    values = matrix.ravel().tolist()
+    if not interval or matrix.shape[0] < 2 or np.all(matrix == matrix[0]):
+        return Stat(point, point if matrix.shape[0] < 2 or np.all(matrix == matrix[0]) else math.nan,
+                    point if matrix.shape[0] < 2 or np.all(matrix == matrix[0]) else math.nan, matrix.shape[0], values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        _, ci = rly.get_interval_estimates({"m": matrix}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
+                                           confidence_interval_size=CONFIDENCE,
+                                           random_state=np.random.RandomState(seed))
+    lo, hi = np.asarray(ci["m"]).ravel()[:2]
+    return Stat(point, float(lo), float(hi), matrix.shape[0], values)
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray, *, reps: int = PI_REPS, seed: int = 0) -> Stat:
+    """P(X > Y) over tasks (rliable), with its stratified-bootstrap interval; higher scores are better."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    point = float(metrics.probability_of_improvement(x, y))
+    if x.shape[0] < 2 and y.shape[0] < 2:
+        return Stat(point, point, point, x.shape[0] + y.shape[0], [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        _, ci = rly.get_interval_estimates({"pi": [x, y]},
+                                           lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
+                                           reps=reps, confidence_interval_size=CONFIDENCE,
+                                           random_state=np.random.RandomState(seed))
+    lo, hi = np.asarray(ci["pi"]).ravel()[:2]
+    return Stat(point, float(lo), float(hi), x.shape[0] + y.shape[0], [])
 
 
 # --------------------------------------------------------------------------- results
@@ -173,7 +180,7 @@ def load_runs(results_dir: str | Path) -> tuple[list[RunRecord], list[Failure]]:
             m = json.loads(metrics_path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if m.get("format") != "cmarl-bench-run/1":
+        if m.get("format") != "cmarl-bench-run/2":
             continue
         spec_path = folder / "spec.json"
         spec = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
@@ -214,11 +221,14 @@ class Aggregate:
     scenario_facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     reps: int = DEFAULT_REPS
+    common_scenarios: list[str] = field(default_factory=list)   # the scenarios every ranked method ran
+    ours: str | None = None                                      # the method the improvement probabilities are of
+    improvement: dict[str, Stat] = field(default_factory=dict)   # P(ours better than method) with its interval
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": "cmarl-leaderboard/1",
-            "statistic": "IQM (scipy.stats.trim_mean 0.25) over seeds; 95 % stratified bootstrap percentile CI",
+            "statistic": "rliable: IQM (aggregate_iqm) over runs; 95 % stratified-bootstrap percentile intervals",
             "bootstrap_reps": self.reps,
             "scenarios": self.scenarios,
             "methods": {k: vars(v) for k, v in self.methods.items()},
@@ -231,11 +241,15 @@ class Aggregate:
             "ranking": self.ranking,
             "scenario_facts": self.scenario_facts,
             "failures": [{"run_id": f.run_id, "error": f.error} for f in self.failures],
+            "common_scenarios": self.common_scenarios,
+            "probability_of_improvement": {"of": self.ours, "score": "-(cost_ratio + 1000 x infeasible_fraction)",
+                                           "over": {m: st.to_dict() for m, st in self.improvement.items()}},
         }
 
 
 def aggregate(records: Sequence[RunRecord], failures: Sequence[Failure] = (), *, reps: int = DEFAULT_REPS,
-              seed: int = 0, metrics: Sequence[str] = METRIC_KEYS) -> Aggregate:
+              seed: int = 0, metrics: Sequence[str] = METRIC_KEYS,
+              scenario_facts: Mapping[str, Mapping[str, Any]] | None = None) -> Aggregate:
     scenarios = list(dict.fromkeys(r.scenario for r in records))
     methods: dict[str, MethodInfo] = {}
     for r in records:
@@ -256,41 +270,60 @@ def aggregate(records: Sequence[RunRecord], failures: Sequence[Failure] = (), *,
             if not runs:
                 continue
             seeds[s][mname] = [r.seed for r in runs]
-            per[s][mname] = {k: summarize_values([[r.metrics.get(k) for r in runs]], reps=reps, seed=seed)
-                             for k in metrics}
+            per[s][mname] = {k: interval_estimate(score_matrix([[r.metrics.get(k) for r in runs]]), reps=reps,
+                                                  seed=seed, interval=k in _INTERVAL) for k in metrics}
         any_run = next(iter(by[s].values()))[0]
         sc = any_run.spec.get("scenario", {})
         facts[s] = {k: sc.get(k) for k in ("n_agents", "graph", "constraint", "steps", "start_hour", "start_jitter",
-                                              "demand_scales")} | {
-            "grid_limit_kwh": _none(np.nanmean([_nan(r.metrics.get("grid_limit")) for m in by[s].values() for r in m])),
-            "rollouts": any_run.metrics.get("n_rollouts")}
+                                              "demand_scales", "label", "calibrate")} | {
+            "grid_limit": _none(np.nanmean([_nan(r.metrics.get("grid_limit")) for m in by[s].values() for r in m])),
+            "rollouts": any_run.metrics.get("n_rollouts")} | dict((scenario_facts or {}).get(s, {}))
+    ranked = [m for m, info in methods.items() if not info.reference]
+    common = [s for s in scenarios if all(m in per[s] for m in ranked)]
     overall: dict[str, dict[str, Stat]] = {}
     for mname in methods:
-        overall[mname] = {}
-        for k in metrics:
-            strata = [[r.metrics.get(k) for r in by.get(s, {}).get(mname, [])] for s in scenarios]
-            overall[mname][k] = summarize_values(strata, reps=reps, seed=seed)
+        sc_list = common if mname in ranked else [s for s in common if mname in per[s]]
+        overall[mname] = {k: interval_estimate(score_matrix([[r.metrics.get(k) for r in sorted(
+            by[s][mname], key=lambda r: r.seed)] for s in sc_list]), reps=reps, seed=seed, interval=k in _INTERVAL)
+            for k in metrics} if sc_list else {}
     ranks: dict[str, dict[str, float]] = {}
     for s in scenarios:
-        cands = [m for m in per[s] if not methods[m].reference]
-        ranks[s] = rank_methods({m: per[s][m] for m in cands})
-    mean_rank = {}
-    for mname, info in methods.items():
-        if info.reference:
-            continue
-        rs = [ranks[s][mname] for s in scenarios if mname in ranks[s]]
-        mean_rank[mname] = float(np.mean(rs)) if rs else math.nan
-    ranking = sorted(mean_rank, key=lambda m: (_inf(mean_rank[m]), _inf(overall[m]["infeasible_fraction"].iqm)
-                                               if "infeasible_fraction" in overall[m] else math.inf,
-                                               _inf(overall[m]["cost_ratio"].iqm) if "cost_ratio" in overall[m]
-                                               else math.inf))
-    return Aggregate(scenarios, methods, per, seeds, overall, ranks, ranking, mean_rank, facts, list(failures), reps)
+        ranks[s] = rank_methods({m: per[s][m] for m in per[s] if not methods[m].reference})
+    mean_rank = {m: float(np.mean([ranks[s][m] for s in common])) for m in ranked} if common else {}
+    ranking = sorted(mean_rank, key=lambda m: (mean_rank[m],) + rank_key(overall[m]))
+    improvement = {}
+    ours = [m for m in ranked if methods[m].kind == OURS]
+    if common and ours:
+        x = _score(by, ours[0], common)
+        for m in ranked:
+            if m != ours[0]:
+                y = _score(by, m, common)
+                if x is not None and y is not None:
+                    improvement[m] = probability_of_improvement(x, y, seed=seed)
+    return Aggregate(scenarios, methods, per, seeds, overall, ranks, ranking, mean_rank, facts, list(failures), reps,
+                     common, ours[0] if ours else None, improvement)
+
+
+def _score(by, method: str, scenarios: Sequence[str]) -> np.ndarray | None:
+    """The probability-of-improvement score of a method's runs: -(cost / LP + 1000 x infeasible fraction)."""
+    cols = []
+    for s in scenarios:
+        col = []
+        for r in sorted(by[s][method], key=lambda r: r.seed):
+            cost = r.metrics.get("cost_ratio")
+            cost = r.metrics.get("total_cost") if cost is None else cost
+            inf = r.metrics.get("infeasible_fraction")
+            if cost is None or inf is None:
+                return None
+            col.append(-(float(cost) + INFEASIBLE_PENALTY * float(inf)))
+        cols.append(col)
+    return score_matrix(cols)
 
 
 def rank_key(stats: Mapping[str, Stat]) -> tuple[float, float]:
     inf = stats.get("infeasible_fraction")
     ratio = stats.get("cost_ratio")
-    cost = stats.get("mean_cost")
+    cost = stats.get("total_cost")
     first = round(_inf(inf.iqm), 6) if inf is not None else math.inf
     second = _inf(ratio.iqm) if ratio is not None and ratio.n else (_inf(cost.iqm) if cost is not None else math.inf)
     return first, second
@@ -313,8 +346,15 @@ def rank_methods(stats: Mapping[str, Mapping[str, Stat]]) -> dict[str, float]:
 
 
 def load_aggregate(results_dir: str | Path, **kwargs: Any) -> Aggregate:
+    """Aggregate every finished run under ``results_dir``, with the scenario facts the runner recorded."""
     records, failures = load_runs(results_dir)
-    return aggregate(records, failures, **kwargs)
+    facts = {}
+    for p in sorted((Path(results_dir) / "scenarios").glob("*.json")):
+        try:
+            facts[p.stem] = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+    return aggregate(records, failures, scenario_facts=facts, **kwargs)
 
 
 def _nan(v: Any) -> float:

@@ -25,7 +25,7 @@ environment steps, using the mean of the signals since the previous update.
 
 Defaults (:class:`DualConfig`): ``alpha = 0.05``, ``eps = 0.5``,
 ``eta = 0.5``, ``L = 1``, ``update_period = 1``, ``lam in [0, 15]``,
-``nu in [-20, 20]``, ``weights = "random_walk"`` (DESIGN.md section 5).  ``eta = 0.5`` was chosen on the
+``nu in [-20, 20]``, ``weights = "random_walk"`` (docs/model.md).  ``eta = 0.5`` was chosen on the
 paper scenario over the training hours with the shipped policies: over ten
 1,500-hour windows at c = 0.27 it kept every window's backlog slope under
 0.01 kWh/step, where 0.05 and 0.2 left it drifting up by up to 0.18 and 0.10;

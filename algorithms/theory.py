@@ -1,4 +1,4 @@
-"""Consensus theory of the paper's Appendix B (DESIGN.md section 5), numerically.
+"""Consensus theory of the paper's Appendix B (docs/model.md), numerically.
 
 Notation (paper eq. B.2-B.3): ``A`` adjacency, ``D = diag(d)`` degrees,
 ``L_rw = I - D^-1 A`` random-walk Laplacian, ``P = I - eps L_rw`` Perron

@@ -1,4 +1,4 @@
-"""Pure array functions of the demand-response dynamics (DESIGN.md section 4)."""
+"""Pure array functions of the demand-response dynamics (docs/model.md)."""
 
 from __future__ import annotations
 
@@ -204,7 +204,7 @@ def gather_and_observe(t, phase, row, width, tables, scale, backlog, soc, lam, n
 
 
 def lagrangian_reward(r0, e_grid, r2, lam, nu, share):
-    """``r_L = r0 + lambda * (c/N - e_grid) + nu * r2`` (DESIGN.md section 5)."""
+    """``r_L = r0 + lambda * (c/N - e_grid) + nu * r2`` (docs/model.md)."""
     return r0 + lam * (share - e_grid) + nu * r2
 
 

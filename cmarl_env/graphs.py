@@ -1,4 +1,4 @@
-"""Communication graphs for the distributed dual consensus (DESIGN.md section 5).
+"""Communication graphs for the distributed dual consensus (docs/model.md).
 
 Agents ``0 .. n-1`` exchange their multipliers with their neighbours on an
 undirected graph.  This module builds the graphs of the paper (Figure 1: ring,

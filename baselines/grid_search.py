@@ -9,10 +9,21 @@ Each grid point is one Ray Tune trial:
   multipliers held at the point (no training: seconds per point, the cheap
   variant the paper's method makes possible).
 
+Every trial is evaluated like every other method: an
+``algorithms.execute.FixedMultipliers`` controller (``augment=False`` for the
+IPPO policies) through :func:`cmarl_env.evaluation.rollout` on
+``evaluation_config(start_hour, eval_steps)`` (the grid limit is ``c`` times
+the peak over exactly the evaluated hours, as for ``cmarl run`` and ``cmarl
+oracle``), and judged by the one feasibility rule (``Rollout.verdict``). Each
+trial's record is ``Rollout.metrics()`` (``grid_limit``, ``feasible``,
+``infeasible_reason``, ...) plus the point, the method and the timings.
+
 Results are persisted by the driver as each trial completes
 (``trials/<id>.json``, written atomically; ``finished.jsonl`` logs every
 completion), so stopping the search loses nothing finished, and running the
-same command again runs only the points without a result. A trial that fails
+same command again runs only the points without a result (a stored trial
+without the verdict of ``cmarl_env.evaluation``, written by an older version,
+counts as without a result and is run again). A trial that fails
 is recorded in ``errors/<id>.json`` and the other trials go on; it is retried
 on the next run. The same code runs on local Ray (default) or an existing
 cluster (``address=...``); on a cluster the driver's output folder is the only
@@ -21,6 +32,7 @@ place results are written.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -33,11 +45,13 @@ from typing import Any
 
 import numpy as np
 
-from cmarl_env.config import ConfigBase
+from cmarl_env.config import DEFAULT_DATASET, ConfigBase
+from cmarl_env.evaluation import feasibility
 
 METHODS = ("ippo", "augmented")
-GRID_TOLERANCE = 1.02  # feasible: average grid use at most 2 % above the limit ...
-BACKLOG_RATE_LIMIT = 0.05  # ... and the backlog grows by at most this many kWh per step at the end
+CSV_COLUMNS = ("lambda", "nu", "avg_grid_consumption", "grid_limit", "grid_use_ratio", "backlog_slope_kwh_per_step",
+               "backlog_slope_per_agent", "final_backlog_kwh", "energy_cost", "total_cost", "feasible",
+               "infeasible_reason", "train_seconds", "trial_seconds")
 
 
 @dataclass(frozen=True)
@@ -92,39 +106,46 @@ def trial_id(lam: float, nu: float) -> str:
     return f"lam{lam:g}_nu{nu:g}"
 
 
-def is_feasible(metrics: dict[str, Any]) -> bool:
-    return (
-        metrics["avg_grid_consumption"] <= metrics["grid_limit"] * GRID_TOLERANCE
-        and metrics["backlog_slope_kwh_per_step"] <= BACKLOG_RATE_LIMIT
-    )
-
-
 # ------------------------------------------------------------------ one trial
-def run_trial(config: GridSearchConfig, lam: float, nu: float) -> dict[str, Any]:
-    """Train (IPPO) or take (augmented) the policies at (lam, nu) and roll them out."""
-    import torch
+def evaluate_point(config: GridSearchConfig, lam: float, nu: float, policies=None, *, data=None):
+    """The trial's roll-out: ``FixedMultipliers(lam, nu)`` through the one roll-out loop on the evaluated hours.
 
-    from algorithms.dual import DualConfig
-    from algorithms.execute import ExecutionConfig, rollout_fixed
+    ``policies=None`` (``augmented``): the shipped state-augmented policies see the fixed multipliers; otherwise
+    (``ippo``) the given per-type policies act on plain observations (``augment=False``).
+    Returns the :class:`cmarl_env.evaluation.Rollout`.
+    """
+    from algorithms.execute import FixedMultipliers
+    from cmarl_env.core import DemandResponseCore
+    from cmarl_env.data import load_dataset
+    from cmarl_env.evaluation import evaluation_config, rollout
+
+    controller = FixedMultipliers(lam, nu, policies, augment=policies is None)
+    data = data if data is not None else load_dataset(DEFAULT_DATASET)
+    env = evaluation_config(n_agents=config.n_agents, constraint=config.constraint, start_hour=config.start_hour,
+                            steps=config.eval_steps, n_hours=data.n_steps, dataset=DEFAULT_DATASET, seed=config.seed,
+                            augment=controller.augment)
+    return rollout(controller, DemandResponseCore(env, data), config.start_hour, config.eval_steps)
+
+
+def run_trial(config: GridSearchConfig, lam: float, nu: float) -> dict[str, Any]:
+    """Train (IPPO) or take (augmented) the policies at (lam, nu), roll them out, judge the roll-out."""
+    import torch
 
     torch.set_num_threads(1)
     if (lam, nu) in {tuple(p) for p in config.fail_points}:
         raise RuntimeError(f"injected failure at (lambda, nu) = ({lam}, {nu})")
-    execution = ExecutionConfig(
-        n_agents=config.n_agents, constraint=config.constraint, steps=config.eval_steps,
-        start_hour=config.start_hour, seed=config.seed, dual=DualConfig(),
-    )
     start = time.perf_counter()
     if config.method == "augmented":
-        metrics = rollout_fixed(execution, lam, nu)
-        train_seconds = 0.0
+        policies, train_seconds = None, 0.0
     else:
         policies = train_ippo(config, lam, nu)
         train_seconds = time.perf_counter() - start
-        metrics = rollout_fixed(execution, lam, nu, policies, augment=False)
+    result = evaluate_point(config, lam, nu, policies)
+    metrics = result.metrics()
     metrics.update(
+        {"lambda": float(lam), "nu": float(nu)},
+        abs_backlog_rate_kwh_per_step=abs(metrics["backlog_slope_kwh_per_step"]),
         method=config.method,
-        feasible=is_feasible(metrics),
         train_seconds=train_seconds,
         trial_seconds=time.perf_counter() - start,
     )
@@ -159,13 +180,15 @@ def _atomic_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def finished_results(out: Path) -> dict[str, dict[str, Any]]:
-    """Results of finished trials; unreadable files count as unfinished (rerun)."""
+    """Results of finished trials; unreadable files and trials without the one rule's verdict count as unfinished."""
     results = {}
     for path in sorted((out / "trials").glob("*.json")):
         try:
-            results[path.stem] = json.loads(path.read_text())
+            result = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
+        if isinstance(result, dict) and "infeasible_reason" in result and "feasible" in result:
+            results[path.stem] = result
     return results
 
 
@@ -276,8 +299,10 @@ def summarize(config: GridSearchConfig, results: dict[str, dict], out: Path, *, 
     errors = sorted(p.stem for p in (out / "errors").glob("*.json")) if (out / "errors").exists() else []
     trial_seconds = [results[i]["trial_seconds"] for i in ids if i in results]
     feasible = [(results[i]["lambda"], results[i]["nu"]) for i in ids if i in results and results[i]["feasible"]]
+    limits = [results[i]["grid_limit"] for i in ids if i in results]
     return {
         "method": config.method,
+        "grid_limit": limits[0] if limits else None,
         "points": len(ids),
         "finished": sum(i in results for i in ids),
         "failed": [e for e in errors if e in ids],
@@ -300,7 +325,7 @@ def grid_arrays(config: GridSearchConfig, results: dict[str, dict]) -> dict[str,
         for b, nu in enumerate(nus):
             r = results.get(trial_id(lam, nu))
             if r is not None:
-                grid[a, b] = r["avg_grid_consumption"] / r["grid_limit"]
+                grid[a, b] = r["grid_use_ratio"]
                 rate[a, b] = r["abs_backlog_rate_kwh_per_step"]
     return {"lambda": np.array(lams), "nu": np.array(nus), "grid_ratio": grid, "backlog_rate": rate}
 
@@ -308,15 +333,20 @@ def grid_arrays(config: GridSearchConfig, results: dict[str, dict]) -> dict[str,
 def write_outputs(config: GridSearchConfig, results: dict[str, dict], out: Path, summary: dict[str, Any]) -> None:
     ids = [trial_id(*p) for p in config.points()]
     rows = [results[i] for i in ids if i in results]
-    columns = ["lambda", "nu", "avg_grid_consumption", "grid_limit", "grid_ratio", "backlog_slope_kwh_per_step",
-               "final_backlog_kwh", "total_cost", "feasible", "train_seconds", "trial_seconds"]
-    lines = [",".join(columns)] + [",".join(str(r.get(c, "")) for c in columns) for r in rows]
-    (out / "grid.csv").write_text("\n".join(lines) + "\n")
-    table = ["| lambda | nu | avg grid / limit | backlog slope [kWh/step] | total cost |", "|---|---|---|---|---|"]
-    table += [f"| {r['lambda']:g} | {r['nu']:g} | {r['grid_ratio']:.3f} | {r['backlog_slope_kwh_per_step']:+.4f} | {r['total_cost']:.1f} |"
-              for r in rows if r["feasible"]]
+    with open(out / "grid.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows([r.get(c, "") for c in CSV_COLUMNS] for r in rows)
+    table = ["| lambda | nu | avg grid / limit | backlog slope [kWh/step/agent] | total cost |", "|---|---|---|---|---|"]
+    table += [f"| {r['lambda']:g} | {r['nu']:g} | {r['grid_use_ratio']:.3f} | {r['backlog_slope_per_agent']:+.5f} "
+              f"| {r['total_cost']:.1f} |" for r in rows if r["feasible"]]
+    limits = sorted({round(r["grid_limit"], 9) for r in rows})
+    rule = (f"feasible (cmarl_env.evaluation.judge): average grid use <= {1 + feasibility.GRID_TOLERANCE:g} x the grid "
+            f"limit and backlog slope <= {feasibility.BACKLOG_SLOPE_LIMIT:g} kWh/step/agent; grid limit "
+            + (", ".join(f"{v:.4f}" for v in limits) or "n/a") + f" kWh/step (c = {config.constraint:g} x the peak "
+            f"over hours [{config.start_hour}, {config.start_hour + config.eval_steps}))")
     (out / "table1.md").write_text(f"Fixed multipliers that satisfy both constraints ({config.method}, "
-                                   f"{len(table) - 2} of {len(ids)} points)\n\n" + "\n".join(table) + "\n")
+                                   f"{len(table) - 2} of {len(ids)} points)\n\n{rule}\n\n" + "\n".join(table) + "\n")
     _atomic_json(out / "summary.json", summary)
     plot_heatmaps(config, results, out / f"figure_A1_{config.method}.png")
 

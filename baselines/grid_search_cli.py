@@ -1,4 +1,8 @@
-"""``cmarl grid-search``: the fixed-penalty (lambda, nu) grid on Ray Tune, resumable."""
+"""``cmarl grid-search``: the fixed-penalty (lambda, nu) grid on Ray Tune, resumable.
+
+Each point is rolled out through ``cmarl_env.evaluation.rollout`` on the hours ``[--start-hour, --start-hour +
+--eval-steps)`` (whose peak sets the grid limit) and judged by ``cmarl_env.evaluation.judge``.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise SystemExit(f"cmarl grid-search: {err}") from None
     print(f"{summary['finished']}/{summary['points']} points finished ({summary['ran_this_call']} run now, "
-          f"{len(summary['failed'])} failed); feasible pairs: {summary['feasible_pairs']}")
+          f"{len(summary['failed'])} failed); grid limit {summary['grid_limit']} kWh/step; "
+          f"feasible pairs (cmarl_env.evaluation.judge): {summary['feasible_pairs']}")
     print(f"results: {out}/grid.csv, {out}/table1.md, {out}/figure_A1_{args.method}.png")
     print(json.dumps(summary))
     return 0 if not summary["failed"] else 1

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from baselines.grid_search import GridSearchConfig, finished_results, run_grid_search, trial_id
+from baselines.grid_search import GridSearchConfig, evaluate_point, finished_results, run_grid_search, trial_id
+from cmarl_env.core import DemandResponseCore
+from cmarl_env.evaluation import evaluation_config, judge
 
 SMALL = dict(method="augmented", lambda_min=0.0, lambda_max=10.0, lambda_step=10.0, nu_min=-10.0, nu_max=0.0,
-             nu_step=10.0, eval_steps=48)
+             nu_step=10.0, eval_steps=48, constraint=0.4)  # at 0.4 x the 48-hour peak some points are feasible
 
 
 def test_points_and_validation():
@@ -25,7 +27,7 @@ def test_points_and_validation():
         GridSearchConfig(nu_min=-30.0)
 
 
-def test_reduced_grid_with_a_failing_trial(tmp_path):
+def test_reduced_grid_with_a_failing_trial(tmp_path, dataset):
     config = GridSearchConfig(**SMALL, fail_points=((10.0, 0.0),))
     summary = run_grid_search(config, tmp_path / "grid", max_concurrent=2, progress=False)
     results = finished_results(tmp_path / "grid")
@@ -33,13 +35,45 @@ def test_reduced_grid_with_a_failing_trial(tmp_path):
     assert summary["failed"] == [trial_id(10.0, 0.0)]
     error = json.loads((tmp_path / "grid" / "errors" / f"{trial_id(10.0, 0.0)}.json").read_text())
     assert "injected failure" in error["error"]
+    # the grid limit of every trial is c x the peak over exactly the evaluated hours [0, 48)
+    core = DemandResponseCore(evaluation_config(n_agents=7, constraint=0.4, start_hour=0, steps=48,
+                                                n_hours=dataset.n_steps), dataset)
+    assert summary["grid_limit"] == pytest.approx(core.grid_limit)
     for r in results.values():
-        assert r["grid_limit"] > 0 and r["steps"] == 48
+        assert r["grid_limit"] == pytest.approx(core.grid_limit) and r["steps"] == 48 and r["n_agents"] == 7
+        v = judge(r["avg_grid_consumption"], r["grid_limit"], r["backlog_slope_kwh_per_step"], 7)
+        assert r["feasible"] == v.feasible and r["infeasible_reason"] == v.reason  # the one rule
+    verdicts = {r["feasible"] for r in results.values()}
+    assert verdicts == {True, False}  # the reduced grid has both kinds of points: the check is not vacuous
+    # a trial is the FixedMultipliers roll-out at its point (deterministic: the same numbers again)
+    ref = results[trial_id(0.0, -10.0)]
+    again = evaluate_point(config, 0.0, -10.0, data=dataset).metrics()
+    for key in ("avg_grid_consumption", "grid_limit", "total_cost", "backlog_slope_kwh_per_step", "feasible"):
+        assert again[key] == ref[key], key
+    feasible = sorted((r["lambda"], r["nu"]) for r in results.values() if r["feasible"])
+    assert sorted(map(tuple, summary["feasible_pairs"])) == feasible
+    table = (tmp_path / "grid" / "table1.md").read_text()
+    assert table.startswith("Fixed multipliers") and "cmarl_env.evaluation.judge" in table
+    assert sum(line.startswith("| ") and not line.startswith("| lambda") for line in table.splitlines()) == len(feasible)
+    rows = (tmp_path / "grid" / "grid.csv").read_text().splitlines()
+    assert rows[0].split(",")[:4] == ["lambda", "nu", "avg_grid_consumption", "grid_limit"] and len(rows) == 4
+    assert "feasible" in rows[0] and "infeasible_reason" in rows[0]
     assert (tmp_path / "grid" / "figure_A1_augmented.png").stat().st_size > 0
-    assert (tmp_path / "grid" / "table1.md").read_text().startswith("Fixed multipliers")
     # resuming without the injected failure runs only the failed point
     summary = run_grid_search(GridSearchConfig(**SMALL), tmp_path / "grid", max_concurrent=2, progress=False)
     assert summary["ran_this_call"] == 1 and summary["finished"] == 4 and not summary["failed"]
+
+
+def test_trials_without_the_rules_verdict_are_rerun(tmp_path):
+    """A trial written before the one feasibility rule (no infeasible_reason) counts as unfinished."""
+    trials = tmp_path / "trials"
+    trials.mkdir()
+    old = {"lambda": 0.0, "nu": -10.0, "avg_grid_consumption": 1.0, "grid_limit": 2.0, "backlog_slope_kwh_per_step": 0.0,
+           "feasible": True}
+    (trials / f"{trial_id(0.0, -10.0)}.json").write_text(json.dumps(old))
+    (trials / f"{trial_id(0.0, 0.0)}.json").write_text(json.dumps(old | {"nu": 0.0, "infeasible_reason": ""}))
+    (trials / f"{trial_id(10.0, 0.0)}.json").write_text("{not json")
+    assert sorted(finished_results(tmp_path)) == [trial_id(0.0, 0.0)]
 
 
 def test_resume_after_interrupt(tmp_path):
@@ -71,3 +105,6 @@ def test_reduced_ippo_grid(tmp_path):
     assert summary["finished"] == 2 and not summary["failed"]
     for r in finished_results(tmp_path / "ippo").values():
         assert r["method"] == "ippo" and r["train_seconds"] > 0 and r["steps"] == 48
+        assert r["controller"] == f"fixed({r['lambda']:g}, {r['nu']:g})" and r["grid_limit"] > 0
+        v = judge(r["avg_grid_consumption"], r["grid_limit"], r["backlog_slope_kwh_per_step"], 7)
+        assert r["feasible"] == v.feasible and r["infeasible_reason"] == v.reason

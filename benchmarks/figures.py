@@ -32,14 +32,24 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from algorithms.dual import NU_RANGE
-from benchmarks.aggregate import RunRecord, iqm, load_runs, stratified_bootstrap_ci
+from benchmarks import registry
+from benchmarks.aggregate import RunRecord, interval_estimate, load_runs, score_matrix
 
 FIGURES = ("figure_2", "figure_3", "figure_4", "figure_A1", "figure_A2", "figure_A3")
 FORMATS = ("png", "pdf")
-MARL = ("mappo", "maddpg", "masac", "isac")
-COLORS = {"consensus": "tab:blue", "no_consensus": "tab:red", "demand": "0.35", "lp_oracle": "tab:green",
-          "rule_based": "tab:purple", "grid_only": "tab:brown", "mappo": "tab:orange", "maddpg": "tab:olive",
-          "masac": "tab:cyan", "isac": "tab:pink"}
+DEMAND_COLOUR = "0.35"
+
+
+def colour(kind: str) -> str:
+    """A method's plot colour, from its registration (``benchmarks.registry``)."""
+    if kind == "demand":
+        return DEMAND_COLOUR
+    return registry.get(kind).colour
+
+
+def is_learned_baseline(kind: str) -> bool:
+    """Methods trained during the run (the MARL baselines), from their registration."""
+    return registry.get(kind).trains
 PAPER_CONSTRAINT = 0.27
 
 
@@ -174,12 +184,12 @@ def figure_2(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     ax = axes[0]
     steps = np.arange(1, len(t_c["total_grid"]) + 1)
-    ax.plot(steps, running_mean(t_c["total_demand"]), color=COLORS["demand"], lw=1.6, label="Demand")
-    ax.plot(steps, running_mean(t_c["total_grid"]), color=COLORS["consensus"], lw=1.6,
+    ax.plot(steps, running_mean(t_c["total_demand"]), color=colour("demand"), lw=1.6, label="Demand")
+    ax.plot(steps, running_mean(t_c["total_grid"]), color=colour("consensus"), lw=1.6,
             label="Grid consumption with consensus")
     if nocons is not None:
         t_n = nocons.trajectories()
-        ax.plot(np.arange(1, len(t_n["total_grid"]) + 1), running_mean(t_n["total_grid"]), color=COLORS["no_consensus"],
+        ax.plot(np.arange(1, len(t_n["total_grid"]) + 1), running_mean(t_n["total_grid"]), color=colour("no_consensus"),
                 lw=1.6, ls="-.", label="Grid consumption without consensus")
     _limit_line(ax, float(np.mean(t_c["grid_limit"])), sc.get("constraint"))
     ax.set(xlabel="Timestep [h]", ylabel="Average total energy [kWh/h] (running mean)",
@@ -223,9 +233,9 @@ def figure_3(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     cons, nocons = _main_pair(records)
     narrow = _narrow_nu_pair(records, cons.scenario)
     fig, axes = plt.subplots(1, 3 if narrow else 2, figsize=(18 if narrow else 12, 4.2))
-    series = [(cons, "With consensus", COLORS["consensus"], "-")]
+    series = [(cons, "With consensus", colour("consensus"), "-")]
     if nocons is not None:
-        series.append((nocons, "Without consensus", COLORS["no_consensus"], "-."))
+        series.append((nocons, "Without consensus", colour("no_consensus"), "-."))
     for r, label, color, ls in series:
         t = r.trajectories()
         x = np.arange(1, len(t["cost"]) + 1)
@@ -237,8 +247,8 @@ def figure_3(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
                 title="(b) Demand satisfaction" + (f" (nu in [{NU_RANGE[0]:g}, {NU_RANGE[1]:g}])" if narrow else ""))
     for r in narrow:
         t = r.trajectories()
-        label, color, ls = ("With consensus", COLORS["consensus"], "-") if is_consensus(r) else \
-            ("Without consensus", COLORS["no_consensus"], "-.")
+        label, color, ls = ("With consensus", colour("consensus"), "-") if is_consensus(r) else \
+            ("Without consensus", colour("no_consensus"), "-.")
         axes[2].plot(np.arange(1, len(t["total_backlog"]) + 1), t["total_backlog"], color=color, ls=ls, lw=1.6, label=label)
     if narrow:
         p = _params(narrow[0])
@@ -314,7 +324,15 @@ def _first(d: dict[str, Any], keys: Sequence[str]) -> Any:
 
 
 def load_grid_search(folders: Sequence[Path]) -> list[dict[str, float]]:
-    """(lambda, nu, grid, slope, limit, diverged) of every trial JSON under the folders."""
+    """(lambda, nu, grid, slope, limit, diverged, feasible) of every trial JSON under the folders.
+
+    ``feasible`` is the verdict of the one feasibility rule: the trial's stored
+    ``feasible`` (``baselines.grid_search`` records ``Rollout.verdict``), else
+    ``cmarl_env.evaluation.judge`` on its grid use, limit, total backlog slope
+    and number of agents; None when the trial does not hold enough to judge.
+    """
+    from cmarl_env.evaluation import judge
+
     trials = {}
     for folder in folders:
         if not folder.is_dir():
@@ -329,9 +347,17 @@ def load_grid_search(folders: Sequence[Path]) -> list[dict[str, float]]:
             if not all(isinstance(v, (int, float)) for v in (lam, nu)) or (grid is None and slope is None):
                 continue
             diverged = bool(d.get("diverged", False))
+            limit, n_agents = _num(_first(d, _LIMIT_KEYS)), d.get("n_agents")
+            feasible = d.get("feasible")
+            if not isinstance(feasible, bool):
+                feasible = None
+                if (not diverged and all(v is not None and np.isfinite(v) for v in (_num(grid), _num(slope), limit))
+                        and limit > 0 and isinstance(n_agents, int) and n_agents >= 1):
+                    feasible = judge(_num(grid), limit, _num(slope), n_agents).feasible
             trials[(float(lam), float(nu))] = {
                 "lambda": float(lam), "nu": float(nu),
-                "grid": _num(grid), "slope": _num(slope), "limit": _num(_first(d, _LIMIT_KEYS)), "diverged": diverged,
+                "grid": _num(grid), "slope": _num(slope), "limit": limit, "diverged": diverged,
+                "feasible": None if feasible is None else bool(feasible and not diverged),
                 "method": str(d.get("method", "ippo"))}
     return list(trials.values())
 
@@ -350,7 +376,6 @@ def figure_A1(trials: Sequence[dict[str, float]], out_dir: Path) -> list[Path]:
             continue
         grid[i, j] = t["grid"]
         slope[i, j] = abs(t["slope"]) if t["slope"] is not None and np.isfinite(t["slope"]) else np.nan
-    limits = [t["limit"] for t in trials if t["limit"] is not None and np.isfinite(t["limit"])]
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.8))
     for ax, data, title, cbar in ((axes[0], grid, "(a) Mean grid consumption", "kWh/h"),
                                   (axes[1], slope, "(b) |rate of change of postponed demand|", "kWh/h per h")):
@@ -359,15 +384,13 @@ def figure_A1(trials: Sequence[dict[str, float]], out_dir: Path) -> list[Path]:
         fig.colorbar(im, ax=ax, label=cbar)
         ax.set(xlabel="lambda (fixed global penalty)", ylabel="nu (fixed local penalty)", title=title)
         ax.grid(False)
-    if limits:
-        limit = float(np.median(limits))
-        ok = [(t["lambda"], t["nu"]) for t in trials if not t["diverged"] and t["grid"] is not None
-              and t["grid"] <= limit * 1.02 and t["slope"] is not None and abs(t["slope"]) <= 0.05]
-        for ax in axes:
-            if ok:
-                ax.scatter(*zip(*ok), marker="o", facecolors="none", edgecolors="red", linewidths=1.5, s=45,
-                           label="meets the limit, stable backlog")
-                ax.legend(loc="upper right", fontsize=8)
+    # markers: the verdict of the one feasibility rule (cmarl_env.evaluation.judge), as in table1.md
+    ok = [(t["lambda"], t["nu"]) for t in trials if t.get("feasible")]
+    for ax in axes:
+        if ok:
+            ax.scatter(*zip(*ok), marker="o", facecolors="none", edgecolors="red", linewidths=1.5, s=45,
+                       label="feasible (cmarl_env.evaluation.judge)")
+            ax.legend(loc="upper right", fontsize=8)
     methods = sorted({t.get("method", "ippo") for t in trials})
     what = {"ippo": "IPPO", "augmented": "state-augmented policy"}
     label = " + ".join(what.get(m, m) for m in methods)
@@ -434,7 +457,7 @@ def figure_A2(data: dict[str, Any] | None, out_dir: Path, curves: Sequence[int] 
     wall = per_step * np.array([p["steps"] for p in pts])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
     ax = axes[0]
-    ax.loglog(ns, per_step * 1000.0, "o-", color=COLORS["consensus"], label="execution time per step")
+    ax.loglog(ns, per_step * 1000.0, "o-", color=colour("consensus"), label="execution time per step")
     ax.loglog(ns, per_step[-1] * 1000.0 * ns / ns[-1], "--", color="0.5", label="linear in N (reference)")
     for n, ms, w in zip(ns, per_step * 1000.0, wall):
         if w > 0:
@@ -461,9 +484,9 @@ def figure_A2(data: dict[str, Any] | None, out_dir: Path, curves: Sequence[int] 
 
 # --------------------------------------------------------------------------- A.3 baselines
 def figure_A3(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
-    base = [r for r in records if r.kind in MARL]
+    base = [r for r in records if is_learned_baseline(r.kind)]
     if not base:
-        raise MissingData("no MARL baseline runs (kinds mappo, maddpg, masac, isac)")
+        raise MissingData("no runs of a baseline trained in the suite (registry: trains=True)")
     plt = _setup()
     scen_counts: dict[str, int] = {}
     for r in base:
@@ -477,12 +500,12 @@ def figure_A3(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     methods: list[tuple[str, str, str]] = []
     cons = _pick(in_sc, is_consensus)
     if cons is not None:
-        methods.append((cons.method, "Dual consensus (ours)", COLORS["consensus"]))
-    for m in sorted({r.method for r in in_sc if r.kind in MARL}):
+        methods.append((cons.method, "Dual consensus (ours)", colour("consensus")))
+    for m in sorted({r.method for r in in_sc if is_learned_baseline(r.kind)}):
         kind = next(r.kind for r in in_sc if r.method == m)
         label = next(r.metrics.get("label") or m for r in in_sc if r.method == m)
         budget = next(r.metrics.get("budget_detail", "") for r in in_sc if r.method == m)
-        methods.append((m, f"{label} ({budget})" if "short" in budget else label, COLORS.get(kind, None)))
+        methods.append((m, f"{label} ({budget})" if "short" in budget else label, colour(kind)))
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.5), gridspec_kw={"width_ratios": [1.5, 1]})
     ax = axes[0]
     limit = None
@@ -502,15 +525,15 @@ def figure_A3(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     names, vals, los, his, infs, colors = [], [], [], [], [], []
     for m, label, color in methods:
         runs = [r for r in in_sc if r.method == m]
-        costs = [r.metrics.get("mean_cost") for r in runs if r.metrics.get("mean_cost") is not None]
+        costs = [r.metrics.get("total_cost") for r in runs if r.metrics.get("total_cost") is not None]
         if not costs:
             continue
-        lo, hi = stratified_bootstrap_ci([costs])
+        st = interval_estimate(score_matrix([costs]))
         names.append(label.split(" (")[0])
         colors.append(color)
-        vals.append(iqm(costs))
-        los.append(vals[-1] - lo)
-        his.append(hi - vals[-1])
+        vals.append(st.iqm)
+        los.append(vals[-1] - st.ci_low)
+        his.append(st.ci_high - vals[-1])
         infs.append(np.mean([r.metrics.get("infeasible_fraction") or 0.0 for r in runs]))
     x = np.arange(len(names))
     ax.bar(x, vals, yerr=[los, his], capsize=4, color=colors)

@@ -59,9 +59,35 @@ def test_reduced_grid_with_a_failing_trial(tmp_path, dataset):
     assert rows[0].split(",")[:4] == ["lambda", "nu", "avg_grid_consumption", "grid_limit"] and len(rows) == 4
     assert "feasible" in rows[0] and "infeasible_reason" in rows[0]
     assert (tmp_path / "grid" / "figure_A1_augmented.png").stat().st_size > 0
+    # Figure A.1 (benchmarks.figures) marks exactly the trials the rule found feasible
+    from benchmarks.figures import load_grid_search
+
+    loaded = {(t["lambda"], t["nu"]): t["feasible"] for t in load_grid_search([tmp_path / "grid"])}
+    assert loaded == {(r["lambda"], r["nu"]): r["feasible"] for r in results.values()}
     # resuming without the injected failure runs only the failed point
     summary = run_grid_search(GridSearchConfig(**SMALL), tmp_path / "grid", max_concurrent=2, progress=False)
     assert summary["ran_this_call"] == 1 and summary["finished"] == 4 and not summary["failed"]
+
+
+def test_figure_A1_markers_follow_the_one_rule(tmp_path):
+    """Without a stored verdict, load_grid_search judges a trial with cmarl_env.evaluation.judge (per-agent slope)."""
+    from benchmarks.figures import figure_A1, load_grid_search
+    from cmarl_env.evaluation import BACKLOG_SLOPE_LIMIT, GRID_TOLERANCE
+
+    base = {"avg_grid_consumption": 10.0 * (1 + GRID_TOLERANCE), "grid_limit": 10.0, "n_agents": 7}
+    trials = {
+        (0.0, 0.0): base | {"backlog_slope_kwh_per_step": 7 * BACKLOG_SLOPE_LIMIT},    # at both tolerances: feasible
+        (0.0, 1.0): base | {"backlog_slope_kwh_per_step": 7 * BACKLOG_SLOPE_LIMIT * 1.01},  # slope just above
+        (1.0, 0.0): base | {"avg_grid_consumption": 10.0 * (1 + GRID_TOLERANCE) * 1.001,
+                            "backlog_slope_kwh_per_step": 0.0},                      # grid just above
+        (1.0, 1.0): base | {"backlog_slope_kwh_per_step": 0.0, "feasible": False},  # a stored verdict wins
+        (2.0, 0.0): {"avg_grid_consumption": 1.0, "backlog_slope_kwh_per_step": 0.0},  # nothing to judge on
+    }
+    for (lam, nu), d in trials.items():
+        (tmp_path / f"{trial_id(lam, nu)}.json").write_text(json.dumps(d | {"lambda": lam, "nu": nu}))
+    loaded = {(t["lambda"], t["nu"]): t["feasible"] for t in load_grid_search([tmp_path])}
+    assert loaded == {(0.0, 0.0): True, (0.0, 1.0): False, (1.0, 0.0): False, (1.0, 1.0): False, (2.0, 0.0): None}
+    assert any(p.suffix == ".png" for p in figure_A1(load_grid_search([tmp_path]), tmp_path / "fig"))
 
 
 def test_trials_without_the_rules_verdict_are_rerun(tmp_path):

@@ -100,9 +100,10 @@ def interval_estimate(matrix: np.ndarray | None, *, reps: int = DEFAULT_REPS, se
         return Stat(math.nan, math.nan, math.nan, 0, [])
     point = float(metrics.aggregate_iqm(matrix))
     values = matrix.ravel().tolist()
-    if not interval or matrix.shape[0] < 2 or np.all(matrix == matrix[0]):
-        return Stat(point, point if matrix.shape[0] < 2 or np.all(matrix == matrix[0]) else math.nan,
-                    point if matrix.shape[0] < 2 or np.all(matrix == matrix[0]) else math.nan, matrix.shape[0], values)
+    if matrix.shape[0] < 2 or np.all(matrix == matrix[0]):
+        return Stat(point, point, point, matrix.shape[0], values)
+    if not interval:
+        return Stat(point, math.nan, math.nan, matrix.shape[0], values)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         _, ci = rly.get_interval_estimates({"m": matrix}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,

@@ -50,7 +50,7 @@ def fmt_stat(st: Stat | None, scale: float = 1.0, digits: int = 3, ci: bool = Tr
     if st is None or st.n == 0 or not math.isfinite(st.iqm):
         return "—"
     v = f"{st.iqm * scale:.{digits}f}"
-    if not ci or st.n < 2:
+    if not ci or st.n < 2 or not (math.isfinite(st.ci_low) and math.isfinite(st.ci_high)):
         return v
     return f"{v} [{st.ci_low * scale:.{digits}f}, {st.ci_high * scale:.{digits}f}]"
 

@@ -17,10 +17,10 @@ from baselines.oracle import (
     solve_min_cost,
     solve_min_grid,
 )
-from baselines.rule_based import GridOnly, rollout
 from benchmarks.cli import main as cli_main
 from cmarl_env import EnvConfig
 from cmarl_env.core import DemandResponseCore
+from cmarl_env.evaluation import GridOnly, ServeAll, evaluation_config, is_binding, rollout
 
 NO_BATTERY = LinearBattery(capacity=0.0, power=0.0)
 # eta = 0.81: sqrt(eta) = 0.9 each way, so numbers stay hand-checkable
@@ -151,9 +151,9 @@ def test_core_episode_bounds_what_the_environment_achieves(dataset):
     assert optimum.min_cost > 0 and optimum.total_grid.shape == (steps,) and optimum.e_grid.shape == (7, steps)
     assert optimum.total_backlog[-1] == pytest.approx(0.0, abs=1e-7)
     # grid-only serves everything at once: never cheaper, never less grid than the oracle
-    ref = rollout(GridOnly(), core, steps, 0)
-    assert ref["total_cost"] >= optimum.min_cost
-    assert ref["avg_grid_consumption"] >= frontier.avg_grid
+    ref = rollout(GridOnly(), core, 0, steps)
+    assert ref.total_cost >= optimum.min_cost
+    assert ref.avg_grid >= frontier.avg_grid
     # "battery then grid" without postponement vs the LP with no backlog allowed
     no_wait = solve_min_grid(core, steps, 0, backlog_cap=0.0)
     core.reset(seed=0, start_hour=0)
@@ -164,17 +164,50 @@ def test_core_episode_bounds_what_the_environment_achieves(dataset):
     assert below.status == "infeasible" and below.min_cost is None
 
 
-def test_cli_prints_json_last(capsys):
-    code = cli_main(["oracle", "--agents", "7", "--constraint", "0.27", "--steps", "200", "--start-hour", "0", "--json"])
-    assert code == 0
+def _oracle_json(capsys, *argv) -> dict:
+    assert cli_main(["oracle", *argv, "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) > 1  # human-readable lines first
-    record = json.loads(lines[-1])
-    for key in ("min_grid_fraction", "min_cost", "status", "solve_seconds", "n_agents", "steps", "grid_limit"):
-        assert key in record
+    return json.loads(lines[-1])
+
+
+def test_cli_reports_the_evaluation_window_limit_and_references(capsys, dataset):
+    """c = 0.33 over hours [0, 200): the LP frontier (0.319) is below it and serve-all (0.336) above: it binds."""
+    record = _oracle_json(capsys, "--agents", "7", "--constraint", "0.33", "--steps", "200", "--start-hour", "0")
+    core = DemandResponseCore(evaluation_config(n_agents=7, constraint=0.33, start_hour=0, steps=200,
+                                                n_hours=dataset.n_steps), dataset)
+    # the grid limit is set by the horizon's own hours, as in cmarl run
+    assert record["grid_limit"] == pytest.approx(core.grid_limit) and record["grid_limit_hours"] == [0, 200]
+    assert record["peak_demand"] == pytest.approx(core.aggregate_demand.max())
     assert record["status"] == "optimal" and record["n_agents"] == 7 and record["steps"] == 200
-    assert 0 < record["min_grid_fraction"] < 0.27 and record["min_cost"] > 0
-    assert record["rule_based"]["total_cost"] > 0 and record["rule_based"]["avg_grid_consumption"] > 0
+    assert record["frontier"] == pytest.approx(solve_min_grid(core, 200, 0).grid_fraction, rel=1e-6)
+    assert record["frontier_se"] == 0.0 and record["min_grid_fraction"] == record["frontier"]
+    assert record["frontier"] < 0.33 < record["serve_all_fraction"] / 1.01
+    assert record["binding"] is True == is_binding(0.33, record["frontier"], record["serve_all_fraction"])
+    assert record["min_cost"] == pytest.approx(solve_min_cost(core, 200, 0).min_cost, rel=1e-6)
+    # reference rows are the one roll-out loop on the same hours; costs relative to the LP
+    serve = rollout(ServeAll(), core, 0, 200)
+    assert record["serve_all"]["total_cost"] == pytest.approx(serve.total_cost)
+    assert record["serve_all_fraction"] == pytest.approx(serve.avg_grid / core.peak_demand)
+    assert record["serve_all"]["feasible"] is False and "grid use" in record["serve_all"]["infeasible_reason"]
+    for name in ("serve_all", "rule_based", "price_rule", "grid_only"):
+        row = record[name]
+        assert row["cost_over_lp"] == pytest.approx(row["total_cost"] / record["min_cost"])
+        assert row["cost_over_lp"] >= 1.0  # the clairvoyant LP is a lower bound on every controller's cost
+        assert row["total_cost"] == pytest.approx(row["energy_cost"] + row["terminal_backlog_value"])
+    assert record["rule_based"]["avg_grid_consumption"] <= record["grid_limit"] * (1 + 1e-9)  # the share rule
+    tuning = record["price_rule_tuning"]
+    assert tuning["hours"] == [0, 3000] and tuning["candidates"] > 1
+    assert record["price_rule"]["params"] == tuning["params"]
+
+
+def test_cli_not_binding_and_backlog_cap(capsys):
+    free = _oracle_json(capsys, "--constraint", "0.5", "--steps", "48", "--no-reference")
+    assert free["binding"] is False and free["frontier"] < free["serve_all_fraction"] < 0.5
+    assert free["rule_based"] is None and free["price_rule"] is None and free["serve_all"]["feasible"] is True
+    capped = _oracle_json(capsys, "--constraint", "0.5", "--steps", "48", "--no-reference", "--backlog-cap", "0")
+    assert capped["grid_limit"] == free["grid_limit"] and capped["frontier"] == free["frontier"]
+    assert capped["min_grid_fraction"] >= free["min_grid_fraction"] - 1e-9  # no waiting: no lower grid use
 
 
 def test_cli_reports_infeasible_as_json(capsys):
@@ -182,7 +215,7 @@ def test_cli_reports_infeasible_as_json(capsys):
     assert code == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["status"] == "infeasible" and record["min_cost"] is None
-    assert record["min_grid_fraction"] > 0.1
+    assert record["min_grid_fraction"] > 0.1 and record["binding"] is False
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,56 @@
+"""IPPO with fixed penalties: one PPO policy per agent type (shared by the agents of that type) trained on plain
+observations and ``r0 + lambda (c/N - e_grid) + nu r2`` (``baselines.grid_search.train_ippo``), then rolled out with
+the multipliers held fixed (``algorithms.execute.FixedMultipliers``, no augmentation)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Mapping
+
+from benchmarks.registry import MethodDef, Prepared, RunContext, register
+
+PARAMS = ("lambda_", "nu", "total_steps")
+
+
+def _validate(params: Mapping[str, Any]) -> None:
+    for key in ("lambda_", "nu"):
+        v = params.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise ValueError(f"{key}={v!r} must be a finite number")
+    steps = params.get("total_steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"total_steps={steps!r} must be an integer >= 1")
+
+
+def _prepare(spec, ctx: RunContext) -> Prepared:
+    import torch
+
+    from algorithms.execute import FixedMultipliers
+    from baselines.grid_search import GridSearchConfig, train_ippo
+
+    torch.set_num_threads(1)
+    sc, p = spec.scenario, spec.method.params
+    lam, nu = float(p.get("lambda_", 6.0)), float(p.get("nu", -11.0))
+    steps = int(p.get("total_steps", 200_000))
+    config = GridSearchConfig(method="ippo", train_steps=steps, constraint=float(sc.constraint), n_agents=sc.n_agents,
+                              seed=spec.seed)
+    t0 = time.perf_counter()
+    policies = train_ippo(config, lam, nu)
+    wall = time.perf_counter() - t0
+    return Prepared(controller=lambda: FixedMultipliers(lam, nu, policies, augment=False),
+                    config={"lambda": lam, "nu": nu, "train_steps_per_type": steps,
+                            "parameter_sharing": "one PPO policy per agent type"},
+                    train={"train_wall_time_s": wall, "env_steps": steps * len(policies),
+                           "budget_detail": f"{spec.method.budget} budget: {steps:,} agent-steps per type; "
+                                            f"fixed penalties ({lam:g}, {nu:g})"})
+
+
+def _scenario(scenario) -> str | None:
+    if scenario.demand_scales is not None:
+        return "IPPO trains one policy per type of the paper's demand layout: demand_scales must be null"
+    return None
+
+
+register(MethodDef(kind="ippo", label="IPPO (per-type PPO)", prepare=_prepare, params=PARAMS, validate=_validate,
+                   check_scenario=_scenario, budget="full", colour="tab:olive", seeded=True, trains=True))

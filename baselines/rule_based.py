@@ -14,7 +14,7 @@
   that is left. :func:`tune_price_rule` picks its parameters on the training
   hours only: the cheapest candidate that is feasible under the scenario's
   constraint (``cmarl_env.evaluation.judge``), or the one closest to
-  feasible when none is.
+  feasible when none is (bounded backlog first, then the least grid use).
 
 ``U_i`` is computed with the environment's own dynamics
 (:func:`cmarl_env.dynamics.step` with ``a = (1, 0)`` on the current state),
@@ -152,8 +152,9 @@ def tune_price_rule(make_core, steps: int, start_hour: int, candidates: Sequence
 
     ``make_core()`` builds the scenario's core on those hours. Returns
     ``(best params, table)``: the cheapest feasible candidate by total cost
-    (terminal backlog included), else the one with the smallest grid use over
-    the limit; the table lists every candidate's metrics for the run folder.
+    (terminal backlog included), else the one closest to feasible (among the
+    candidates whose backlog stays bounded, if any, the smallest grid use over
+    the limit); the table lists every candidate's metrics for the run folder.
     """
     core = make_core()
     if candidates is None:
@@ -163,10 +164,12 @@ def tune_price_rule(make_core, steps: int, start_hour: int, candidates: Sequence
         r = rollout(PriceRule(params), core, start_hour, steps)
         v = r.verdict
         table.append({"params": params.to_dict(), "total_cost": r.total_cost, "grid_use_ratio": v.grid_use_ratio,
-                      "backlog_slope_per_agent": v.backlog_slope_per_agent, "feasible": v.feasible})
+                      "backlog_slope_per_agent": v.backlog_slope_per_agent, "backlog_ok": v.backlog_ok,
+                      "feasible": v.feasible})
     feasible = [(row["total_cost"], i) for i, row in enumerate(table) if row["feasible"]]
     if feasible:
         best = min(feasible)[1]
-    else:
-        best = min(range(len(table)), key=lambda i: (table[i]["grid_use_ratio"], table[i]["total_cost"]))
+    else:  # closest to feasible: a bounded backlog first (waiting for ever has no grid use), then the least grid use
+        best = min(range(len(table)), key=lambda i: (not table[i]["backlog_ok"], table[i]["grid_use_ratio"],
+                                                     table[i]["total_cost"]))
     return candidates[best], table

@@ -456,7 +456,7 @@ def _parse_method(mname: Any, mraw: Any, where: str) -> list[MethodSpec]:
     budget = mraw.get("budget", mdef.budget)
     if budget not in registry.BUDGETS:
         raise SuiteError(f"{where}: {key}.budget={budget!r} is not allowed; choose one of {list(registry.BUDGETS)}")
-    label = mraw.get("label", mdef.label)
+    label = mraw.get("label", mdef.label or mname)
     note = mraw.get("note", "")
     for k, v in (("label", label), ("note", note)):
         if not isinstance(v, str):

@@ -52,5 +52,5 @@ def _prepare(spec, ctx: RunContext) -> Prepared:
                                                                "kwargs": kwargs})
 
 
-register(MethodDef(kind="controller", label="User controller", prepare=_prepare, params=("path", "class", "kwargs"),
+register(MethodDef(kind="controller", label="",  # labelled by its name in the suite prepare=_prepare, params=("path", "class", "kwargs"),
                    validate=_validate, colour="tab:cyan", seeded=False, family="baseline"))

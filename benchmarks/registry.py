@@ -92,8 +92,8 @@ def register(mdef: MethodDef, *, replace: bool = False) -> MethodDef:
 def _load_builtin() -> None:
     global _BUILTIN_LOADED
     if not _BUILTIN_LOADED:
+        importlib.import_module("benchmarks.methods")  # an error here propagates: never a silently empty registry
         _BUILTIN_LOADED = True
-        importlib.import_module("benchmarks.methods")
 
 
 def get(kind: str) -> MethodDef:

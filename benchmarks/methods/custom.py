@@ -52,5 +52,6 @@ def _prepare(spec, ctx: RunContext) -> Prepared:
                                                                "kwargs": kwargs})
 
 
-register(MethodDef(kind="controller", label="",  # labelled by its name in the suite prepare=_prepare, params=("path", "class", "kwargs"),
+# label "": a user controller is labelled by its method name in the suite
+register(MethodDef(kind="controller", label="", prepare=_prepare, params=("path", "class", "kwargs"),
                    validate=_validate, colour="tab:cyan", seeded=False, family="baseline"))

@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-BASELINE_NAMES = ("mappo", "maddpg", "masac", "isac")  # = baselines.marl.BASELINES (kept here so --help stays light)
+from baselines.marl_names import BASELINES as BASELINE_NAMES
 
 
 def _hidden(text: str) -> tuple[int, ...]:

@@ -93,7 +93,7 @@ try:
 except ImportError as _err:  # pragma: no cover - only without the learn extra
     raise ImportError("baselines.marl needs Tianshou and torch: pip install 'cmarl-env[learn]'") from _err
 
-BASELINES = ("mappo", "maddpg", "masac", "isac")
+from baselines.marl_names import BASELINES  # noqa: E402  (torch-free list, shared with the CLI and the registry)
 
 # Default start hours of ``evaluate``: one roll-out from hour 0 (with 3,000 steps: the paper scenario's hours).
 EVAL_START_HOURS = (0,)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from baselines.marl_names import BASELINES, LABELS
 from benchmarks.registry import MethodDef, Prepared, RunContext, register
 
 RESERVED = ("name", "n_agents", "constraint_fraction", "seed", "dataset")  # set by the scenario and the run
@@ -74,8 +75,8 @@ def _prepare(spec, ctx: RunContext) -> Prepared:
     return Prepared(controller=lambda: MARLController(policy), config=config, train=train)
 
 
-_LABELS = {"mappo": ("MAPPO", "tab:orange"), "maddpg": ("MADDPG", "tab:olive"), "masac": ("MASAC", "tab:cyan"),
-           "isac": ("ISAC", "k")}
-for _kind, (_label, _colour) in _LABELS.items():
-    register(MethodDef(kind=_kind, label=_label, prepare=_prepare, params=_params(), validate=_validate,
-                       check_scenario=_scenario, budget="full", colour=_colour, seeded=True, trains=True))
+_COLOURS = {"mappo": "tab:orange", "maddpg": "tab:olive", "masac": "tab:cyan", "isac": "k"}
+for _kind in BASELINES:
+    register(MethodDef(kind=_kind, label=LABELS[_kind], prepare=_prepare, params=_params(), validate=_validate,
+                       check_scenario=_scenario, budget="full", colour=_COLOURS.get(_kind, "tab:gray"), seeded=True,
+                       trains=True))

@@ -35,7 +35,8 @@ def core_agent_steps_per_s(n: int, data, seconds: float) -> float:
     from cmarl_env import EnvConfig
     from cmarl_env.core import DemandResponseCore
 
-    core = DemandResponseCore(EnvConfig(n_agents=n, episode_length=10**6, demand_scales=1.0), data)
+    # steps far past the 3,000 training hours: the data repeats, explicitly (wrap_data)
+    core = DemandResponseCore(EnvConfig(n_agents=n, episode_length=10**6, demand_scales=1.0, wrap_data=True), data)
     core.reset(seed=0)
     rng = np.random.default_rng(0)
     actions = [rng.random((n, 2)) for _ in range(8)]
@@ -48,7 +49,7 @@ def parallel_env_agent_steps_per_s(n: int, data, seconds: float) -> tuple[float,
     from cmarl_env import demand_response_v0
 
     graph = "two_clusters" if n <= 64 else "small_world"
-    env = demand_response_v0.parallel_env(data=data, n_agents=n, episode_length=10**6, graph=graph)
+    env = demand_response_v0.parallel_env(data=data, n_agents=n, episode_length=10**6, graph=graph, wrap_data=True)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     batches = [{a: row for a, row in zip(env.possible_agents, rng.random((n, 2), dtype=np.float32))} for _ in range(8)]

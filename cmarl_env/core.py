@@ -16,7 +16,7 @@ import numpy as np
 
 from cmarl_env import dynamics
 from cmarl_env.battery import BatteryParams
-from cmarl_env.config import TRAIN_HOURS, EnvConfig, paper_demand_scales
+from cmarl_env.config import TRAIN_HOURS, EnvConfig, FieldTypeError, check_fits, check_int, paper_demand_scales
 from cmarl_env.data import BuildingData, load_dataset
 
 BASE_FEATURES = ("demand", "backlog", "soc", "solar", "price", "hour_sin", "hour_cos")
@@ -42,14 +42,46 @@ class AgentLayout:
         return np.unique(self.scale, return_inverse=True)[1]
 
 
+class ActionTypeError(FieldTypeError):
+    """Actions that are not real numbers (strings, complex numbers, objects); ``agents`` holds the offending indices."""
+
+    def __init__(self, agents: list, example: object):
+        self.agents = agents
+        self.example = example
+        super().__init__(
+            f"actions of agent(s) {agents} are not real numbers (e.g. {example!r}); "
+            "actions must be finite real numbers, (N, 2) = (agents, [battery, grid]) in [0, 1]"
+        )
+
+
 class NonFiniteActionError(ValueError):
     """An action contained NaN or an infinity; ``agents`` holds the offending indices."""
 
     def __init__(self, agents: list[int]):
         self.agents = agents
         super().__init__(
-            f"non-finite (NaN or infinite) action for agent index(es) {agents}; actions must be finite numbers in [0, 1]"
+            f"non-finite (NaN, infinite or beyond the float range) action for agent index(es) {agents}; "
+            "actions must be finite numbers in [0, 1]"
         )
+
+
+def _real_array(value, name: str, allowed: str) -> np.ndarray:
+    """``value`` as a float64 array when it holds real numbers only; strings, complex and objects raise naming ``name``."""
+    raw = value if isinstance(value, np.ndarray) else None
+    if raw is None:
+        if isinstance(value, (str, bytes, complex)):
+            raise FieldTypeError(f"{name}={value!r} must be {allowed}")
+        try:
+            raw = np.asarray(value)
+        except ValueError:
+            raise FieldTypeError(f"{name}={value!r} must be {allowed}") from None
+    if raw.dtype.kind in "iuf":
+        return raw.astype(np.float64, copy=False)
+    if raw.dtype.kind == "O" and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                                     for v in raw.ravel()):
+        return np.array([float(v) if abs(v) < 1e308 else (np.inf if v > 0 else -np.inf) for v in raw.ravel()]
+                        ).reshape(raw.shape)
+    raise FieldTypeError(f"{name}={value!r} must be {allowed}")
 
 
 class CoreStep(NamedTuple):
@@ -88,6 +120,9 @@ def resolve_window(config: EnvConfig, n_steps: int) -> tuple[int, int]:
         lo, hi = 0, n_steps
     if hi > n_steps:
         raise ValueError(f"window=({lo}, {hi}) exceeds the dataset's {n_steps} hours; allowed end_hour <= {n_steps}")
+    if lo >= hi:
+        raise ValueError(f"split={config.split!r} leaves no hours of the dataset's {n_steps} (window [{lo}, {hi}))")
+    check_fits(config.start_hour, config.episode_length, (lo, hi), wrap=config.wrap_data)
     return lo, hi
 
 
@@ -177,6 +212,7 @@ class DemandResponseCore:
         self.nu = np.zeros(self.n_agents)
         self.t = 0
         self.start_hour = lo
+        self._hours_left = 10**18 if config.wrap_data else self.width
         self._phase = self._offset.copy()
         self.soc = self._initial_soc.copy()
         self.degraded = self._capacity.copy()
@@ -184,28 +220,37 @@ class DemandResponseCore:
         self._load(0)
 
     # ----------------------------------------------------------------- episode
-    def reset(self, seed: int | None = None, start_hour=None, per_agent_start: bool = False) -> np.ndarray:
+    def reset(self, seed: int | None = None, start_hour=None, per_agent_start: bool = False,
+              steps: int | None = None) -> np.ndarray:
         """Start an episode: fresh batteries and backlog, a start hour, multipliers per the config.
 
         ``start_hour`` is an int, an (N,) array of per-agent start hours, or None
-        for the config's start hour (random in the window when that is None too;
-        one draw per agent with ``per_agent_start=True``).
+        for the config's start hour (random when that is None too, drawn so that
+        the episode fits in the window; one draw per agent with
+        ``per_agent_start=True``). The episode's hours ``[start_hour, start_hour +
+        steps)`` (``steps`` defaults to ``episode_length``) must lie inside the data
+        window, else ``ValueError`` names the start hour, the length and the
+        window, unless the config's ``wrap_data`` allows the data to repeat.
         """
         if seed is not None:
-            self.np_random = np.random.default_rng(seed)
+            check_int("seed", seed, 0, 2**63 - 1)
+        length = self.config.episode_length if steps is None else steps
+        check_int("steps", length, 1, 10**7)
         lo, hi = self.window
         if start_hour is None:
             start_hour = self.config.start_hour
         if start_hour is None:
-            last = max(hi - self.config.episode_length, lo)
+            check_fits(None, length, (lo, hi), wrap=self.config.wrap_data)
+            if seed is not None:
+                self.np_random = np.random.default_rng(seed)
+            last = hi - 1 if self.config.wrap_data else hi - length
             size = self.n_agents if per_agent_start else None
             start_hour = self.np_random.integers(lo, last + 1, size=size)
-        start = np.asarray(start_hour, dtype=np.int64)
-        if start.ndim > 1 or (start.ndim == 1 and start.shape != (self.n_agents,)):
-            raise ValueError(f"start_hour must be an int or have shape ({self.n_agents},), got {start.shape}")
-        if start.size and (start.min() < lo or start.max() >= hi):
-            raise ValueError(f"start_hour={start_hour} is outside the data window [{lo}, {hi}) of split {self.config.split!r}")
+        elif seed is not None:
+            self.np_random = np.random.default_rng(seed)
+        start = self._checked_start(start_hour, length)
         self.start_hour = int(start) if start.ndim == 0 else start
+        self._hours_left = 10**18 if self.config.wrap_data else int(hi - start.max())
         self._phase = np.ascontiguousarray(start - lo + self._offset, dtype=np.int64)
         self.t = 0
         self.soc = self._initial_soc.copy()
@@ -214,6 +259,21 @@ class DemandResponseCore:
         if self.config.multiplier_mode == "sampled":
             self.sample_multipliers()
         return self._load(0)
+
+    def _checked_start(self, start_hour, length: int) -> np.ndarray:
+        """Start hour(s) as int64, checked: integers, one per agent or one for all, inside the window with room."""
+        lo, hi = self.window
+        raw = np.asarray(start_hour)
+        if raw.dtype.kind not in "iu" or raw.dtype == bool:
+            raise FieldTypeError(f"start_hour={start_hour!r} must be an integer hour (or one per agent) in [{lo}, {hi})")
+        if raw.ndim > 1 or (raw.ndim == 1 and raw.shape != (self.n_agents,)):
+            raise ValueError(f"start_hour must be an int or have shape ({self.n_agents},), got {raw.shape}")
+        start = raw.astype(np.int64)
+        if start.size:
+            first, last = int(start.min()), int(start.max())
+            check_fits(first, length, (lo, hi), wrap=self.config.wrap_data)
+            check_fits(last, length, (lo, hi), wrap=self.config.wrap_data)
+        return start
 
     def sample_multipliers(self) -> None:
         """Draw each agent's (lambda, nu) uniformly from the configured ranges."""
@@ -228,11 +288,15 @@ class DemandResponseCore:
             self.nu = self._checked_multiplier("nu", nu, self.nu_range)
 
     def _checked_multiplier(self, name, value, bounds) -> np.ndarray:
-        arr = np.asarray(value, dtype=np.float64)
+        arr = _real_array(value, name, f"a real number (or one per agent) in {list(bounds)}")
         if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != self.n_agents):
             raise ValueError(f"{name} must be a scalar or have shape ({self.n_agents},), got {arr.shape}")
         if not np.all(np.isfinite(arr)) or arr.min() < bounds[0] or arr.max() > bounds[1]:
-            raise ValueError(f"{name} values must lie in {list(bounds)}; got min {arr.min()}, max {arr.max()}")
+            bad = np.flatnonzero(~np.isfinite(np.broadcast_to(arr, (self.n_agents,)))
+                                 | (np.broadcast_to(arr, (self.n_agents,)) < bounds[0])
+                                 | (np.broadcast_to(arr, (self.n_agents,)) > bounds[1]))[:10].tolist()
+            raise ValueError(f"{name} values must lie in {list(bounds)}; got min {arr.min()}, max {arr.max()} "
+                             f"(agent index(es) {bad})")
         return np.broadcast_to(arr, (self.n_agents,)).copy()
 
     # ------------------------------------------------------------------- steps
@@ -254,9 +318,13 @@ class DemandResponseCore:
         Raises ``NonFiniteActionError`` (a ``ValueError``) naming the agents whose
         action holds NaN or an infinity; the state is then left unchanged.
         """
-        a = np.ascontiguousarray(actions, dtype=np.float64)
-        if a.shape != (self.n_agents, 2):
-            raise ValueError(f"actions must have shape ({self.n_agents}, 2) = (agents, [battery, grid]), got {a.shape}")
+        a = self.check_actions(actions)
+        if self.t >= self._hours_left:
+            lo, hi = self.window
+            start = self.start_hour if np.ndim(self.start_hour) == 0 else int(np.max(self.start_hour))
+            raise ValueError(f"step {self.t} of the episode from start_hour={start} would read hour {start + self.t}, "
+                             f"past the end of the data window [{lo}, {hi}); reset() first (episode length "
+                             f"{self.config.episode_length}), or set wrap_data=True to repeat the data")
         res = dynamics.step(
             self.soc, self.degraded, self.backlog, self.demand, self.solar, self.price, a,
             self.lam, self.nu, self.share, self._model, self.params,
@@ -270,6 +338,44 @@ class DemandResponseCore:
         obs = self._load(self.t)
         truncated = self.t >= self.config.episode_length
         return CoreStep(obs, sig, reward, res.lagrangian, res.clipped, truncated)
+
+    def check_actions(self, actions) -> np.ndarray:
+        """(N, 2) float64 actions; strings, complex numbers and other objects raise naming the agents."""
+        shape = (self.n_agents, 2)
+        if isinstance(actions, np.ndarray) and actions.dtype.kind in "biuf":
+            raw = actions
+        else:
+            try:
+                raw = np.asarray(actions)
+            except ValueError:  # ragged nested sequences
+                raise ValueError(f"actions must have shape {shape} = (agents, [battery, grid]); "
+                                 f"got a ragged {type(actions).__name__}") from None
+        if raw.shape != shape:
+            raise ValueError(f"actions must have shape {shape} = (agents, [battery, grid]), got {raw.shape}")
+        kind = raw.dtype.kind
+        if kind in "biuf":
+            return np.ascontiguousarray(raw, dtype=np.float64)
+        if kind != "O":  # strings, bytes, complex, datetimes, ...
+            if isinstance(actions, np.ndarray):
+                raise ActionTypeError(list(range(min(self.n_agents, 10))), raw[0, 0])
+            raw = np.array(actions, dtype=object)  # find the agents whose entries are not numbers
+        out = np.empty(shape)
+        bad_type: list[int] = []
+        for i in range(self.n_agents):
+            for j in range(2):
+                v = raw[i, j]
+                if isinstance(v, (bool, np.bool_)) or isinstance(v, (int, float, np.integer, np.floating)):
+                    try:
+                        out[i, j] = float(v)
+                    except OverflowError:
+                        out[i, j] = np.inf if v > 0 else -np.inf
+                else:
+                    if not bad_type:
+                        example = v
+                    bad_type.append(i)
+        if bad_type:
+            raise ActionTypeError(sorted(set(bad_type))[:10], example)
+        return out
 
     # ------------------------------------------------------------------- facts
     @property
@@ -293,6 +399,8 @@ class DemandResponseCore:
             "peak_aggregate_demand_kwh": self.peak_demand,
             "grid_limit_kwh": self.grid_limit,
             "share_kwh": self.share,
+            "episode_length": self.config.episode_length,
+            "wrap_data": self.config.wrap_data,
             "observation_layout": list(self.layout_names),
             "type_scales": self.type_scales.tolist(),
             "demand_norm": self.demand_norm,

@@ -38,7 +38,12 @@ class DemandResponseParallelEnv(ParallelEnv):
     Reward: the objective ``r0 = -price * e_grid`` (or the Lagrangian reward
     with ``reward="lagrangian"``). ``infos[agent]`` carries every signal,
     including ``"cost"`` (the global-constraint signal ``e_grid``) and
-    ``"grid_share"`` (c/N, the agent's share of the grid limit).
+    ``"grid_share"`` (c/N, the agent's share of the grid limit), from
+    ``reset()`` on (flows are 0 there), so wrappers that build their specs
+    from the reset infos see every key. The observation space is finite: see
+    ``observation_bounds``. ``max_cycles`` (PettingZoo's name) is accepted as
+    an alias of ``episode_length``. ``render_mode="human"`` prints one line
+    at ``reset()`` and one per ``step()``; ``render()`` then returns None.
     """
 
     metadata = {
@@ -48,7 +53,15 @@ class DemandResponseParallelEnv(ParallelEnv):
         "render_fps": 4,
     }
 
-    def __init__(self, config: EnvConfig | None = None, *, data: BuildingData | None = None, **overrides: Any):
+    def __init__(
+        self,
+        config: EnvConfig | None = None,
+        *,
+        data: BuildingData | None = None,
+        max_cycles: int | None = None,
+        **overrides: Any,
+    ):
+        overrides = _max_cycles_alias(max_cycles, overrides)
         config = (config or EnvConfig()).replace(**overrides) if overrides else (config or EnvConfig())
         self.config = config
         self.render_mode = config.render_mode
@@ -64,22 +77,24 @@ class DemandResponseParallelEnv(ParallelEnv):
         self.history = EpisodeHistory()
         self._clip_counts = np.zeros(config.n_agents, dtype=np.int64)
         n, dim = config.n_agents, self.core.obs_dim
-        self._obs_low, self._obs_high = _observation_bounds(self.core.layout_names)
+        self._obs_low, self._obs_high = observation_bounds(self.core)
         self.state_space = spaces.Box(
             np.tile(self._obs_low, n), np.tile(self._obs_high, n), shape=(n * dim,), dtype=np.float32
         )
+        # One space object per env, shared by all agents (every agent has the same spaces). Not an
+        # lru_cache on the methods: that would key on self and keep every environment alive.
+        self._observation_space = spaces.Box(self._obs_low, self._obs_high, dtype=np.float32)
+        self._action_space = spaces.Box(0.0, 1.0, shape=(2,), dtype=np.float32)
         self._last_obs = self.core.observe()
 
     # ------------------------------------------------------------------ spaces
-    @functools.lru_cache(maxsize=None)
     def observation_space(self, agent: str) -> spaces.Box:
         self._index(agent)
-        return spaces.Box(self._obs_low, self._obs_high, dtype=np.float32)
+        return self._observation_space
 
-    @functools.lru_cache(maxsize=None)
     def action_space(self, agent: str) -> spaces.Box:
         self._index(agent)
-        return spaces.Box(0.0, 1.0, shape=(2,), dtype=np.float32)
+        return self._action_space
 
     def _index(self, agent: str) -> int:
         try:
@@ -102,7 +117,21 @@ class DemandResponseParallelEnv(ParallelEnv):
         if self.render_mode is not None:
             self.history.record_state(self.core)
         self._last_obs = obs
-        return {a: obs[i] for i, a in enumerate(self.agents)}, {a: {} for a in self.agents}
+        if self.render_mode == "human":
+            print(self.render_text())
+        return {a: obs[i] for i, a in enumerate(self.agents)}, self._reset_infos()
+
+    def _reset_infos(self) -> dict[str, dict[str, Any]]:
+        """Infos with every key ``step`` reports and the same Python types: this hour's demand,
+        solar and price, the current backlog and multipliers, and zero flows."""
+        core, n = self.core, self.config.n_agents
+        zeros = [0.0] * n
+        columns = zip(
+            core.demand.tolist(), core.solar.tolist(), zeros, zeros, zeros, zeros, core.backlog.tolist(),
+            zeros, zeros, core.price.tolist(), zeros, core.lam.tolist(), core.nu.tolist(), zeros,
+            [core.share] * n, [False] * n, self._clip_counts.tolist(),
+        )
+        return {a: dict(zip(_ALL_INFO_KEYS, row)) for a, row in zip(self.agents, columns)}
 
     def step(self, actions: Mapping[str, Any]):
         if not self.agents:
@@ -161,15 +190,12 @@ class DemandResponseParallelEnv(ParallelEnv):
         return self._last_obs.ravel().copy()
 
     def render(self):
-        if self.render_mode is None:
+        """``rgb_array``: a frame; ``ansi``: a status line; ``human``: None (``reset`` and ``step`` print)."""
+        if self.render_mode is None or self.render_mode == "human":
             return None
         if self.render_mode == "rgb_array":
             return render_rgb(self.history, self.core)
-        text = self.render_text()
-        if self.render_mode == "human":
-            print(text)
-            return None
-        return text
+        return self.render_text()
 
     def render_text(self) -> str:
         return render_ansi(self.history, self.core)
@@ -212,11 +238,54 @@ class DemandResponseParallelEnv(ParallelEnv):
         return dict(zip(self.possible_agents, self.core.agent_types.tolist()))
 
 
-def _observation_bounds(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _max_cycles_alias(max_cycles: int | None, overrides: dict[str, Any], name: str = "max_cycles") -> dict[str, Any]:
+    """PettingZoo's ``max_cycles`` (or Gymnasium's ``max_episode_steps``) keyword as ``episode_length``."""
+    if max_cycles is None:
+        return overrides
+    if "episode_length" in overrides and overrides["episode_length"] != max_cycles:
+        raise ValueError(
+            f"{name}={max_cycles!r} and episode_length={overrides['episode_length']!r} disagree; "
+            f"{name} is an alias of episode_length, give one of them"
+        )
+    return {**overrides, "episode_length": max_cycles}
+
+
+# Relative slack on the backlog bound: the backlog is a running float64 sum.
+_BACKLOG_SLACK = 1e-6
+
+
+def observation_bounds(core: DemandResponseCore) -> tuple[np.ndarray, np.ndarray]:
+    """Finite float32 (low, high) of every observation column of ``core``'s scenario.
+
+    Each bound is computed with the same arithmetic as the observation, from
+    the data the core's agents replay (its window, buildings and demand
+    scales): demand and solar and price at most their window maxima over the
+    fixed scales; the backlog grows by at most one hour's demand per step, so
+    it stays below ``episode_length`` hours of the largest scaled demand; the
+    state of charge, hour and multiplier columns lie in [0, 1] or [-1, 1].
+    """
+    lo, hi = core.window
+    buildings = np.unique(core.layout.building)
+    d = core.data
+    scale = float(core.layout.scale.max())
+
+    def column(values: np.ndarray, factor: float, norm: float) -> tuple[float, float]:
+        window = values[buildings, lo:hi]
+        return min(0.0, float(window.min()) * factor * (1.0 / norm)), float(window.max()) * factor * (1.0 / norm)
+
+    demand = column(d.demand_kwh, scale, core.demand_norm)
     bounds = {
-        "demand": (0.0, np.inf), "backlog": (0.0, np.inf), "soc": (0.0, 1.0), "solar": (0.0, np.inf),
-        "price": (0.0, np.inf), "hour_sin": (-1.0, 1.0), "hour_cos": (-1.0, 1.0), "lambda": (0.0, 1.0), "nu": (0.0, 1.0),
+        "demand": demand,
+        "backlog": (0.0, core.config.episode_length * demand[1] * (1.0 + _BACKLOG_SLACK)),
+        "soc": (0.0, 1.0),
+        "solar": column(d.solar_kwh, 1.0, core.solar_norm),
+        "price": column(d.price, 1.0, core.price_norm),
+        "hour_sin": (-1.0, 1.0),
+        "hour_cos": (-1.0, 1.0),
+        "lambda": (0.0, 1.0),
+        "nu": (0.0, 1.0),
     }
+    names = core.layout_names
     low = np.array([bounds[n][0] for n in names], dtype=np.float32)
     high = np.array([bounds[n][1] for n in names], dtype=np.float32)
     return low, high

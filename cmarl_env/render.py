@@ -39,12 +39,20 @@ def render_ansi(history: EpisodeHistory, core) -> str:
 
 
 def render_rgb(history: EpisodeHistory, core, size=(640, 480)) -> np.ndarray:
-    """A matplotlib frame: demand and grid use against the limit, SOC, backlog."""
-    import matplotlib
+    """A matplotlib frame: demand and grid use against the limit, SOC, backlog.
 
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    Drawn on an Agg canvas of its own, so pyplot's backend is left alone.
+    matplotlib is not a base dependency: the ``[plot]`` extra brings it.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            'render_mode="rgb_array" draws with matplotlib, which is not installed: '
+            'pip install "cmarl-env[plot]" (or matplotlib)',
+            name="matplotlib",
+        ) from exc
 
     dpi = 80
     fig = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)

@@ -27,10 +27,12 @@ def test_parallel_seed(dataset):
 
 
 def test_render(dataset):
+    pytest.importorskip("matplotlib", reason="rgb_array rendering needs the [plot] extra")
     render_test(lambda render_mode=None: demand_response_v0.env(data=dataset, render_mode=render_mode, episode_length=20))
 
 
 def test_rgb_frame(env, dataset):
+    pytest.importorskip("matplotlib", reason="rgb_array rendering needs the [plot] extra")
     env = demand_response_v0.parallel_env(data=dataset, render_mode="rgb_array")
     env.reset(seed=0)
     for _ in range(5):
@@ -138,6 +140,19 @@ def test_imports_without_torch():
 
     code = (
         "import sys; import cmarl_env; from cmarl_env import demand_response_v0, views, graphs, core; "
-        "bad = [m for m in ('torch', 'tianshou', 'ray') if m in sys.modules]; assert not bad, bad"
+        "bad = [m for m in ('torch', 'tianshou', 'ray', 'citylearn', 'matplotlib', 'pandas') if m in sys.modules]; "
+        "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_rgb_without_matplotlib_names_the_extra(dataset, monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    env = demand_response_v0.parallel_env(data=dataset, render_mode="rgb_array")
+    env.reset(seed=0)
+    with pytest.raises(ModuleNotFoundError, match=r"cmarl-env\[plot\]"):
+        env.render()

@@ -114,7 +114,7 @@ def rollout(controller, core, start_hour: int, steps: int, *, progress: bool = F
     lo, hi = core.window
     if not (lo <= start_hour and start_hour + steps <= hi):
         raise ValueError(f"start_hour={start_hour} + steps={steps} leaves the core's data window [{lo}, {hi})")
-    core.reset(start_hour=start_hour)
+    core.reset(start_hour=start_hour, steps=steps)
     controller.reset(core)
     obs = core.observe()
     grid, demand, backlog, cost, price = (np.empty(steps) for _ in range(5))

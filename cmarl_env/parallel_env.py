@@ -15,7 +15,7 @@ from pettingzoo import ParallelEnv
 
 from cmarl_env import graphs
 from cmarl_env.config import EnvConfig
-from cmarl_env.core import DemandResponseCore, NonFiniteActionError
+from cmarl_env.core import ActionTypeError, DemandResponseCore, NonFiniteActionError
 from cmarl_env.data import BuildingData
 from cmarl_env.render import EpisodeHistory, render_ansi, render_rgb
 
@@ -175,7 +175,9 @@ class DemandResponseParallelEnv(ParallelEnv):
             extra = [a for a in actions if a not in self.agent_name_mapping]
             raise ValueError(f"actions must cover exactly the live agents; missing {missing}, unknown {extra}")
         try:
-            batch = np.array([actions[a] for a in self.agents], dtype=np.float64)
+            batch = self.core.check_actions([actions[a] for a in self.agents])
+        except ActionTypeError as err:  # strings, complex numbers, objects: name the agents
+            raise ActionTypeError([self.agents[i] for i in err.agents], err.example) from None
         except (ValueError, TypeError):
             batch = None
         if batch is None or batch.shape != (len(self.agents), 2):

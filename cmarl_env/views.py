@@ -98,7 +98,7 @@ class SingleAgentEnv(gym.Env):
     def step(self, action):
         if self._truncated:
             raise RuntimeError("step() called after the episode was truncated; call reset() first")
-        out = self.core.step(np.asarray(action, dtype=np.float64).reshape(1, 2))
+        out = self.core.step(np.asarray(action).reshape(1, 2))  # the core rejects non-numbers
         info = _signals_info(out.signals, 0)
         info["lagrangian_reward"] = float(out.lagrangian[0])
         info["action_clipped"] = bool(out.clipped[0])

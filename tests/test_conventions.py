@@ -18,8 +18,6 @@ import weakref
 import gymnasium as gym
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import cmarl_env
 from cmarl_env import EnvConfig, demand_response_v0
@@ -140,39 +138,6 @@ def test_observation_bounds_are_finite(dataset):
         assert np.all(np.isfinite(env.state_space.high))
     assert np.all(np.isfinite(SingleAgentEnv(data=dataset).observation_space.high))
     assert np.all(np.isfinite(BatchedEnv(num_envs=4, data=dataset).single_observation_space.high))
-
-
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    n_agents=st.integers(1, 40),
-    scale=st.floats(0.1, 20.0),
-    split=st.sampled_from(["train", "test", "all"]),
-    episode_length=st.integers(1, 30),
-    policy=st.sampled_from(["never_serve", "random", "serve_all"]),
-    seed=st.integers(0, 2**16),
-)
-def test_observations_stay_inside_the_space(dataset, n_agents, scale, split, episode_length, policy, seed):
-    """Whatever the scenario and actions (postponing everything makes the backlog grow fastest)."""
-    env = demand_response_v0.parallel_env(
-        data=dataset, n_agents=n_agents, demand_scales=scale, split=split, episode_length=episode_length,
-        augment=True, multiplier_mode="sampled", graph="complete", seed=seed,
-    )
-    space = env.observation_space("building_0")
-    rng = np.random.default_rng(seed)
-    obs, _ = env.reset(seed=seed)
-    while env.agents:
-        for a, o in obs.items():
-            assert space.contains(o), (a, o, space)
-        assert env.state_space.contains(env.state())
-        if policy == "never_serve":
-            actions = {a: np.zeros(2, dtype=np.float32) for a in env.agents}
-        elif policy == "serve_all":
-            actions = {a: np.ones(2, dtype=np.float32) for a in env.agents}
-        else:
-            actions = {a: rng.uniform(0, 1, 2).astype(np.float32) for a in env.agents}
-        obs, *_ = env.step(actions)
-    for o in obs.values():
-        assert space.contains(o)
 
 
 def test_reset_infos_carry_every_step_key_with_the_same_types(dataset):

@@ -8,7 +8,7 @@ does the same by id. This package imports without torch, Tianshou or Ray.
 from cmarl_env.config import EnvConfig
 from cmarl_env.core import DemandResponseCore, observation_layout
 from cmarl_env.data import BuildingData, list_datasets, load_dataset
-from cmarl_env.registration import make, register, register_with_pettingzoo
+from cmarl_env.registration import make, register, register_with_gymnasium, register_with_pettingzoo
 
 __all__ = [
     "BuildingData",
@@ -22,4 +22,5 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
+register_with_gymnasium()
 register_with_pettingzoo()

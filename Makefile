@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
 #
-# Virtual environments, each created on first use and refreshed when pyproject.toml changes:
+# Virtual environments, each created on first use and refreshed (newest versions the ranges allow)
+# when pyproject.toml changes:
 #   .venv            the newest stack: Python 3.11, every extra but [citylearn] (demo, bench, the whole suite)
 #   .venv-py313      the base package alone on Python 3.13 (the base-only tests)
 #   .venv-citylearn  CityLearn 3.0.2 with its own pins (gymnasium 0.28.1, numpy < 2) and the floors of the
@@ -36,7 +37,7 @@ CITYLEARN_TESTS := $(BASE_TESTS) tests/test_battery.py
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[all]" "$(TORCH)"
+	$(BIN)/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[all]" "$(TORCH)"
 	@# CityLearn lives in its own environment; drop it from an environment made before the split.
 	$(BIN)/python -m pip uninstall --quiet --yes citylearn 2>/dev/null || true
 	touch $(STAMP)
@@ -45,7 +46,7 @@ $(PY313_STAMP): pyproject.toml
 	@test -n "$(PYTHON313)" || { echo "no Python 3.13 interpreter found; set PYTHON313=/path/to/python3.13"; exit 1; }
 	test -x $(PY313_VENV)/bin/python || $(PYTHON313) -m venv $(PY313_VENV)
 	$(PY313_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(PY313_VENV)/bin/python -m pip install --quiet -e ".[test-base]"
+	$(PY313_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test-base]"
 	touch $(PY313_STAMP)
 
 $(CL_STAMP): pyproject.toml

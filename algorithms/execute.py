@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,7 @@ from algorithms.dual import LAMBDA_RANGE, NU_RANGE, DualConfig, DualConsensus
 from cmarl_env import EnvConfig, graphs
 from cmarl_env.config import ConfigBase, check_range
 from cmarl_env.evaluation import Controller, evaluation_config, rollout
-from cmarl_env.records import atomic_write_text, package_versions, write_json
+from cmarl_env.records import atomic_write_text, package_versions, publish_folder, write_json
 from cmarl_env.core import DemandResponseCore
 from cmarl_env.data import BuildingData
 
@@ -110,11 +110,24 @@ def build_graph(graph: Any, graph_params: Mapping[str, Any], n_agents: int, seed
 
 
 def policies_for(core: DemandResponseCore, policies: Mapping[float, Policy] | None) -> list[tuple[np.ndarray, Policy]]:
-    """(agent indices, policy) per agent type; the shipped policies when none are given."""
+    """(agent indices, policy) per agent type; the shipped policies for the types without one.
+
+    A checkpoint-backed policy (``algorithms.policy.AugmentedPolicy``) is checked against the core before
+    anything runs: its demand scale must be one of the core's agent types (``UnknownDemandScaleError``) and
+    the checkpoint must have been trained for that scale, this observation layout, these multiplier ranges
+    and this dataset (``CheckpointMismatchError`` naming the file and the field). Plain callables are
+    the caller's responsibility.
+    """
+    policies = dict(policies or {})
+    for scale, policy in policies.items():
+        if hasattr(policy, "check_assignment"):
+            policy.check_assignment(core, scale)
     groups = []
     for scale in core.type_scales.tolist():
-        if policies is not None and scale in policies:
+        if scale in policies:
             policy = policies[scale]
+            if hasattr(policy, "check_assignment"):
+                policy = functools.partial(policy.act, chunk_size=INFERENCE_CHUNK)
         else:
             from algorithms.policy import load_pretrained
 
@@ -266,18 +279,25 @@ def run_execution(
 
 
 def write_run(result: ExecutionResult, out: Path) -> Path:
-    """A self-describing run folder: config, facts, versions, trajectories, metrics (written last)."""
+    """A self-describing run folder: config, facts, versions, trajectories, metrics (written last).
+
+    Every file is written into a hidden staging folder inside ``out`` first and then moved in, ``metrics.json``
+    last (``cmarl_env.records.publish_folder``): a folder with ``metrics.json`` is complete, one without it was
+    interrupted. ``cmarl run`` holds ``out``'s lock (``cmarl_env.records.FolderLock``) while it does this.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", result.config.to_dict())
-    write_json(out / "facts.json", result.facts | {"versions": package_versions()})
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".trajectories.", suffix=".npz")
-    os.close(fd)
-    np.savez_compressed(tmp, **result.trajectories)
-    os.replace(tmp, out / "trajectories.npz")
-    _write_csv(out / "trajectories.csv", result.trajectories)
-    write_json(out / "metrics.json", result.metrics)
-    return out
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
+    try:
+        write_json(staging / "config.json", result.config.to_dict())
+        write_json(staging / "facts.json", result.facts | {"versions": package_versions()})
+        np.savez_compressed(staging / "trajectories.npz", **result.trajectories)
+        _write_csv(staging / "trajectories.csv", result.trajectories)
+        write_json(staging / "metrics.json", result.metrics)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return publish_folder(staging, out)
 
 
 def _write_csv(path: Path, traj: dict[str, np.ndarray]) -> None:

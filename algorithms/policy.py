@@ -62,26 +62,46 @@ class CheckpointError(ValueError):
     """A checkpoint file could not be read (corrupt, truncated or not a policy checkpoint); names the path."""
 
 
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist (a ``CheckpointError`` and a ``FileNotFoundError``); names the path."""
+
+
 class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the environment it is meant to act in.
 
     ``field``, ``checkpoint_value`` and ``env_value`` say what differs.
     """
 
-    def __init__(self, field: str, checkpoint_value: Any, env_value: Any, path: str | os.PathLike | None = None):
+    def __init__(self, field: str, checkpoint_value: Any, env_value: Any, path: str | os.PathLike | None = None,
+                 where: str = "in the environment"):
         self.field = field
         self.checkpoint_value = checkpoint_value
         self.env_value = env_value
         self.path = None if path is None else str(path)
-        where = f" {self.path}" if path is not None else ""
+        name = f" {self.path}" if path is not None else ""
         super().__init__(
-            f"policy checkpoint{where} does not match the environment: {field} is {checkpoint_value!r} "
-            f"in the checkpoint but {env_value!r} in the environment"
+            f"policy checkpoint{name} does not match the environment: {field} is {checkpoint_value!r} "
+            f"in the checkpoint but {env_value!r} {where}"
         )
 
 
+class UnknownDemandScaleError(ValueError):
+    """A policy is assigned to a demand scale that no agent of the environment has."""
+
+    def __init__(self, scale: float, scales: Sequence[float], path: str | os.PathLike | None = None):
+        self.scale, self.scales, self.path = float(scale), [float(s) for s in scales], path
+        what = f"policy checkpoint {str(path)} is" if path is not None else "a policy is"
+        super().__init__(f"{what} assigned to demand scale {float(scale):g}, but no agent has that scale; "
+                         f"the environment's demand scales are {[float(s) for s in scales]}")
+
+
 # ------------------------------------------------------------------ network
-def input_features(obs: torch.Tensor, backlog_index: int | None = 1, backlog_cap: float = BACKLOG_CAP) -> torch.Tensor:
+def input_features(
+    obs: torch.Tensor,
+    backlog_index: int | None = 1,
+    backlog_cap: float = BACKLOG_CAP,
+    raw_columns: Sequence[Sequence[float]] | None = None,
+) -> torch.Tensor:
     """Fixed input transform of the networks.
 
     The backlog column becomes ``log1p(min(backlog, backlog_cap))`` (execution
@@ -247,6 +267,21 @@ class AugmentedPolicy:
         """Raise ``CheckpointMismatchError`` if this policy does not fit ``expected`` (see ``load_policy``)."""
         _check_expected(self.metadata, expected, self.metadata.get("path"))
 
+    def check_assignment(self, env: Any, demand_scale: float) -> None:
+        """This policy acts for the agents of ``demand_scale`` in ``env`` (a core or an env with ``.core``).
+
+        Raises ``UnknownDemandScaleError`` when no agent of ``env`` has that scale, and
+        ``CheckpointMismatchError`` naming the checkpoint file and the field when the checkpoint was
+        trained for another demand scale, observation layout, multiplier range or dataset.
+        """
+        core = getattr(env, "core", env)
+        scales = [float(s) for s in np.unique(core.layout.scale)] if hasattr(core, "layout") else None
+        path = self.metadata.get("path")
+        if scales is not None and not any(math.isclose(float(demand_scale), s, rel_tol=1e-9) for s in scales):
+            raise UnknownDemandScaleError(demand_scale, scales, path)
+        _check_demand_scale(self.metadata, demand_scale, path)
+        _check_expected(self.metadata, env, path)
+
     def __repr__(self) -> str:
         return (
             f"AugmentedPolicy(agent_type={self.metadata.get('agent_type')!r}, demand_scale={self.demand_scale}, "
@@ -331,6 +366,7 @@ def load_policy(
     expected: Any = None,
     *,
     expected_layout: Sequence[str] | None = None,
+    demand_scale: float | None = None,
     map_location: str = "cpu",
 ) -> AugmentedPolicy:
     """Load a checkpoint written by ``save_checkpoint``.
@@ -344,11 +380,17 @@ def load_policy(
     checkpoint's value and the environment's value. A file that cannot be read
     raises ``CheckpointError`` naming the path (``FileNotFoundError`` if missing).
     ``expected_layout`` is a shorthand for ``expected={"observation_layout": ...}``
-    (combined with ``expected`` when both are given).
+    (combined with ``expected`` when both are given). ``demand_scale`` is the
+    scale of the agents the policy is assigned to: a checkpoint trained for
+    another scale raises ``CheckpointMismatchError`` (field ``demand_scale``).
     """
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise TypeError(f"policy checkpoint path {path!r} must be a non-empty str or path")
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"policy checkpoint {str(path)!r} does not exist")
+        if path.is_dir():
+            raise CheckpointNotFoundError(f"policy checkpoint {str(path)!r} is a directory, not a checkpoint file")
+        raise CheckpointNotFoundError(f"policy checkpoint {str(path)!r} does not exist")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # zipfile/pickle/EOF/RuntimeError: all mean "not a readable checkpoint"
@@ -385,7 +427,16 @@ def load_policy(
         _check_expected(meta, expected, path)
     if expected_layout is not None:
         _check_expected(meta, {"observation_layout": list(expected_layout)}, path)
+    if demand_scale is not None:
+        _check_demand_scale(meta, demand_scale, path)
     return AugmentedPolicy(net, meta)
+
+
+def _check_demand_scale(meta: Mapping[str, Any], demand_scale: float, path=None) -> None:
+    have = meta.get("demand_scale")
+    if have is None or not math.isclose(float(have), float(demand_scale), rel_tol=1e-9):
+        raise CheckpointMismatchError("demand_scale", None if have is None else float(have), float(demand_scale), path,
+                                      where="for the agents it is assigned to")
 
 
 def expected_from(obj: Any) -> dict[str, Any]:
@@ -488,14 +539,36 @@ def load_pretrained(
         )
     resource = importlib.resources.files("algorithms") / "pretrained" / PRETRAINED_FILES[scale]
     with importlib.resources.as_file(resource) as p:
-        return load_policy(p, expected, expected_layout=expected_layout)
+        return load_policy(p, expected, expected_layout=expected_layout, demand_scale=scale)
 
 
 def load_policies_by_scale(paths: Mapping[float, str | os.PathLike] | None = None, expected: Any = None) -> dict[float, AugmentedPolicy]:
-    """One policy per agent type: ``paths`` maps demand scale -> checkpoint (default: the shipped ones)."""
+    """One policy per agent type: ``paths`` maps demand scale -> checkpoint (default: the shipped ones).
+
+    Each checkpoint must have been trained for the scale it is assigned to (``CheckpointMismatchError``);
+    with ``expected`` a core (or an env with ``.core``), a scale no agent has is an ``UnknownDemandScaleError``.
+    """
     if paths is None:
         return {s: load_pretrained(s, expected) for s in PRETRAINED_FILES}
-    return {float(s): load_policy(p, expected) for s, p in paths.items()}
+    out = {}
+    for s, p in paths.items():
+        scale = parse_scale(s)
+        policy = load_policy(p, expected, demand_scale=scale)
+        if expected is not None and hasattr(getattr(expected, "core", expected), "layout"):
+            policy.check_assignment(expected, scale)
+        out[scale] = policy
+    return out
+
+
+def parse_scale(value: Any) -> float:
+    """A demand scale given as a number or a string such as "2.0" (a finite number > 0)."""
+    try:
+        scale = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        scale = math.nan
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"demand scale {value!r} must be a finite number > 0, e.g. 1.0 or 2.0")
+    return scale
 
 
 def _plain(value: Any) -> Any:
@@ -549,8 +622,7 @@ def fixed_multiplier_response(
         multiplier_mode="fixed", episode_length=hours, split=split, start_hour=start_hour,
     )
     core = DemandResponseCore(cfg, data)
-    policy.check_compatible({"observation_layout": list(core.layout_names), "lambda_range": list(core.lambda_range),
-                             "nu_range": list(core.nu_range)})
+    policy.check_assignment(core, scale)
     rows = []
     for lam in lambdas:
         for nu in nus:

@@ -50,30 +50,59 @@ def _demand_scales(spec: str | None, n: int):
     if spec is None:
         return None
     scales = [1.0] * n
-    for token in filter(None, spec.split(",")):
-        i = int(token)
+    for token in filter(None, (t.strip() for t in spec.split(","))):
+        try:
+            i = int(token)
+        except ValueError:
+            raise SystemExit(f"cmarl run: --double-demand {spec!r}: {token!r} is not an agent index; "
+                             f"give comma-separated integers in 0..{n - 1}") from None
         if not 0 <= i < n:
             raise SystemExit(f"cmarl run: --double-demand index {i} is out of range; allowed 0..{n - 1}")
         scales[i] = 2.0
     return tuple(scales)
 
 
-def _policies(specs: list[str]):
+def _policies(specs: list[str], config: ExecutionConfig):
+    """``--policy SCALE=PATH`` options as {scale: AugmentedPolicy}: the scale must be one the run's agents have and
+    the checkpoint must have been trained for it; observation layout, multiplier ranges and dataset are checked
+    against the run's environment before it starts (``algorithms.execute.policies_for``)."""
     if not specs:
         return None
-    from algorithms.policy import load_policy
+    from cmarl_env.config import paper_demand_scales
+
+    given = config.demand_scales
+    run_scales = sorted({float(v) for v in (paper_demand_scales(config.n_agents) if given is None else
+                                            (given if isinstance(given, tuple) else (given,)))})
+    from algorithms.policy import CheckpointError, load_policy, parse_scale
 
     out = {}
     for spec in specs:
         scale, _, path = spec.partition("=")
-        if not path:
+        if not path or not scale:
             raise SystemExit(f"cmarl run: --policy {spec!r} must look like SCALE=PATH, e.g. 2.0=runs/train/policy.pt")
-        out[float(scale)] = load_policy(path).act
+        try:
+            value = parse_scale(scale)
+        except ValueError as err:
+            raise SystemExit(f"cmarl run: --policy {spec!r}: {err}") from None
+        if value not in run_scales:
+            raise SystemExit(f"cmarl run: --policy {spec!r}: no agent has demand scale {value:g}; the run's demand "
+                             f"scales are {run_scales} (see --double-demand)")
+        if value in out:
+            raise SystemExit(f"cmarl run: --policy gives demand scale {value:g} twice; give one checkpoint per scale")
+        try:
+            out[value] = load_policy(path, demand_scale=value)
+        except (CheckpointError, ValueError) as err:
+            raise SystemExit(f"cmarl run: --policy {spec!r}: {err}") from None
     return out
 
 
 def run(args: argparse.Namespace) -> int:
+    from cmarl_env.records import FolderLock, FolderLockedError, OutputPathError, check_output_dir
+
+    suffix = "" if args.weights == "random_walk" else f"_{args.weights}"
+    out = args.out or Path("runs") / f"run_{args.agents}_{args.graph}_c{args.constraint:g}_L{args.consensus_rounds}{suffix}"
     try:
+        check_output_dir(out, "--out")  # before any work: an existing file or a read-only folder is refused now
         dual = DualConfig(alpha=args.alpha, eps=args.eps, eta=args.eta, rounds=args.consensus_rounds,
                           update_period=args.dual_period, lambda_min=args.lambda_range[0], lambda_max=args.lambda_range[1],
                           nu_min=args.nu_range[0], nu_max=args.nu_range[1], weights=args.weights)
@@ -82,12 +111,14 @@ def run(args: argparse.Namespace) -> int:
             start_hour=args.start_hour, demand_scales=_demand_scales(args.double_demand, args.agents),
             dual=dual, seed=args.seed, record_agents=args.record_agents,
         )
-        result = run_execution(config, _policies(args.policy), progress=not args.no_progress)
-    except ValueError as err:
-        raise SystemExit(f"cmarl run: {err}") from None
-    suffix = "" if args.weights == "random_walk" else f"_{args.weights}"
-    out = args.out or Path("runs") / f"run_{args.agents}_{args.graph}_c{args.constraint:g}_L{args.consensus_rounds}{suffix}"
-    write_run(result, out)
+        policies = _policies(args.policy, config)
+        with FolderLock(out, "run folder"):  # a second `cmarl run --out` on the same folder is refused
+            result = run_execution(config, policies, progress=not args.no_progress)
+            write_run(result, out)
+    except (ValueError, FolderLockedError) as err:
+        raise SystemExit(f"cmarl run: {_one_line(err)}") from None
+    except OSError as err:  # a folder made read-only during the run, a full disk, ...
+        raise SystemExit(f"cmarl run: cannot write the run folder {str(out)!r}: {err}") from None
     m = result.metrics
     print(f"avg total grid use {m['avg_grid_consumption']:.3f} kWh vs limit {m['grid_limit']:.3f} kWh "
           f"({100 * m['avg_grid_consumption'] / m['grid_limit']:.1f} %)")
@@ -96,3 +127,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{m['agent_steps_per_s']:,.0f} agent-steps/s; run folder: {out}")
     print(json.dumps({k: v for k, v in m.items() if k != "lambda_final"}))
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())

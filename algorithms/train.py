@@ -52,8 +52,11 @@ try:  # the training stack is an optional extra (cmarl-env[learn])
     from tianshou.utils import TensorboardLogger
 
     from algorithms.vector_env import ArrayVectorEnv
-except ImportError as _err:  # pragma: no cover - exercised only without tianshou
-    raise ImportError("algorithms.train needs Tianshou: pip install 'cmarl-env[learn]'") from _err
+except ModuleNotFoundError as _err:  # pragma: no cover - only without the learn extra
+    # a ModuleNotFoundError naming the missing module: ``pytest.importorskip`` skips with this reason, callers
+    # can tell a missing extra from a broken installation (any other ImportError propagates as it is)
+    raise ModuleNotFoundError(f"algorithms.train needs Tianshou: pip install 'cmarl-env[learn]' "
+                              f"(missing module {_err.name!r})", name=_err.name) from _err
 
 CHECKPOINT_NAME = "policy.pt"
 CONFIG_NAME = "config.json"

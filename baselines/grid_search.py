@@ -238,9 +238,26 @@ def _callback(out: Path):
 
 def run_grid_search(config: GridSearchConfig, out: Path, *, address: str | None = None, max_concurrent: int | None = None,
                     progress: bool = True) -> dict[str, Any]:
-    """Run every grid point without a result through Ray Tune; return the summary."""
+    """Run every grid point without a result through Ray Tune; return the summary.
+
+    The driver holds ``out``'s lock file (``cmarl_env.records.FolderLock``) while it runs: a second search on
+    the same folder is refused (``FolderLockedError``) instead of both writing the same trials.
+    """
+    from cmarl_env.records import FolderLock
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out, "grid-search folder"):
+        return _run_grid_search(config, out, address=address, max_concurrent=max_concurrent, progress=progress)
+
+
+def _run_grid_search(config: GridSearchConfig, out: Path, *, address: str | None, max_concurrent: int | None,
+                     progress: bool) -> dict[str, Any]:
+    from cmarl_env.data import load_dataset
+    from cmarl_env.evaluation import evaluation_config
+
+    # the evaluated hours must lie in the data: refused here, before Ray starts, not in every trial
+    evaluation_config(n_agents=config.n_agents, constraint=config.constraint, start_hour=config.start_hour,
+                      steps=config.eval_steps, n_hours=load_dataset(DEFAULT_DATASET).n_steps, seed=config.seed)
     _check_same_config(config, out)
     done = finished_results(out)
     todo = [p for p in config.points() if trial_id(*p) not in done]

@@ -33,7 +33,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cmarl_env.records import FolderLockedError, check_output_dir
+
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise SystemExit(f"cmarl grid-search: --max-concurrent={args.max_concurrent} must be >= 1")
+    out = args.out or Path("results") / f"grid_{args.method}"
     try:
+        check_output_dir(out, "--out")  # before any work
         config = GridSearchConfig(
             method=args.method,
             lambda_min=args.lambda_range[0], lambda_max=args.lambda_range[1], lambda_step=args.lambda_range[2],
@@ -41,9 +47,8 @@ def run(args: argparse.Namespace) -> int:
             train_steps=args.train_steps, eval_steps=args.eval_steps, start_hour=args.start_hour,
             constraint=args.constraint, n_agents=args.agents, seed=args.seed, cpus_per_trial=args.cpus_per_trial,
         )
-        out = args.out or Path("results") / f"grid_{args.method}"
         summary = run_grid_search(config, out, address=args.address, max_concurrent=args.max_concurrent)
-    except ValueError as err:
+    except (ValueError, FolderLockedError) as err:
         raise SystemExit(f"cmarl grid-search: {err}") from None
     print(f"{summary['finished']}/{summary['points']} points finished ({summary['ran_this_call']} run now, "
           f"{len(summary['failed'])} failed); grid limit {summary['grid_limit']} kWh/step; "

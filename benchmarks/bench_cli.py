@@ -49,8 +49,18 @@ def run(args: argparse.Namespace) -> int:
     except SuiteError as err:
         raise SystemExit(f"cmarl bench: error: {err}") from None
     if args.max_concurrent is not None and args.max_concurrent < 1:
-        raise SystemExit("cmarl bench: error: --max-concurrent must be >= 1")
+        raise SystemExit(f"cmarl bench: error: --max-concurrent={args.max_concurrent} must be >= 1")
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise SystemExit(f"cmarl bench: error: --num-cpus={args.num_cpus} must be >= 1")
     out = Path(args.out) if args.out else Path("results") / "bench" / suite.name
+    from cmarl_env.records import OutputPathError, check_output_dir
+
+    try:  # before any work: an existing file or a folder that cannot be written is refused now
+        check_output_dir(out, "--out")
+        if args.readme and not args.dry_run:
+            _check_readme(args.readme)
+    except OutputPathError as err:
+        raise SystemExit(f"cmarl bench: error: {err}") from None
     runs = suite.runs()
     if args.dry_run:
         from benchmarks.runner import plan
@@ -62,16 +72,33 @@ def run(args: argparse.Namespace) -> int:
                   f"oracle={spec.oracle}")
         return 0
     from benchmarks.runner import run_suite
+    from cmarl_env.records import FolderLockedError
 
     print(f"cmarl bench {suite.name}: {len(runs)} runs -> {out}"
           + (f" on Ray cluster {args.address}" if args.address else f" ({args.backend})"), flush=True)
-    report = run_suite(suite, out, backend=args.backend, address=args.address, num_cpus=args.num_cpus,
-                       max_concurrent=args.max_concurrent, progress=not args.quiet)
+    try:
+        report = run_suite(suite, out, backend=args.backend, address=args.address, num_cpus=args.num_cpus,
+                           max_concurrent=args.max_concurrent, progress=not args.quiet)
+    except FolderLockedError as err:  # another `cmarl bench` is writing the same --out
+        raise SystemExit(f"cmarl bench: error: {err}") from None
     if report.interrupted:
         print(f"interrupted after {len(report.completed)} new run(s); {len(report.pending)} left. "
               f"Run `cmarl bench {args.suite}" + (f" --out {args.out}" if args.out else "") + "` again to resume.")
         return 130
     return finish(out, suite.name, report, t0, figures=not args.no_figures, readme=args.readme)
+
+
+def _check_readme(path: str) -> None:
+    """--readme must be an existing, writable file (checked before the suite runs)."""
+    import os
+
+    from cmarl_env.records import OutputPathError
+
+    p = Path(path)
+    if not p.is_file():
+        raise OutputPathError(f"--readme {path!r} is not an existing file")
+    if not os.access(p, os.W_OK):
+        raise OutputPathError(f"--readme {path!r} is not writable")
 
 
 def finish(out: Path, suite_name: str, report, t0: float, *, figures: bool = True, readme: str | None = None) -> int:

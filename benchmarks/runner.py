@@ -17,6 +17,9 @@ and the same code runs locally (``ray.init(num_cpus=...)``) or on a cluster
 (``ray.init(address=...)``; the nodes need ``cmarl-env`` installed). At most
 ``max_concurrent`` runs are in flight.
 
+One writer: ``run_suite`` holds ``OUT/.lock`` (``cmarl_env.records.FolderLock``) while it runs; a second
+process on the same ``OUT`` is refused at once with ``FolderLockedError``.
+
 Resume: a run whose folder holds a ``metrics.json`` with the same spec hash is
 finished and skipped; anything else (missing, half-written after an
 interruption, failed, or produced by a different suite setting) is run again.
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from benchmarks.run import error_record, execute_run
-from cmarl_env.records import atomic_write_text, dump_json
+from cmarl_env.records import FolderLock, atomic_write_text, dump_json
 from benchmarks.suite import RunSpec, ScenarioSpec, Suite
 
 BACKENDS = ("ray", "serial")
@@ -279,7 +282,14 @@ def run_suite(
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not allowed; choose one of {BACKENDS}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # one writer per results folder: a second `cmarl bench` on the same OUT is refused (FolderLockedError)
+    with FolderLock(out_dir, "benchmark results folder"):
+        return _run_suite(suite, out_dir, backend=backend, address=address, num_cpus=num_cpus,
+                          max_concurrent=max_concurrent, progress=progress, on_result=on_result)
+
+
+def _run_suite(suite: Suite, out_dir: Path, *, backend: str, address: str | None, num_cpus: int | None,
+               max_concurrent: int | None, progress: bool, on_result) -> SuiteReport:
     write_suite_record(suite, out_dir)
     cache = out_dir / "_cache"
     cache.mkdir(exist_ok=True)

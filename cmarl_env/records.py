@@ -7,6 +7,7 @@ reader never sees a half-written file.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -85,3 +86,127 @@ def dump_json(value: Any) -> str:
 
 def write_json(path: str | os.PathLike, value: Any) -> None:
     atomic_write_text(path, dump_json(value))
+
+
+# ------------------------------------------------------------------ output folders
+LOCK_NAME = ".lock"
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot be written (an existing file, a read-only or missing parent); one line."""
+
+
+class FolderLockedError(RuntimeError):
+    """Another process holds the folder's lock file: it is writing there right now."""
+
+
+def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Check, before any work starts, that ``path`` can be a results folder; return it as a ``Path``.
+
+    Refused with ``OutputPathError`` (naming ``flag`` and the path): an existing file, a parent that is a
+    file, a folder (or nearest existing parent) where no file can be created (read-only, no permission).
+    The folder itself is not created.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise OutputPathError(f"{flag} {path!r} must be a non-empty folder path")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{flag} {str(path)!r} exists and is not a folder; give a folder path (new or existing)")
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputPathError(f"{flag} {str(path)!r}: {str(probe)!r} is a file, so the folder cannot be created there")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".cmarl-write-check-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise OutputPathError(f"{flag} {str(path)!r}: cannot write in {str(probe)!r} "
+                              f"({errno.errorcode.get(err.errno, err.errno)}: {err.strerror})") from None
+    return path
+
+
+class FolderLock:
+    """An exclusive lock on a results folder while this process writes it (``flock`` on ``FOLDER/.lock``).
+
+    A second process (or a second lock in this one) is refused at once with ``FolderLockedError`` naming the
+    folder, the lock file and the holder's pid; the kernel releases the lock when its holder exits, even
+    after SIGKILL, so a lock is never stale. The lock file stays (it holds the last holder's pid). When this
+    lock created the folder and the work fails before anything else is written, the folder is removed again.
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str = "results folder"):
+        self.folder = Path(folder)
+        self.what = what
+        self.path = self.folder / LOCK_NAME
+        self._fd: int | None = None
+        self._created = False
+
+    def acquire(self) -> "FolderLock":
+        import fcntl
+
+        missing = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
+        self._created = missing[-1] if missing else None  # the highest folder this lock creates
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            finally:
+                os.close(fd)
+            raise FolderLockedError(
+                f"{self.what} {str(self.folder)!r} is being written by another process (pid {holder}, lock file "
+                f"{str(self.path)!r}); wait for it to finish or choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self, *, failed: bool = False) -> None:
+        if self._fd is None:
+            return
+        import fcntl
+
+        if failed and self._created is not None:
+            left = [p.name for p in self.folder.iterdir()] if self.folder.is_dir() else []
+            if left == [LOCK_NAME]:
+                self.path.unlink(missing_ok=True)
+                for folder in (self.folder, *self.folder.parents):
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
+                    if folder == self._created:
+                        break
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.release(failed=exc_type is not None)
+
+
+def publish_folder(staging: str | os.PathLike, out: str | os.PathLike, last: str = "metrics.json") -> Path:
+    """Move every file of ``staging`` into ``out``, ``last`` at the very end, then remove ``staging``.
+
+    ``out``'s old ``last`` file is removed first, so a folder is complete exactly when ``last`` is there:
+    a process killed half-way leaves a folder without it (never new files beside an old ``last``).
+    """
+    staging, out = Path(staging), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / last).unlink(missing_ok=True)
+    files = sorted(p for p in staging.rglob("*") if p.is_file())
+    for p in sorted(files, key=lambda p: p.relative_to(staging).as_posix() == last):
+        target = out / p.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(p, target)
+    import shutil
+
+    shutil.rmtree(staging, ignore_errors=True)
+    return out

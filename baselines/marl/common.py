@@ -90,8 +90,11 @@ try:
     from tianshou.utils.net.continuous import ContinuousActorDeterministic, ContinuousActorProbabilistic
 
     from algorithms.vector_env import ArrayVectorEnv
-except ImportError as _err:  # pragma: no cover - only without the learn extra
-    raise ImportError("baselines.marl needs Tianshou and torch: pip install 'cmarl-env[learn]'") from _err
+except ModuleNotFoundError as _err:  # pragma: no cover - only without the learn extra
+    # a ModuleNotFoundError naming the missing module: ``pytest.importorskip`` skips with this reason, callers
+    # can tell a missing extra from a broken installation (any other ImportError propagates as it is)
+    raise ModuleNotFoundError(f"baselines.marl needs Tianshou and torch: pip install 'cmarl-env[learn]' "
+                              f"(missing module {_err.name!r})", name=_err.name) from _err
 
 from baselines.marl_names import BASELINES  # noqa: E402  (torch-free list, shared with the CLI and the registry)
 

@@ -32,17 +32,19 @@ def _validate(params: Mapping[str, Any], *, rounds_zero: bool = False) -> None:
             raise ValueError(f"{POLICY_PARAM} must map demand scales (e.g. \"2.0\") to checkpoint paths")
         for s, path in paths.items():
             try:
-                float(s)
+                scale = float(s)
             except (TypeError, ValueError):
-                raise ValueError(f"{POLICY_PARAM}.{s} is not a demand scale (a number such as \"2.0\")") from None
-            if not isinstance(path, str):
-                raise ValueError(f"{POLICY_PARAM}.{s} must be a checkpoint path (string)")
+                scale = math.nan
+            if not (math.isfinite(scale) and scale > 0):
+                raise ValueError(f"{POLICY_PARAM}.{s} is not a demand scale (a number > 0 such as \"2.0\")")
+            if not isinstance(path, str) or not path:
+                raise ValueError(f"{POLICY_PARAM}.{s} must be a checkpoint path (non-empty string)")
 
 
 def _prepare(spec, ctx: RunContext, *, rounds: int | None) -> Prepared:
     from algorithms.dual import DualConfig
     from algorithms.execute import INFERENCE_CHUNK, DualConsensusController
-    from algorithms.policy import load_policy, load_pretrained
+    from algorithms.policy import load_policies_by_scale, load_pretrained
     from cmarl_env.core import DemandResponseCore
 
     _one_thread()
@@ -56,7 +58,9 @@ def _prepare(spec, ctx: RunContext, *, rounds: int | None) -> Prepared:
     core0 = DemandResponseCore(sc.env_config(spec.start_hours[0], data.n_steps, augment=True), data)
     scales = core0.type_scales.tolist()
     if paths:
-        loaded = {float(s): load_policy(p, expected=core0) for s, p in paths.items()}
+        # each checkpoint: trained for the demand scale it is assigned to (a scale no agent of the scenario has is
+        # an error), this observation layout, these multiplier ranges and this dataset (CheckpointMismatchError)
+        loaded = load_policies_by_scale(paths, expected=core0)
         missing = [s for s in scales if s not in loaded]
         if missing:
             raise ValueError(f"method {spec.method.name!r}: {POLICY_PARAM} has no checkpoint for demand scale(s) "

@@ -229,10 +229,14 @@ class AugmentedPolicy:
     def act(self, obs: np.ndarray, chunk_size: int = DEFAULT_CHUNK) -> np.ndarray:
         """Deterministic actions for a batch of augmented observations: (n, obs_dim) -> (n, 2) in [0, 1]."""
         arr = np.asarray(obs)
+        path = self.metadata.get("path")
+        who = f"policy checkpoint {path}" if path else "policy"
         if arr.ndim == 1:
-            raise ValueError(f"obs must be a 2-D array (n, {self.obs_dim}); got shape {arr.shape}: use obs[None] for one row")
+            raise ValueError(f"{who}: obs must be a 2-D array (n, {self.obs_dim}); got shape {arr.shape}: "
+                             "use obs[None] for one row")
         if arr.ndim != 2 or arr.shape[1] != self.obs_dim:
-            raise ValueError(f"obs must have shape (n, {self.obs_dim}); got {arr.shape}")
+            raise ValueError(f"{who}: obs must have shape (n, {self.obs_dim}) (observation layout "
+                             f"{self.observation_layout}); got {arr.shape}")
         arr = np.ascontiguousarray(arr, dtype=np.float32)
         n = arr.shape[0]
         out = np.empty((n, self.net.act_dim), dtype=np.float32)
@@ -550,13 +554,14 @@ def load_policies_by_scale(paths: Mapping[float, str | os.PathLike] | None = Non
     """
     if paths is None:
         return {s: load_pretrained(s, expected) for s in PRETRAINED_FILES}
+    core = getattr(expected, "core", expected)
+    env_scales = [float(v) for v in np.unique(core.layout.scale)] if hasattr(core, "layout") else None
     out = {}
     for s, p in paths.items():
         scale = parse_scale(s)
-        policy = load_policy(p, expected, demand_scale=scale)
-        if expected is not None and hasattr(getattr(expected, "core", expected), "layout"):
-            policy.check_assignment(expected, scale)
-        out[scale] = policy
+        if env_scales is not None and not any(math.isclose(scale, v, rel_tol=1e-9) for v in env_scales):
+            raise UnknownDemandScaleError(scale, env_scales, p)
+        out[scale] = load_policy(p, expected, demand_scale=scale)
     return out
 
 

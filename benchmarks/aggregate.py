@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import warnings
@@ -81,6 +82,18 @@ class Stat:
                 "values": [_none(v) for v in self.values]}
 
 
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """rliable's bootstraps draw their indices from numpy's global generator (``np.random.choice``), not from the
+    ``random_state`` they are given: seed it for the call and restore the caller's state afterwards."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def score_matrix(columns: Sequence[Sequence[Any]]) -> np.ndarray | None:
     """Runs x tasks from one list of run values per task (the first ``min`` runs of each; None if any is empty)."""
     cols = [[float(v) for v in c if v is not None and math.isfinite(float(v))] for c in columns]
@@ -100,11 +113,11 @@ def interval_estimate(matrix: np.ndarray | None, *, reps: int = DEFAULT_REPS, se
         return Stat(math.nan, math.nan, math.nan, 0, [])
     point = float(metrics.aggregate_iqm(matrix))
     values = matrix.ravel().tolist()
-    if matrix.shape[0] < 2 or np.all(matrix == matrix[0]):
-        return Stat(point, point, point, matrix.shape[0], values)
     if not interval:
         return Stat(point, math.nan, math.nan, matrix.shape[0], values)
-    with warnings.catch_warnings():
+    if matrix.shape[0] < 2 or np.all(matrix == matrix[0]):
+        return Stat(point, point, point, matrix.shape[0], values)
+    with warnings.catch_warnings(), _seeded(seed):
         warnings.simplefilter("ignore", FutureWarning)
         _, ci = rly.get_interval_estimates({"m": matrix}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
                                            confidence_interval_size=CONFIDENCE,
@@ -121,7 +134,7 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray, *, reps: int = PI_R
     point = float(metrics.probability_of_improvement(x, y))
     if x.shape[0] < 2 and y.shape[0] < 2:
         return Stat(point, point, point, x.shape[0] + y.shape[0], [])
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _seeded(seed):
         warnings.simplefilter("ignore", FutureWarning)
         _, ci = rly.get_interval_estimates({"pi": [x, y]},
                                            lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
@@ -277,7 +290,7 @@ def aggregate(records: Sequence[RunRecord], failures: Sequence[Failure] = (), *,
         sc = any_run.spec.get("scenario", {})
         facts[s] = {k: sc.get(k) for k in ("n_agents", "graph", "constraint", "steps", "start_hour", "start_jitter",
                                               "demand_scales", "label", "calibrate")} | {
-            "grid_limit": _none(np.nanmean([_nan(r.metrics.get("grid_limit")) for m in by[s].values() for r in m])),
+            "grid_limit": _finite_mean([r.metrics.get("grid_limit") for m in by[s].values() for r in m]),
             "rollouts": any_run.metrics.get("n_rollouts")} | dict((scenario_facts or {}).get(s, {}))
     ranked = [m for m, info in methods.items() if not info.reference]
     common = [s for s in scenarios if all(m in per[s] for m in ranked)]
@@ -349,13 +362,23 @@ def rank_methods(stats: Mapping[str, Mapping[str, Stat]]) -> dict[str, float]:
 def load_aggregate(results_dir: str | Path, **kwargs: Any) -> Aggregate:
     """Aggregate every finished run under ``results_dir``, with the scenario facts the runner recorded."""
     records, failures = load_runs(results_dir)
+    return aggregate(records, failures, scenario_facts=load_scenario_facts(results_dir), **kwargs)
+
+
+def load_scenario_facts(results_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The scenario facts the runner recorded in ``results_dir/scenarios/<scenario>.json``."""
     facts = {}
     for p in sorted((Path(results_dir) / "scenarios").glob("*.json")):
         try:
             facts[p.stem] = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-    return aggregate(records, failures, scenario_facts=facts, **kwargs)
+    return facts
+
+
+def _finite_mean(values: Sequence[Any]) -> float | None:
+    vals = [f for f in (_nan(v) for v in values) if math.isfinite(f)]
+    return float(np.mean(vals)) if vals else None
 
 
 def _nan(v: Any) -> float:

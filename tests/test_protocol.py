@@ -18,12 +18,14 @@ from cmarl_env.evaluation import GRID_TOLERANCE
 
 pytest.importorskip("torch")
 
-TINY = {"n_agents": 7, "graph": "two_clusters", "constraint": 0.27, "steps": 24, "start_jitter": 0,
+TINY = {"n_agents": 7, "graph": "two_clusters", "constraint": 0.6, "steps": 24, "start_jitter": 0,
         "record_agents": 7}
 MARL_TINY = {"total_steps": 160, "episode_length": 16, "eval_episodes": 1}
 
 
 def _method(kind: str) -> dict:
+    if kind == "ippo":
+        return {"kind": kind, "budget": "short", "params": {"total_steps": 640}}
     if registry.get(kind).trains:
         return {"kind": kind, "budget": "short", "params": dict(MARL_TINY)}
     if kind == "controller":
@@ -53,8 +55,8 @@ def test_every_registered_method_runs_through_the_one_rollout_loop(tmp_path, mon
     controllers = [k for k in kinds if not registry.get(k).reference]
     assert len(calls) == len(controllers)  # one roll-out each, all through the one loop; the LP is no controller
     for kind in kinds:
-        m = json.loads((tmp_path / "runs" / "two_clusters_n7_c0.27" / kind / "seed_0" / "metrics.json").read_text())
-        rollouts = json.loads((tmp_path / "runs" / "two_clusters_n7_c0.27" / kind / "seed_0" / "rollouts.json")
+        m = json.loads((tmp_path / "runs" / "two_clusters_n7_c0.6" / kind / "seed_0" / "metrics.json").read_text())
+        rollouts = json.loads((tmp_path / "runs" / "two_clusters_n7_c0.6" / kind / "seed_0" / "rollouts.json")
                               .read_text())
         assert m["infeasible_fraction"] == float(rollouts[0]["infeasible"])
         assert m["total_cost"] == pytest.approx(rollouts[0]["total_cost"])
@@ -128,8 +130,8 @@ def test_a_users_controller_in_a_suite_file(tmp_path):
     suite = load_suite(tmp_path / "suite.json")
     report = run_suite(suite, tmp_path / "out", backend="serial", progress=False)
     assert report.failed == []
-    half = json.loads((tmp_path / "out/runs/two_clusters_n7_c0.27/half/seed_0/metrics.json").read_text())
-    full = json.loads((tmp_path / "out/runs/two_clusters_n7_c0.27/serve_all/seed_0/metrics.json").read_text())
+    half = json.loads((tmp_path / "out/runs/two_clusters_n7_c0.6/half/seed_0/metrics.json").read_text())
+    full = json.loads((tmp_path / "out/runs/two_clusters_n7_c0.6/serve_all/seed_0/metrics.json").read_text())
     assert half["avg_grid_consumption"] < full["avg_grid_consumption"]
     assert half["final_backlog_kwh"] > 0.0
 

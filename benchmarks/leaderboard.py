@@ -35,7 +35,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks.aggregate import METRICS, Aggregate, RunRecord, Stat, load_runs, aggregate
+from benchmarks.aggregate import METRICS, Aggregate, RunRecord, Stat, aggregate, load_runs, load_scenario_facts
 from cmarl_env.records import atomic_write_text, dump_json
 
 ENV_PREFIX = "cmarl_"
@@ -221,7 +221,7 @@ def write_leaderboard(results_dir: str | Path, out_dir: str | Path | None = None
     if not records:
         raise FileNotFoundError(f"no finished runs (runs/**/metrics.json) under {results_dir}")
     kwargs = {} if reps is None else {"reps": reps}
-    agg = aggregate(records, failures, **kwargs)
+    agg = aggregate(records, failures, scenario_facts=load_scenario_facts(results_dir), **kwargs)
     if suite is None:
         suite = _suite_name(results_dir)
     md = markdown(agg, suite)

@@ -147,15 +147,34 @@ def run_state(path: Path, spec: RunSpec) -> str:
 
 def plan(suite: Suite, out_dir: Path, facts: Mapping[str, Mapping[str, Any]] | None = None
          ) -> tuple[list[RunSpec], list[RunSpec], dict[str, str]]:
-    """(pending runs in execution order, finished runs, state of every run id); ``facts`` resolves calibrated levels."""
+    """(pending runs in execution order, finished runs, state of every run id); ``facts`` resolves calibrated levels
+    (default: the levels an earlier invocation recorded in OUT/scenarios/, so ``--dry-run`` sees finished runs)."""
     todo, done, states = [], [], {}
-    constraints = {name: f["constraint"] for name, f in (facts or {}).items()}
+    if facts is None:
+        facts = _recorded_levels(suite, out_dir)
+    constraints = {name: f["constraint"] for name, f in facts.items()}
     for spec in suite.runs(constraints):
         state = run_state(run_dir(out_dir, spec), spec)
         states[spec.run_id] = state
         (done if state == "done" else todo).append(spec)
     todo.sort(key=_priority)
     return todo, done, states
+
+
+def _recorded_levels(suite: Suite, out_dir: Path) -> dict[str, dict[str, Any]]:
+    """The recorded facts of the suite's calibrated scenarios (their level is computed, not in the suite)."""
+    out = {}
+    for sc in suite.scenarios():
+        path = Path(out_dir) / "scenarios" / f"{sc.name}.json"
+        if not (sc.calibrated and path.is_file()):
+            continue
+        try:
+            f = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if f.get("calibrate") == sc.calibrate and isinstance(f.get("constraint"), (int, float)):
+            out[sc.name] = f
+    return out
 
 
 # --------------------------------------------------------------------------- worker side

@@ -35,7 +35,7 @@ from algorithms.dual import NU_RANGE
 from benchmarks import registry
 from benchmarks.aggregate import RunRecord, interval_estimate, load_runs, score_matrix
 
-FIGURES = ("figure_2", "figure_3", "figure_4", "figure_A1", "figure_A2", "figure_A3")
+FIGURES = ("figure_2", "figure_3", "figure_4", "figure_A1", "figure_A2", "figure_A3", "figure_topology")
 FORMATS = ("png", "pdf")
 DEMAND_COLOUR = "0.35"
 
@@ -548,6 +548,63 @@ def figure_A3(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- driver
+TOPOLOGY_EXPERIMENT = "topology"
+
+
+def topology_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """One row per run of the ablations' topology experiment: graph, N, rounds, weights and the plotted metrics."""
+    rows = []
+    for r in records:
+        if r.metrics.get("experiment") != TOPOLOGY_EXPERIMENT or not r.kind.startswith("consensus"):
+            continue
+        p = _params(r)
+        sc = _scenario(r)
+        rows.append({"scenario": r.scenario, "graph": sc.get("graph"), "n_agents": sc.get("n_agents"),
+                     "rounds": int(p.get("rounds", 1)), "weights": p.get("weights", "random_walk"),
+                     "consensus_error": r.metrics.get("consensus_error_final"),
+                     "grid_use_ratio": r.metrics.get("grid_use_ratio"), "cost_ratio": r.metrics.get("cost_ratio"),
+                     "total_cost": r.metrics.get("total_cost"), "infeasible": r.metrics.get("infeasible_fraction")})
+    return sorted(rows, key=lambda x: (x["n_agents"] or 0, str(x["graph"]), x["weights"], x["rounds"]))
+
+
+def figure_topology(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
+    """Graph family x consensus rounds x weights: final consensus error and grid use over the limit."""
+    rows = topology_table(records)
+    if not rows:
+        raise MissingData(f"no runs of the '{TOPOLOGY_EXPERIMENT}' experiment (cmarl bench ablations)")
+    plt = _setup()
+    scenarios = list(dict.fromkeys(x["scenario"] for x in rows))
+    variants = list(dict.fromkeys((x["weights"], x["rounds"]) for x in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    width = 0.8 / max(len(variants), 1)
+    cmap = plt.get_cmap("tab10")
+    for j, (weights, rounds) in enumerate(variants):
+        xs, err, use = [], [], []
+        for i, sc in enumerate(scenarios):
+            row = next((x for x in rows if x["scenario"] == sc and (x["weights"], x["rounds"]) == (weights, rounds)),
+                       None)
+            if row is None:
+                continue
+            xs.append(i + (j - (len(variants) - 1) / 2) * width)
+            err.append(row["consensus_error"] if row["consensus_error"] is not None else np.nan)
+            use.append(row["grid_use_ratio"] if row["grid_use_ratio"] is not None else np.nan)
+        label = f"{weights.replace('_', ' ')}, L = {rounds}"
+        axes[0].bar(xs, err, width=width, color=cmap(j), label=label)
+        axes[1].bar(xs, use, width=width, color=cmap(j), label=label)
+    names = [f"{next(x['graph'] for x in rows if x['scenario'] == sc)}\nN = "
+             f"{next(x['n_agents'] for x in rows if x['scenario'] == sc)}" for sc in scenarios]
+    for ax in axes:
+        ax.set_xticks(np.arange(len(scenarios)), names, fontsize=8)
+    axes[0].set(ylabel="Final consensus error of lambda", title="(a) Consensus error", yscale="symlog")
+    from cmarl_env.evaluation import GRID_TOLERANCE
+
+    axes[1].axhline(1.0 + GRID_TOLERANCE, color="0.4", ls="--", lw=1.2, label="feasible up to")
+    axes[1].set(ylabel="Average grid use / limit", title="(b) Grid use over the limit")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Topology ablation: graph family x consensus rounds x weights (dual consensus)")
+    return _save(fig, out_dir, "figure_topology")
+
+
 def make_figures(results_dir: str | Path, out_dir: str | Path | None = None, *,
                  grid_search: str | Path | None = None, scaling: str | Path | None = None,
                  only: Sequence[str] | None = None) -> list[FigureResult]:
@@ -575,6 +632,7 @@ def make_figures(results_dir: str | Path, out_dir: str | Path | None = None, *,
         "figure_A1": lambda: figure_A1(load_grid_search(gs_folders), out),
         "figure_A2": lambda: figure_A2(scaling_data, out),
         "figure_A3": lambda: figure_A3(records, out),
+        "figure_topology": lambda: figure_topology(records, out),
     }
     results = []
     for name in only or FIGURES:

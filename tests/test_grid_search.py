@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -102,19 +101,43 @@ def test_trials_without_the_rules_verdict_are_rerun(tmp_path):
     assert sorted(finished_results(tmp_path)) == [trial_id(0.0, 0.0)]
 
 
-def test_resume_after_interrupt(tmp_path):
+# The driver of `cmarl grid-search` with one change: right after it has persisted its KILL_AFTER-th trial it kills its
+# whole process group (itself and the Ray processes it started) with SIGKILL. The kill is the event the test waits on.
+KILLING_DRIVER = """
+import os, signal, sys
+import baselines.grid_search as gs
+
+record, count = gs._record_result, []
+
+def record_then_kill(out, metrics):
+    record(out, metrics)
+    count.append(1)
+    if len(count) == int(os.environ["KILL_AFTER"]):
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+gs._record_result = record_then_kill
+from benchmarks.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_resume_after_sigkill(tmp_path):
+    """`cmarl grid-search` killed by SIGKILL after its 2nd finished trial: the next invocation runs only the other 6
+    points; the finished trials are kept as they were and every trial finished exactly once."""
     out = tmp_path / "grid"
-    cmd = [sys.executable, "-m", "benchmarks.cli", "grid-search", "--method", "augmented", "--lambda-range", "0", "15", "5",
-           "--nu-range", "-10", "0", "10", "--eval-steps", "400", "--max-concurrent", "1", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list((out / "trials").glob("*.json"))) < 2 if (out / "trials").exists() else time.time() < deadline:
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    args = ["grid-search", "--method", "augmented", "--lambda-range", "0", "15", "5", "--nu-range", "-10", "0", "10",
+            "--eval-steps", "100", "--max-concurrent", "2", "--out", str(out)]
+    env = dict(os.environ, KILL_AFTER="2")
+    killed = subprocess.run([sys.executable, "-c", KILLING_DRIVER, *args], env=env, capture_output=True, text=True,
+                            start_new_session=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     before = finished_results(out)
-    assert 1 <= len(before) < 8
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert len(before) == 2
+    resumed = subprocess.run([sys.executable, "-m", "benchmarks.cli", *args], capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert summary["ran_this_call"] == 6 and summary["finished"] == 8
     after = finished_results(out)
     assert len(after) == 8
     for tid, result in before.items():
@@ -123,6 +146,17 @@ def test_resume_after_interrupt(tmp_path):
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 8  # every trial finished exactly once
 
 
+def test_a_second_search_on_the_same_folder_is_refused(tmp_path):
+    from cmarl_env.records import FolderLock, FolderLockedError
+
+    with FolderLock(tmp_path / "grid"):
+        with pytest.raises(FolderLockedError, match="is being written by another process"):
+            run_grid_search(GridSearchConfig(**SMALL), tmp_path / "grid", progress=False)
+    with pytest.raises(ValueError, match=r"start_hour=8700 \+ steps=100 = 8800 runs past the end of the data"):
+        run_grid_search(GridSearchConfig(**(SMALL | {"eval_steps": 100, "start_hour": 8700})), tmp_path / "late")
+
+
+@pytest.mark.slow
 def test_reduced_ippo_grid(tmp_path):
     """IPPO proper: a PPO policy per agent type trained at each point (short budget), then rolled out."""
     config = GridSearchConfig(method="ippo", lambda_min=0.0, lambda_max=8.0, lambda_step=8.0, nu_min=-8.0, nu_max=-8.0,

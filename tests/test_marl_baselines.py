@@ -46,27 +46,33 @@ BUDGETS = {
     "isac": dict(total_steps=1200, updates_per_step=0.5),
 }
 MIN_GAIN = 3.0  # required improvement of the per-agent evaluation return (untrained: about 132 on these episodes)
+# the least training that still goes through every stage (warm-up, updates, both epochs, evaluation, checkpoint)
+TINY = dict(total_steps=96, warmup_steps=48, batch_size=64)
 
-_RUNS: dict[str, dict] = {}
+_RUNS: dict[tuple[str, bool], dict] = {}
 
 
 @pytest.fixture(scope="module")
 def trained(dataset, tmp_path_factory):
-    """Train each baseline once per test module (lazily) and return its summary."""
+    """Train each baseline once per test module (lazily) and return its summary: ``learn=True`` with the budget
+    that learns (the slow tests), else the tiny budget that exercises the code paths."""
 
-    def get(name: str) -> dict:
-        if name not in _RUNS:
-            config = BaselineConfig(name=name, **(SMALL | BUDGETS[name]))
-            _RUNS[name] = train_baseline(config, tmp_path_factory.mktemp(name), data=dataset)
-        return _RUNS[name]
+    def get(name: str, learn: bool = False) -> dict:
+        if (name, learn) not in _RUNS:
+            budget = BUDGETS[name] if learn else {k: v for k, v in TINY.items()
+                                                   if k in BUDGETS[name] or k != "batch_size"}
+            config = BaselineConfig(name=name, **(SMALL | budget))
+            _RUNS[name, learn] = train_baseline(config, tmp_path_factory.mktemp(name), data=dataset)
+        return _RUNS[name, learn]
 
     return get
 
 
 # ------------------------------------------------------------------ learning
+@pytest.mark.slow  # real training until the evaluation return improves
 @pytest.mark.parametrize("name", BASELINES)
 def test_baseline_learns(trained, name):
-    summary = trained(name)
+    summary = trained(name, learn=True)
     before, after = summary["eval_return_initial"], summary["eval_return_final"]
     assert after > before + MIN_GAIN, f"{name}: evaluation return {before:.2f} -> {after:.2f}, expected a gain > {MIN_GAIN}"
     assert summary["seconds_per_iteration"] > 0 and summary["iterations"] > 0

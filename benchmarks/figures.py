@@ -417,7 +417,8 @@ def scaling_from_runs(records: Sequence[RunRecord]) -> dict[str, Any] | None:
     for r in records:
         if is_consensus(r) and r.metrics.get("exec_seconds_per_step"):
             sc = _scenario(r)
-            key = (sc.get("graph"), sc.get("constraint"))
+            level = f"calibrated ({sc['calibrate']:g})" if sc.get("calibrate") is not None else sc.get("constraint")
+            key = (sc.get("graph"), level)
             groups.setdefault(key, {}).setdefault(int(r.metrics.get("n_agents", 0)), []).append(r)
     if not groups:
         return None

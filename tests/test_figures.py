@@ -267,8 +267,6 @@ def test_figure_A2_from_scaling_json(tmp_path, drawn):
         np.testing.assert_allclose(_y(drawn_fig.axes[1], f"{n:,} agents"), running_mean(v))
 
 
-@pytest.mark.xfail(strict=True, reason="figures.scaling_from_runs groups runs by (graph, constraint); a calibrated "
-                                        "scaling suite resolves a different level per N, so no group has two N")
 def test_figure_A2_from_calibrated_scaling_runs(tmp_path, dataset):
     raw = {"name": "cal", "defaults": {"scenario": {"graph": "small_world", "constraint": "calibrated", "steps": 24,
                                                     "start_jitter": 0, "record_agents": 5},

@@ -592,15 +592,17 @@ def figure_topology(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
         label = f"{weights.replace('_', ' ')}, L = {rounds}"
         axes[0].bar(xs, err, width=width, color=cmap(j), label=label)
         axes[1].bar(xs, use, width=width, color=cmap(j), label=label)
-    names = [f"{next(x['graph'] for x in rows if x['scenario'] == sc)}\nN = "
+    names = [f"{str(next(x['graph'] for x in rows if x['scenario'] == sc)).replace('_', chr(10))}\nN = "
              f"{next(x['n_agents'] for x in rows if x['scenario'] == sc)}" for sc in scenarios]
     for ax in axes:
         ax.set_xticks(np.arange(len(scenarios)), names, fontsize=8)
-    axes[0].set(ylabel="Final consensus error of lambda", title="(a) Consensus error", yscale="symlog")
+    axes[0].set(ylabel="Final consensus error of lambda", title="(a) Consensus error (log scale)", yscale="log")
     from cmarl_env.evaluation import GRID_TOLERANCE
 
     axes[1].axhline(1.0 + GRID_TOLERANCE, color="0.4", ls="--", lw=1.2, label="feasible up to")
-    axes[1].set(ylabel="Average grid use / limit", title="(b) Grid use over the limit")
+    finite = [x["grid_use_ratio"] for x in rows if x["grid_use_ratio"] is not None]
+    axes[1].set(ylabel="Average grid use / limit", title="(b) Grid use over the limit",
+                ylim=(min(finite + [1.0]) - 0.02, max(finite + [1.0 + GRID_TOLERANCE]) + 0.02))
     axes[1].legend(fontsize=7, loc="lower right")
     fig.suptitle("Topology ablation: graph family x consensus rounds x weights (dual consensus)")
     return _save(fig, out_dir, "figure_topology")

@@ -111,9 +111,27 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig.from_dict(values)
 
 
+def _check_outputs(config, export: str | None) -> None:
+    """Before any training: the run folder and the export path can be written, and the dataset loads."""
+    from cmarl_env.data import load_dataset
+    from cmarl_env.records import check_output_dir
+
+    check_output_dir(config.out_dir, "--out")
+    if export:
+        target = Path(export)
+        if target.is_dir():
+            raise ValueError(f"--export {export!r} is a folder; give the checkpoint file to write")
+        check_output_dir(target.parent, "--export")
+    try:
+        load_dataset(config.dataset)
+    except ImportError as err:  # an unknown name, or a CityLearn dataset without the [citylearn] extra
+        raise ValueError(f"--dataset {config.dataset!r}: {' '.join(str(err).split())}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
+        _check_outputs(config, args.export)
     except (ValueError, OSError) as err:
         print(f"cmarl train: {err}", file=sys.stderr)
         return 2

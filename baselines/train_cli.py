@@ -75,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("cmarl train-baseline: error: --eval-start-hours must be hours >= 0")
     if args.eval_steps < 1:
         raise SystemExit("cmarl train-baseline: error: --eval-steps must be >= 1")
+    from cmarl_env.records import OutputPathError, check_output_dir
+
+    try:  # before any training
+        check_output_dir(args.out, "--out")
+    except OutputPathError as err:
+        raise SystemExit(f"cmarl train-baseline: error: {err}") from None
     print(f"training {args.name} on {args.agents} agents with fixed (lambda, nu) = ({args.lambda_}, {args.nu}), "
           f"{args.steps} env steps, seed {args.seed} -> {args.out}")
     try:

@@ -65,8 +65,14 @@ def run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cmarl_env.records import OutputPathError, check_output_dir
+
+    try:  # before any work: the output folder, then the hours (the error names start hour, steps and the data)
+        check_output_dir(args.out, "--out")
+        results = {name: simulate(name, args.steps, args.start_hour, args.seed) for name in CONTROLLERS}
+    except (OutputPathError, ValueError) as err:
+        raise SystemExit(f"cmarl env-demo: error: {err}") from None
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {name: simulate(name, args.steps, args.start_hour, args.seed) for name in CONTROLLERS}
     limit = next(iter(results.values()))["limit"]
     fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
     for name, r in results.items():

@@ -35,6 +35,12 @@ def run(args: argparse.Namespace) -> int:
         bad = [f for f in args.only if f not in FIGURES]
         if bad:
             raise SystemExit(f"cmarl figures: error: unknown figure(s) {bad}; choose from {list(FIGURES)}")
+    from cmarl_env.records import OutputPathError, check_output_dir
+
+    try:
+        check_output_dir(args.out if args.out else results / "figures", "--out")
+    except OutputPathError as err:
+        raise SystemExit(f"cmarl figures: error: {err}") from None
     out = make_figures(results, args.out, grid_search=args.grid_search, scaling=args.scaling, only=args.only)
     drawn = 0
     for fig in out:

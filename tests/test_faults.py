@@ -331,6 +331,34 @@ def test_out_is_checked_before_any_work(tmp_path, monkeypatch):
     assert calls == [] and existing.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("argv, prefix", [
+    (["train", "--steps", "256", "--out", "{file}"], "cmarl train: --out"),
+    (["train", "--steps", "256", "--out", "{dir}/t", "--export", "{file}/p.pt"], "cmarl train: --export"),
+    (["train-baseline", "mappo", "--out", "{file}"], "cmarl train-baseline: error: --out"),
+    (["figures", "{dir}", "--out", "{file}"], "cmarl figures: error: --out"),
+    (["env-demo", "--steps", "5", "--out", "{file}"], "cmarl env-demo: error: --out"),
+])
+def test_every_out_flag_is_checked_first(tmp_path, capsys, argv, prefix):
+    existing = tmp_path / "existing.txt"
+    existing.write_text("keep me")
+    argv = [a.format(file=existing, dir=tmp_path) for a in argv]
+    try:
+        code = cmarl(argv)
+        message = capsys.readouterr().err.strip()
+        assert code != 0
+    except SystemExit as exc:
+        message = str(exc.code)
+    assert message.startswith(prefix) and "exists and is not a folder" in message and "\n" not in message, message
+    assert existing.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["existing.txt"]
+
+
+def test_train_refuses_an_unknown_dataset_in_one_line(tmp_path, capsys):
+    assert cmarl(["train", "--steps", "256", "--dataset", "no_such_dataset", "--out", str(tmp_path / "t")]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("cmarl train: --dataset 'no_such_dataset':") and "\n" not in message
+    assert not (tmp_path / "t").exists()
+
+
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
 def test_unwritable_out_is_refused(tmp_path):
     locked = tmp_path / "locked"

@@ -732,18 +732,25 @@ def degrees(graph_or_edges: Any, n: int | None = None) -> np.ndarray:
     return np.diff(a.indptr).astype(np.int64)
 
 
-def _random_walk_from_adjacency(a: sp.csr_matrix) -> sp.csr_matrix:
-    n = a.shape[0]
+def _connected_degrees(a: sp.csr_matrix, matrix: str) -> np.ndarray | None:
+    """Degrees of the adjacency ``a``; None for one agent without edges, whose consensus matrix is [[1]]
+    (its "neighbour average" is itself). An isolated node raises ``ValueError`` naming ``matrix``."""
     deg = np.diff(a.indptr)
-    if n == 1 and a.nnz == 0:
-        # one agent: its "neighbour average" is itself, so consensus is a no-op
-        return sp.csr_matrix(np.ones((1, 1)))
+    if a.shape[0] == 1 and a.nnz == 0:
+        return None
     iso = np.flatnonzero(deg == 0)
     if iso.size:
         raise ValueError(
-            f"nodes {iso[:8].tolist()} have no neighbours; the random-walk matrix D^-1 A needs degree >= 1 "
+            f"nodes {iso[:8].tolist()} have no neighbours; the {matrix} needs degree >= 1 "
             "(the communication graph must be connected)"
         )
+    return deg
+
+
+def _random_walk_from_adjacency(a: sp.csr_matrix) -> sp.csr_matrix:
+    deg = _connected_degrees(a, "random-walk matrix D^-1 A")
+    if deg is None:
+        return sp.csr_matrix(np.ones((1, 1)))
     w = a.copy()
     w.data = w.data / np.repeat(deg.astype(np.float64), deg)
     return w
@@ -771,15 +778,9 @@ def check_weights(weights: Any) -> str:
 
 def _metropolis_from_adjacency(a: sp.csr_matrix) -> sp.csr_matrix:
     n = a.shape[0]
-    deg = np.diff(a.indptr)
-    if n == 1 and a.nnz == 0:
+    deg = _connected_degrees(a, "Metropolis-Hastings matrix")
+    if deg is None:
         return sp.csr_matrix(np.ones((1, 1)))
-    iso = np.flatnonzero(deg == 0)
-    if iso.size:
-        raise ValueError(
-            f"nodes {iso[:8].tolist()} have no neighbours; the Metropolis-Hastings matrix needs degree >= 1 "
-            "(the communication graph must be connected)"
-        )
     if not a.has_sorted_indices:
         a = a.sorted_indices()
     # off-diagonal part on the pattern of A (no self-loops)

@@ -3,10 +3,6 @@ after an interruption (KeyboardInterrupt and SIGKILL), stale specs, Ray executio
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -334,64 +330,7 @@ def test_resume_after_interruption_and_stale_specs(tmp_path, counting):
         assert m["spec_hash"] == spec.spec_hash() and m["steps"] == 12
 
 
-LOGGED_CONTROLLER = '''
-import os, signal
-from pathlib import Path
-
-import numpy as np
-
-from cmarl_env.evaluation import Controller
-
-
-class Logged(Controller):
-    """Serve-all that logs every roll-out it starts; killed with SIGKILL at the KILL_AT-th one."""
-
-    name = "logged"
-
-    def __init__(self, log, tag):
-        self.log, self.tag = Path(log), tag
-
-    def reset(self, core):
-        super().reset(core)
-        with self.log.open("a") as fh:
-            fh.write(self.tag + "\\n")
-        kill_at = os.environ.get("KILL_AT")
-        if kill_at and len(self.log.read_text().split()) == int(kill_at):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def act(self, obs):
-        return np.ones((obs.shape[0], 2))
-'''
-
-
-def test_resume_after_sigkill(tmp_path):
-    """`cmarl bench` killed with SIGKILL in the middle of a run: the finished runs are kept, the rest is run on the
-    next invocation, nothing twice."""
-    (tmp_path / "logged.py").write_text(LOGGED_CONTROLLER)
-    log = tmp_path / "log.txt"
-    tags = ["a", "b", "c", "d"]
-    raw = {"name": "killed", "defaults": {"scenario": {"steps": 24, "start_jitter": 0, "constraint": 0.6},
-                                          "seeds": [0], "rollouts": 1, "oracle": False},
-           "methods": {t: {"kind": "controller", "params": {"path": "logged.py", "class": "Logged",
-                                                              "kwargs": {"log": str(log), "tag": t}}} for t in tags},
-           "experiments": [{"name": "x", "methods": tags}]}
-    (tmp_path / "suite.json").write_text(json.dumps(raw))
-    out = tmp_path / "out"
-    env = dict(os.environ, KILL_AT="3", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.cli", "bench", str(tmp_path / "suite.json"), "--out",
-                           str(out), "--backend", "serial", "--quiet", "--no-figures"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    assert log.read_text().split() == ["a", "b", "c"]
-    suite = load_suite(tmp_path / "suite.json")
-    _, done, states = plan(suite, out)
-    assert sorted(s.method.name for s in done) == ["a", "b"]
-    assert states["two_clusters_n7_c0.6/c/seed_0"] in ("missing", "partial")
-    report = run_suite(suite, out, backend="serial", progress=False)
-    assert report.skipped == 2 and sorted(report.completed) == ["two_clusters_n7_c0.6/c/seed_0",
-                                                                "two_clusters_n7_c0.6/d/seed_0"]
-    assert log.read_text().split() == ["a", "b", "c", "c", "d"]      # only the killed run is repeated
-    assert set(plan(suite, out)[2].values()) == {"done"}
+# SIGKILL in the middle of `cmarl bench` and the resume: tests/test_faults.py (the fault suite).
 
 
 def test_ray_backend_gives_the_serial_results(tmp_path, dataset):

@@ -34,6 +34,7 @@ import io
 import json
 import logging
 import os
+import tempfile
 import uuid
 import warnings
 import zipfile
@@ -317,14 +318,23 @@ def arrays_sha256(data: BuildingData) -> str:
 
 
 def derive_dataset(name: str = DEFAULT_DATASET, *, cache_dir: str | os.PathLike[str] | None = None) -> BuildingData:
-    """Convert ``name`` from the ``citylearn==2.1.2`` wheel and read it through CityLearn 3, bypassing every array cache.
+    """Convert ``name`` afresh from the ``citylearn==2.1.2`` wheel and read it through CityLearn 3.
 
-    This is how the embedded default was made. Needs the ``[citylearn]`` extra;
-    downloads the wheel (22 MB, sha256-pinned) unless it is already in ``cache_root(cache_dir)/wheels``.
+    This is how the embedded default was made. Nothing converted before is
+    reused (the csv files are written to a temporary folder); only the wheel
+    (22 MB, sha256-pinned) is kept in ``cache_root(cache_dir)/wheels`` and
+    downloaded with pip when it is not there. Needs the ``[citylearn]`` extra.
+    The returned schema's ``root_directory`` names the temporary folder, which
+    no longer exists.
     """
     require_citylearn("Deriving a dataset from the citylearn==2.1.2 wheel")
-    directory = fetch.ensure_dataset(name, cache_root(cache_dir))
-    return _load_schema_path(directory / "schema.json", name=name)
+    if name not in fetch.DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; the wheel has: {', '.join(fetch.DATASETS)}")
+    wheel = fetch.cached_wheel(cache_root(cache_dir))
+    with tempfile.TemporaryDirectory(prefix="cmarl-derive-") as tmp:
+        directory = Path(tmp) / name
+        fetch.build_dataset(name, wheel, directory)
+        return _load_schema_path(directory / "schema.json", name=name)
 
 
 def _deterministic_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -343,14 +353,13 @@ def write_embedded(data: BuildingData, directory: str | os.PathLike[str]) -> dic
     """Write ``data`` in the embedded format (npz, json, LICENSE, NOTICE) into ``directory``; return the files' sha256.
 
     The schema is stored without its machine-specific ``root_directory``; the
-    LICENSE is the one the schema's csv folder came with (CityLearn's, from the wheel).
+    LICENSE is the licence text in ``data.license_notice`` (CityLearn's, from the wheel).
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     schema = copy.deepcopy(data.schema)
-    root = schema.get("root_directory")
-    license_text = _license_text(Path(root)) if root else fetch.CITYLEARN_MIT_LICENSE
     schema["root_directory"] = None
+    license_text = data.license_notice.split(_LICENSE_HEADING, 1)[1]
     _deterministic_npz(out / EMBEDDED_NPZ, {name: getattr(data, name) for name in _ARRAY_FIELDS})
     meta = {
         "format_version": EMBEDDED_FORMAT_VERSION,
@@ -395,8 +404,11 @@ def compare_embedded(derived: str | os.PathLike[str]) -> list[str]:
     return problems
 
 
+_LICENSE_HEADING = "\nCityLearn license:\n\n"
+
+
 def _format_notice(citation: str, license_text: str) -> str:
-    return f"{citation}\nCityLearn license:\n\n{license_text}"
+    return f"{citation}{_LICENSE_HEADING}{license_text}"
 
 
 def _license_text(root: Path) -> str:

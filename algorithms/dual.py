@@ -152,6 +152,18 @@ class DualConfig(ConfigBase):
     ``"random_walk"`` (default, the paper's ``D^-1 A``; enforces the
     degree-weighted constraint) or ``"metropolis"`` (Metropolis-Hastings; enforces
     the plain-average, i.e. true, constraint).
+
+    Communication models (:mod:`algorithms.comm`, docs/model.md "Faulty communication"; every one off by
+    default, and with all of them off the executor is bit-identical to the fault-free code):
+    ``delay`` (int >= 0, hours a message takes; with ``delay_random`` each message's delay is uniform in
+    ``{0..delay}``); ``message_loss`` (p in [0, 1]: each message lost with probability p; ``loss_mode``
+    ``"hold"`` keeps the last value received, ``"drop"`` uses only this round's arrivals; weights renormalised
+    over the contributing neighbours); ``edge_up`` (q in (0, 1]: each link up with probability q each hour);
+    ``graph_redraw`` (k >= 0: the graph is redrawn from its random family every k hours; 0 = never);
+    ``update_prob`` (r in (0, 1]: each agent performs its dual update with probability r each hour);
+    ``agent_period_max`` (M >= 1: agent i updates every T_i ~ U{1..M} hours at a random phase);
+    ``quantize_bits`` (b: 0 = exact, else 1..52 bits over ``[lambda_min, lambda_max]``); ``comm_seed``
+    (int >= 0: seed of the models' random draws, combined with the scenario seed and the start hour).
     """
 
     alpha: float = 0.05
@@ -164,6 +176,16 @@ class DualConfig(ConfigBase):
     nu_min: float = NU_RANGE[0]
     nu_max: float = NU_RANGE[1]
     weights: str = "random_walk"
+    delay: int = 0
+    delay_random: bool = False
+    message_loss: float = 0.0
+    loss_mode: str = "hold"
+    edge_up: float = 1.0
+    graph_redraw: int = 0
+    update_prob: float = 1.0
+    agent_period_max: int = 1
+    quantize_bits: int = 0
+    comm_seed: int = 0
 
     def __post_init__(self) -> None:
         def num(name: str) -> float:
@@ -198,11 +220,50 @@ class DualConfig(ConfigBase):
             allowed = ", ".join(repr(w) for w in _graphs.CONSENSUS_WEIGHTS)
             raise ValueError(f"DualConfig.weights must be one of {allowed}, got {self.weights!r}")
         object.__setattr__(self, "weights", str(self.weights))
+        self._check_comm(num)
         # normalise numpy scalars to python types (clean asdict / json)
         for name in ("alpha", "eps", "eta", "lambda_min", "lambda_max", "nu_min", "nu_max"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "rounds", int(self.rounds))
         object.__setattr__(self, "update_period", int(self.update_period))
+
+    def _check_comm(self, num) -> None:
+        from .comm import LOSS_MODES, MAX_RANDOM_DELAY
+
+        def integer(name: str, lo: int, hi: int, what: str) -> None:
+            v = getattr(self, name)
+            if not _is_int(v) or not lo <= v <= hi:
+                raise ValueError(f"DualConfig.{name} must be an integer in [{lo}, {hi}] ({what}), got {v!r}")
+            object.__setattr__(self, name, int(v))
+
+        integer("delay", 0, 10_000, "hours a message takes; 0 = none")
+        if not isinstance(self.delay_random, (bool, np.bool_)):
+            raise ValueError(f"DualConfig.delay_random must be True or False, got {self.delay_random!r}")
+        object.__setattr__(self, "delay_random", bool(self.delay_random))
+        if self.delay_random and self.delay > MAX_RANDOM_DELAY:
+            raise ValueError(f"DualConfig.delay must be <= {MAX_RANDOM_DELAY} with delay_random, got {self.delay}")
+        if not 0 <= num("message_loss") <= 1:
+            raise ValueError(f"DualConfig.message_loss must be a probability in [0, 1], got {self.message_loss!r}")
+        if not (isinstance(self.loss_mode, str) and self.loss_mode in LOSS_MODES):
+            raise ValueError(f"DualConfig.loss_mode must be one of {LOSS_MODES}, got {self.loss_mode!r}")
+        if not 0 < num("edge_up") <= 1:
+            raise ValueError(f"DualConfig.edge_up must be a probability in (0, 1] (1 = fixed graph), got {self.edge_up!r}")
+        integer("graph_redraw", 0, 10**9, "hours between redraws of the graph; 0 = never")
+        if not 0 < num("update_prob") <= 1:
+            raise ValueError(f"DualConfig.update_prob must be a probability in (0, 1] (1 = synchronous), "
+                             f"got {self.update_prob!r}")
+        integer("agent_period_max", 1, 10**6, "largest per-agent update period in hours; 1 = synchronous")
+        integer("quantize_bits", 0, 52, "bits per message; 0 = exact")
+        integer("comm_seed", 0, 2**63 - 1, "seed of the communication models")
+        for name in ("message_loss", "edge_up", "update_prob"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    @property
+    def faulty(self) -> bool:
+        """Whether any communication model is on (else Algorithm 1 runs exactly as in the paper)."""
+        from .comm import is_faulty
+
+        return is_faulty(self)
 
 
 @dataclass
@@ -221,6 +282,7 @@ class DualState:
     acc_count: int = 0
     t: int = 0
     n_updates: int = 0
+    acc_counts: np.ndarray | None = field(default=None, repr=False)  # per agent, under asynchrony
 
     @classmethod
     def initial(cls, n: int, lam0: Any = 0.0, nu0: Any = 0.0) -> "DualState":
@@ -230,7 +292,8 @@ class DualState:
 
     def copy(self) -> "DualState":
         return DualState(self.lam.copy(), self.nu.copy(), self.acc_e_grid.copy(), self.acc_r2.copy(),
-                         self.acc_count, self.t, self.n_updates)
+                         self.acc_count, self.t, self.n_updates,
+                         None if self.acc_counts is None else self.acc_counts.copy())
 
 
 # --------------------------------------------------------------------------
@@ -277,6 +340,8 @@ class DualConsensus:
         n_agents: int | None = None,
         lam0: Any = None,
         nu0: Any = None,
+        comm_seed: Any = None,
+        redraw: Any = None,
     ) -> None:
         if n_agents is not None:
             if n is not None and n != n_agents:
@@ -309,6 +374,8 @@ class DualConsensus:
         if not np.all(np.isfinite(share_arr)):
             raise ValueError("share must be finite")
         self.share = float(share_arr) if share_arr.ndim == 0 else share_arr.copy()
+        self._comm_seed = (self.config.comm_seed,) if comm_seed is None else comm_seed
+        self._redraw = redraw
         self.reset(lam0, nu0)
 
     # -- state ---------------------------------------------------------------
@@ -326,6 +393,13 @@ class DualConsensus:
         if np.any(state.nu < c.nu_min) or np.any(state.nu > c.nu_max) or not np.all(np.isfinite(state.nu)):
             raise ValueError(f"nu0 must lie in [{c.nu_min}, {c.nu_max}]")
         self.state = state
+        self.comm = None
+        if self.config.faulty:
+            from .comm import CommNetwork
+
+            if self.config.agent_period_max > 1 or self.config.update_prob < 1:
+                state.acc_counts = np.zeros(self.n, dtype=np.int64)
+            self.comm = CommNetwork(self.W, self.config, self._comm_seed, redraw=self._redraw)
         return self.lam, self.nu
 
     @property
@@ -388,6 +462,8 @@ class DualConsensus:
             raise ValueError(f"e_grid and r2 must have shape ({self.n},), got {e.shape} and {r.shape}")
         st = self.state
         c = self.config
+        if self.comm is not None:
+            return self._step_comm(e, r)
         st.t += 1
         if c.update_period == 1:
             mean_e, mean_r = e, r
@@ -407,6 +483,52 @@ class DualConsensus:
         st.nu = dual_step_nu(st.nu, mean_r, c.eta, c.nu_min, c.nu_max)
         st.n_updates += 1
         return self.lam, self.nu
+
+    def _step_comm(self, e: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`step` under the communication models (:mod:`algorithms.comm`)."""
+        st, c, comm = self.state, self.config, self.comm
+        st.t += 1
+        asynchronous = st.acc_counts is not None
+        if c.update_period == 1 and not asynchronous:
+            mean_e, mean_r = e, r
+        else:
+            st.acc_e_grid += e
+            st.acc_r2 += r
+            st.acc_count += 1
+            if asynchronous:
+                st.acc_counts += 1
+            if st.acc_count < c.update_period:
+                return self.lam, self.nu
+            st.acc_count = 0
+            if not asynchronous:
+                mean_e = st.acc_e_grid / c.update_period
+                mean_r = st.acc_r2 / c.update_period
+                st.acc_e_grid = np.zeros(self.n)
+                st.acc_r2 = np.zeros(self.n)
+        comm.begin_hour()
+        awake = comm.awake()
+        if asynchronous:
+            # each agent that updates uses the mean of its signals since its own last update
+            counts = np.maximum(st.acc_counts, 1)
+            mean_e, mean_r = st.acc_e_grid / counts, st.acc_r2 / counts
+            if awake is not None:
+                st.acc_e_grid[awake] = 0.0
+                st.acc_r2[awake] = 0.0
+                st.acc_counts[awake] = 0
+        lam = dual_step_lambda(st.lam, mean_e, self.share, c.alpha, c.lambda_max, c.lambda_min)
+        if awake is not None:
+            lam = np.where(awake, lam, st.lam)
+        if c.rounds:
+            lam = comm.mix(lam, c.eps, c.rounds, awake)
+        nu = dual_step_nu(st.nu, mean_r, c.eta, c.nu_min, c.nu_max)
+        st.lam = lam
+        st.nu = nu if awake is None else np.where(awake, nu, st.nu)
+        st.n_updates += 1
+        return self.lam, self.nu
+
+    def comm_facts(self) -> dict[str, Any]:
+        """What the communication models did (empty when every fault is off)."""
+        return {} if self.comm is None else self.comm.facts()
 
     # -- diagnostics ------------------------------------------------------------
     def weighted_average(self) -> float:

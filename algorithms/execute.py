@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from algorithms import theory
+from algorithms.comm import comm_settings
 from algorithms.dual import LAMBDA_RANGE, NU_RANGE, DualConfig, DualConsensus
 from cmarl_env import EnvConfig, graphs
 from cmarl_env.config import ConfigBase, check_range
@@ -179,7 +180,10 @@ class DualConsensusController(Controller):
                          if n <= SPECTRAL_MAX_N else None)
         self.rho_l = self.spectral.rho ** self.dual_config.rounds if self.spectral is not None else float("nan")
         self.n_edges = int(walk.nnz // 2)
-        self.dual = DualConsensus(walk, self.dual_config, n_agents=n, share=core.share)
+        start = int(np.min(core.start_hour))
+        self.dual = DualConsensus(walk, self.dual_config, n_agents=n, share=core.share,
+                                  comm_seed=(self.dual_config.comm_seed, int(cfg.seed), start),
+                                  redraw=self._redraw(cfg, n) if self.dual_config.graph_redraw > 0 else None)
         self.weights = self.dual.weights
         self.groups = policies_for(core, self.policies)
         core.lam, core.nu = self.dual.lam.copy(), self.dual.nu.copy()
@@ -191,6 +195,23 @@ class DualConsensusController(Controller):
             "unmet_r2", "consensus_error", "consensus_bound", "lambda_mean", "lambda_min", "lambda_max", "nu_mean")}
         self._traces["lambda"] = np.empty((steps, k))
         self._traces["nu"] = np.empty((steps, k))
+
+    def _redraw(self, cfg, n: int):
+        """``epoch -> W``: the consensus matrix of a fresh draw of the scenario's random graph family."""
+        name = cfg.graph if isinstance(cfg.graph, str) else None
+        family = graphs._normalize_name(name) if name is not None else None
+        if family not in graphs.RANDOM_GRAPH_NAMES:
+            raise ValueError(f"graph_redraw={self.dual_config.graph_redraw} needs a random graph family "
+                             f"({', '.join(graphs.RANDOM_GRAPH_NAMES)}); the scenario's graph "
+                             f"{name or 'custom'!r} has one draw only")
+        comm_seed, weights = self.dual_config.comm_seed, self.dual_config.weights
+
+        def redraw(epoch: int):
+            seed = int(np.random.SeedSequence([comm_seed, int(cfg.seed), int(epoch)]).generate_state(1)[0])
+            _, walk = build_graph(family, cfg.graph_params, n, seed)
+            return graphs.consensus_matrix(walk, n, weights)
+
+        return redraw
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return act(self.groups, obs)
@@ -226,6 +247,8 @@ class DualConsensusController(Controller):
             "lambda_at_cap_fraction": float(np.mean(lam >= self.dual_config.lambda_max)),
             "nu_mean_final": float(self.dual.nu.mean()),
             "consensus_error_final": float(self._traces["consensus_error"][self._t - 1]) if self._t else None,
+            "consensus_error_mean": (float(np.mean(self._traces["consensus_error"][self._t // 2: self._t]))
+                                     if self._t else None),
             "consensus_bound_final": float(self._traces["consensus_bound"][self._t - 1]) if self._t else None,
         }
 
@@ -234,7 +257,9 @@ class DualConsensusController(Controller):
         return {"graph": self.core.config.graph if isinstance(self.core.config.graph, str) else "custom",
                 "consensus_weights": self.dual_config.weights,
                 "n_edges": self.n_edges, "rho": self.spectral.rho if self.spectral is not None else None,
-                "rho_L": self.rho_l, "sigma_observed": self.sigma, "recorded_agents": self._traces["lambda"].shape[1]}
+                "rho_L": self.rho_l, "sigma_observed": self.sigma, "recorded_agents": self._traces["lambda"].shape[1],
+                "communication": comm_settings(self.dual_config) | {"faulty": self.dual_config.faulty}
+                | self.dual.comm_facts()}
 
 
 class FixedMultipliers(Controller):

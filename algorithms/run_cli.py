@@ -1,7 +1,10 @@
 """``cmarl run``: execute the shipped (or given) policies with Algorithm 1 and write a run folder.
 
 The run folder records the consensus weights twice: ``config.json`` (``dual.weights``) and ``facts.json``
-(``consensus_weights``); ``metrics.json`` carries the run's ``grid_limit`` (``Rollout.metrics``).
+(``consensus_weights``); ``metrics.json`` carries the run's ``grid_limit`` (``Rollout.metrics``). The
+communication models (``--delay``, ``--message-loss``, ``--edge-up``, ``--update-prob``, ``--quantize-bits``, ...)
+are ``DualConfig`` fields: ``config.json`` records them under ``dual`` and ``facts.json`` records them with what
+they did (delivered messages, joint connectivity) under ``communication``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "constraint) or metropolis (Metropolis-Hastings; enforces the plain average). "
                              "Default random_walk")
     parser.add_argument("--dual-period", type=int, default=defaults.update_period, help="dual update every k steps")
+    comm = parser.add_argument_group("communication models (docs/model.md, 'Faulty communication'; all off by default)")
+    comm.add_argument("--delay", type=int, default=defaults.delay, metavar="D",
+                      help="neighbours' multipliers arrive D hours late (default 0)")
+    comm.add_argument("--delay-random", action="store_true",
+                      help="each message's delay is uniform in 0..D hours instead of exactly D")
+    comm.add_argument("--message-loss", type=float, default=defaults.message_loss, metavar="P",
+                      help="each message is lost with probability P (default 0)")
+    comm.add_argument("--loss-mode", choices=("hold", "drop"), default=defaults.loss_mode,
+                      help="hold: use the last value received from a neighbour (default); drop: only this round's "
+                           "arrivals; weights renormalised over the contributing neighbours either way")
+    comm.add_argument("--edge-up", type=float, default=defaults.edge_up, metavar="Q",
+                      help="each link is up with probability Q each hour (default 1: fixed graph)")
+    comm.add_argument("--graph-redraw", type=int, default=defaults.graph_redraw, metavar="K",
+                      help="redraw the graph from its random family every K hours (default 0: never)")
+    comm.add_argument("--update-prob", type=float, default=defaults.update_prob, metavar="R",
+                      help="each agent performs its dual update with probability R each hour (default 1)")
+    comm.add_argument("--agent-period-max", type=int, default=defaults.agent_period_max, metavar="M",
+                      help="agent i updates every T_i hours, T_i uniform in 1..M at a random phase (default 1)")
+    comm.add_argument("--quantize-bits", type=int, default=defaults.quantize_bits, metavar="B",
+                      help="multipliers sent with B bits over the lambda range (default 0: exact)")
+    comm.add_argument("--comm-seed", type=int, default=defaults.comm_seed,
+                      help="seed of the communication models' random draws (default 0)")
     parser.add_argument("--double-demand", default=None,
                         help="comma-separated agent indices with double demand (default: the paper's, agents 0 and ceil(N/2))")
     parser.add_argument("--policy", action="append", default=[], metavar="SCALE=PATH",
@@ -99,13 +124,17 @@ def _policies(specs: list[str], config: ExecutionConfig):
 def run(args: argparse.Namespace) -> int:
     from cmarl_env.records import FolderLock, FolderLockedError, OutputPathError, check_output_dir
 
-    suffix = "" if args.weights == "random_walk" else f"_{args.weights}"
+    suffix = ("" if args.weights == "random_walk" else f"_{args.weights}") + _comm_suffix(args)
     out = args.out or Path("runs") / f"run_{args.agents}_{args.graph}_c{args.constraint:g}_L{args.consensus_rounds}{suffix}"
     try:
         check_output_dir(out, "--out")  # before any work: an existing file or a read-only folder is refused now
         dual = DualConfig(alpha=args.alpha, eps=args.eps, eta=args.eta, rounds=args.consensus_rounds,
                           update_period=args.dual_period, lambda_min=args.lambda_range[0], lambda_max=args.lambda_range[1],
-                          nu_min=args.nu_range[0], nu_max=args.nu_range[1], weights=args.weights)
+                          nu_min=args.nu_range[0], nu_max=args.nu_range[1], weights=args.weights,
+                          delay=args.delay, delay_random=args.delay_random, message_loss=args.message_loss,
+                          loss_mode=args.loss_mode, edge_up=args.edge_up, graph_redraw=args.graph_redraw,
+                          update_prob=args.update_prob, agent_period_max=args.agent_period_max,
+                          quantize_bits=args.quantize_bits, comm_seed=args.comm_seed)
         config = ExecutionConfig(
             n_agents=args.agents, graph=args.graph, constraint=args.constraint, steps=args.steps,
             start_hour=args.start_hour, demand_scales=_demand_scales(args.double_demand, args.agents),
@@ -127,6 +156,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"{m['agent_steps_per_s']:,.0f} agent-steps/s; run folder: {out}")
     print(json.dumps({k: v for k, v in m.items() if k != "lambda_final"}))
     return 0
+
+
+def _comm_suffix(args: argparse.Namespace) -> str:
+    """The communication models that are on, for the default run folder name (e.g. ``_p0.3_d2``)."""
+    parts = [(args.delay > 0, f"d{args.delay}" + ("r" if args.delay_random else "")),
+             (args.message_loss > 0, f"p{args.message_loss:g}" + ("drop" if args.loss_mode == "drop" else "")),
+             (args.edge_up < 1, f"q{args.edge_up:g}"), (args.graph_redraw > 0, f"k{args.graph_redraw}"),
+             (args.update_prob < 1, f"r{args.update_prob:g}"), (args.agent_period_max > 1, f"T{args.agent_period_max}"),
+             (args.quantize_bits > 0, f"b{args.quantize_bits}")]
+    return "".join(f"_{text}" for on, text in parts if on)
 
 
 def _one_line(err: BaseException) -> str:

@@ -59,13 +59,22 @@ def parallel_env_agent_steps_per_s(n: int, data, seconds: float) -> tuple[float,
 
 
 def citylearn_building_steps_per_s(data, n_buildings: int, steps: int) -> float:
-    """CityLearn's own ``CityLearnEnv`` stepping the same buildings with random battery actions."""
-    import copy
+    """CityLearn's own ``CityLearnEnv`` stepping the same buildings with random battery actions.
+
+    Needs the ``[citylearn]`` extra (its own environment: ``make test-citylearn`` builds one); the schema is
+    the converted copy of the dataset in the user cache.
+    """
+    import json as _json
     import logging
 
     from citylearn.citylearn import CityLearnEnv
 
-    schema = copy.deepcopy(data.schema)
+    from cmarl_env._citylearn_fetch import ensure_dataset
+    from cmarl_env.data import cache_root
+
+    folder = ensure_dataset(data.name, cache_root())
+    schema = _json.loads((folder / "schema.json").read_text())
+    schema["root_directory"] = str(folder)
     for i, name in enumerate(schema["buildings"]):
         schema["buildings"][name]["include"] = i < n_buildings
     schema["episode_time_steps"] = steps + 1
@@ -119,12 +128,17 @@ def main(argv: list[str] | None = None) -> int:
         result["parallel_env"][str(n)], env_steps[n] = parallel_env_agent_steps_per_s(n, data, args.seconds)
         print(f"ParallelEnv     N={n:>7}: {result['parallel_env'][str(n)]:>14,.0f} agent-steps/s "
               f"({env_steps[n]:,.0f} env steps/s)", flush=True)
-    native = citylearn_building_steps_per_s(data, 7, args.citylearn_steps)
-    result["citylearn_native_building_steps_per_s"] = native
-    print(f"CityLearnEnv    7 buildings: {native:>10,.0f} building-steps/s", flush=True)
     result["parallel_env_7_env_steps_per_s"] = env_steps[7]
-    result["core_1000_speedup_over_citylearn"] = result["core"]["1000"] / native
-    print(f"core N=1000 / CityLearn: {result['core_1000_speedup_over_citylearn']:,.0f}x", flush=True)
+    try:
+        native = citylearn_building_steps_per_s(data, 7, args.citylearn_steps)
+    except ModuleNotFoundError as err:
+        print(f"CityLearnEnv comparison skipped: {err.name} is not installed (run this script in the environment of "
+              "the [citylearn] extra, e.g. .venv-citylearn)", flush=True)
+    else:
+        result["citylearn_native_building_steps_per_s"] = native
+        print(f"CityLearnEnv    7 buildings: {native:>10,.0f} building-steps/s", flush=True)
+        result["core_1000_speedup_over_citylearn"] = result["core"]["1000"] / native
+        print(f"core N=1000 / CityLearn: {result['core_1000_speedup_over_citylearn']:,.0f}x", flush=True)
     result["core_1e6_peak_rss_mb"] = core_1e6_peak_rss_mb()
     print(f"1,000,000-agent core peak RSS: {result['core_1e6_peak_rss_mb']:,.0f} MB", flush=True)
     result["this_process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
-from citylearn.base import EpisodeTracker
-from citylearn.energy_model import Battery
+citylearn = pytest.importorskip("citylearn", reason="the battery equivalence needs the [citylearn] extra (make test-citylearn)")
+from citylearn.base import EpisodeTracker  # noqa: E402
+from citylearn.energy_model import Battery  # noqa: E402
 
 from cmarl_env import battery
 

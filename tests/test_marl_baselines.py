@@ -348,3 +348,27 @@ def test_cmarl_entry_point_reaches_train_baseline(capsys, tmp_path):
         main(["train-baseline", "dqn", "--out", str(tmp_path)])
     assert exc.value.code == 2
     assert "mappo" in capsys.readouterr().err
+
+
+def test_own_action_q_replaces_only_agent_is_action():
+    """MADDPG and MASAC actor updates: Q_i sees the policy's action in agent i's slot and the buffer's elsewhere."""
+    import torch
+
+    from baselines.marl.common import JointCritic, own_action_q
+
+    torch.manual_seed(0)
+    n, feat, b = 4, 5, 3
+    critic = JointCritic(n, feat, (16,))
+    obs = torch.randn(b, n, feat)
+    taken = torch.rand(b, 2 * n) * 2 - 1
+    own = torch.rand(b, 2 * n) * 2 - 1
+    q = own_action_q(critic, obs, taken, own, n)
+    assert q.shape == (b, n)
+    for i in range(n):
+        joint = taken.clone()
+        joint[:, 2 * i:2 * i + 2] = own[:, 2 * i:2 * i + 2]
+        torch.testing.assert_close(q[:, i], critic(obs, joint)[:, i])
+    # with the buffer's action in every slot it is the critic on the buffer's joint action
+    torch.testing.assert_close(own_action_q(critic, obs, taken, taken, n), critic(obs, taken))
+    # and it differs from resampling every agent's action at once (the old MASAC variant)
+    assert not torch.allclose(q, critic(obs, own))

@@ -601,6 +601,24 @@ class JointCritic(nn.Module):
         return q
 
 
+def own_action_q(critic: nn.Module, obs, taken, own: torch.Tensor, n_agents: int) -> torch.Tensor:
+    """``Q_i(s, a_1 .. own_i .. a_N)`` for every agent i: the MADDPG actor-update input, where only agent i's own
+    action is replaced by the current policy's and the others keep the buffer's (shape (B, N)).
+
+    One critic call on N stacked copies of the batch: copy i carries ``own`` in agent i's slot.
+    """
+    device = own.device
+    obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
+    b = obs.shape[0]
+    own = own.reshape(b, 1, n_agents, ACTION_DIM)
+    taken = torch.as_tensor(taken, dtype=torch.float32, device=device).reshape(b, 1, n_agents, ACTION_DIM)
+    eye = torch.eye(n_agents, device=device).reshape(1, n_agents, n_agents, 1)
+    joint = eye * own + (1.0 - eye) * taken
+    obs_rep = obs.unsqueeze(1).expand(b, n_agents, *obs.shape[1:]).reshape(b * n_agents, *obs.shape[1:])
+    q_all = critic(obs_rep, joint.reshape(b * n_agents, n_agents * ACTION_DIM)).reshape(b, n_agents, n_agents)
+    return torch.diagonal(q_all, dim1=1, dim2=2)
+
+
 # -------------------------------------------------------------------- policy
 class MARLPolicy:
     """Decentralised execution of a trained baseline: the shared actor on each agent's local features.

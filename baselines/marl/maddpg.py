@@ -39,12 +39,12 @@ import torch
 from torch import nn
 
 from baselines.marl.common import (
-    ACTION_DIM,
     BaselineConfig,
     JointCritic,
     ScenarioVectorEnv,
     TeamActor,
     build_local_actor,
+    own_action_q,
     per_agent_td_targets,
 )
 
@@ -74,15 +74,8 @@ class MADDPG(DDPG):
         self.critic_optim.step(critic_loss)
         batch.weight = (q - batch.returns).detach().mean(dim=1)  # prioritized buffers only
 
-        obs = torch.as_tensor(batch.obs, dtype=torch.float32, device=q.device)
-        b = obs.shape[0]
-        own = self.policy(batch).act.reshape(b, 1, n, ACTION_DIM)              # mu(o_j) for every agent j
-        taken = torch.as_tensor(batch.act, dtype=torch.float32, device=q.device).reshape(b, 1, n, ACTION_DIM)
-        eye = torch.eye(n, device=q.device).reshape(1, n, n, 1)
-        joint = eye * own + (1.0 - eye) * taken                                 # row i: agent i acts with mu, others as in the buffer
-        obs_rep = obs.unsqueeze(1).expand(b, n, *obs.shape[1:]).reshape(b * n, *obs.shape[1:])
-        q_all = self.critic(obs_rep, joint.reshape(b * n, n * ACTION_DIM)).reshape(b, n, n)
-        actor_loss = -torch.diagonal(q_all, dim1=1, dim2=2).mean()             # Q_i with agent i's own substitution
+        own = self.policy(batch).act                                            # mu(o_j) for every agent j
+        actor_loss = -own_action_q(self.critic, batch.obs, batch.act, own, n).mean()  # only agent i's action replaced
         self.policy_optim.step(actor_loss)
         self._update_lagged_network_weights()
         return DDPGTrainingStats(actor_loss=actor_loss.item(), critic_loss=critic_loss.item())

@@ -19,9 +19,10 @@ Design (paper section 7: "MASAC ... use[s] a joint critic"):
 * Update (``MASAC._update_with_batch``): soft one-step targets
   ``y_i = r_i + gamma * (min_k Q'_k,i(s', a') - alpha * log pi_i(a'_i | o'_i))``
   with ``a' ~ pi(.|o')`` jointly; actor loss
-  ``mean_i [alpha * log pi_i(a_i | o_i) - min_k Q_k,i(s, a)]`` with the whole
-  joint action resampled from the current policy (the usual centralised-
-  critic SAC rule); temperature auto-tuned with Tianshou's ``AutoAlpha`` on
+  ``mean_i [alpha * log pi_i(a_i | o_i) - min_k Q_k,i(s, a_1 .. a_i .. a_N)]``
+  where only agent i's own action is resampled from the current policy and
+  the others keep the buffer's (the MADDPG-style rule,
+  ``baselines.marl.common.own_action_q``); temperature auto-tuned with Tianshou's ``AutoAlpha`` on
   the per-agent entropy (target -2) unless ``config.alpha`` fixes it.
 """
 
@@ -42,6 +43,7 @@ from baselines.marl.common import (
     ScenarioVectorEnv,
     TeamActor,
     build_local_actor,
+    own_action_q,
     per_agent_td_targets,
 )
 from baselines.marl.isac import make_alpha
@@ -103,8 +105,9 @@ class MASAC(SAC):
         batch.weight = ((q1 + q2) / 2.0 - batch.returns).detach().mean(dim=1)  # prioritized buffers only
 
         result = self.policy(batch)
-        q1a = self.critic(batch.obs, result.act)
-        q2a = self.critic2(batch.obs, result.act)
+        n = self.policy.n_agents
+        q1a = own_action_q(self.critic, batch.obs, batch.act, result.act, n)
+        q2a = own_action_q(self.critic2, batch.obs, batch.act, result.act, n)
         actor_loss = (self.alpha.value * result.log_prob_agents - torch.min(q1a, q2a)).mean()
         self.policy_optim.step(actor_loss)
         alpha_loss = self.alpha.update(-result.log_prob_agents.detach())

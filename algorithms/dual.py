@@ -394,6 +394,8 @@ class DualConsensus:
             raise ValueError(f"nu0 must lie in [{c.nu_min}, {c.nu_max}]")
         self.state = state
         self.comm = None
+        self.sigma_eff = 0.0   # sup ||centred increment||_w / alpha under the communication models
+        self.spread_eff = 0.0  # sup (max - min of the increment) / alpha
         if self.config.faulty:
             from .comm import CommNetwork
 
@@ -518,6 +520,11 @@ class DualConsensus:
         lam = dual_step_lambda(st.lam, mean_e, self.share, c.alpha, c.lambda_max, c.lambda_min)
         if awake is not None:
             lam = np.where(awake, lam, st.lam)
+        # the increment that actually entered (clip and asynchrony included), for the fault bounds
+        inc = lam - st.lam
+        centred = inc - float(np.dot(self.weights, inc))
+        self.sigma_eff = max(self.sigma_eff, float(np.sqrt(np.dot(self.weights, centred * centred))) / c.alpha)
+        self.spread_eff = max(self.spread_eff, float(inc.max() - inc.min()) / c.alpha)
         if c.rounds:
             lam = comm.mix(lam, c.eps, c.rounds, awake)
         nu = dual_step_nu(st.nu, mean_r, c.eta, c.nu_min, c.nu_max)

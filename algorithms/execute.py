@@ -164,10 +164,12 @@ class DualConsensusController(Controller):
     augment = True
 
     def __init__(self, dual: DualConfig | None = None, policies: Mapping[float, Policy] | None = None, *,
-                 record_agents: int = 1000, name: str | None = None):
+                 record_agents: int = 1000, name: str | None = None, theory: bool = True):
         self.dual_config = dual or DualConfig()
         self.policies = policies
         self.record_agents = int(record_agents)
+        self.compute_theory = bool(theory)
+        self._theory: dict[str, Any] | None = None
         self.name = name or ("consensus" if self.dual_config.rounds > 0 else "no_consensus")
 
     def reset(self, core: DemandResponseCore) -> None:
@@ -237,9 +239,28 @@ class DualConsensusController(Controller):
     def trace(self) -> dict[str, np.ndarray]:
         return {key: v[: self._t] for key, v in self._traces.items()}
 
+    def theory(self) -> dict[str, Any] | None:
+        """The consensus error of this roll-out against the bounds that apply to its communication models
+        (``algorithms.comm_theory.fault_theory``; ``None`` without faults or when ``theory=False``)."""
+        if self._theory is None and self.compute_theory and self.dual_config.faulty and self._t:
+            from algorithms.comm_theory import fault_theory
+
+            comm = self.dual.comm_facts()
+            self._theory = fault_theory(
+                self.dual_config, self.dual.W, self.weights, self.spectral.rho if self.spectral is not None else None,
+                self.dual.sigma_eff, self.dual.spread_eff, self._traces["consensus_error"][: self._t],
+                joint_window=comm.get("joint_window_hours"))
+        return self._theory
+
     def summary(self) -> dict[str, Any]:
         lam, n = self.dual.lam, self.core.n_agents
-        return {
+        errors = self._traces["consensus_error"][self._t // 2: self._t]
+        theory = self.theory()
+        fault = {"fault_bound": None, "fault_bound_kind": None, "fault_bound_holds": None}
+        if theory is not None:
+            fault = {"fault_bound": theory["model_bound"], "fault_bound_kind": theory["model_bound_kind"],
+                     "fault_bound_holds": theory["model_bound_holds"]}
+        return fault | {
             "lambda_final": lam.tolist() if n <= 10_000 else lam[:100].tolist(),
             "lambda_final_truncated": n > 10_000,
             "lambda_spread_final": float(lam.max() - lam.min()),
@@ -247,8 +268,8 @@ class DualConsensusController(Controller):
             "lambda_at_cap_fraction": float(np.mean(lam >= self.dual_config.lambda_max)),
             "nu_mean_final": float(self.dual.nu.mean()),
             "consensus_error_final": float(self._traces["consensus_error"][self._t - 1]) if self._t else None,
-            "consensus_error_mean": (float(np.mean(self._traces["consensus_error"][self._t // 2: self._t]))
-                                     if self._t else None),
+            "consensus_error_mean": float(np.mean(errors)) if errors.size else None,
+            "consensus_error_rms": float(np.sqrt(np.mean(errors ** 2))) if errors.size else None,
             "consensus_bound_final": float(self._traces["consensus_bound"][self._t - 1]) if self._t else None,
         }
 
@@ -259,7 +280,7 @@ class DualConsensusController(Controller):
                 "n_edges": self.n_edges, "rho": self.spectral.rho if self.spectral is not None else None,
                 "rho_L": self.rho_l, "sigma_observed": self.sigma, "recorded_agents": self._traces["lambda"].shape[1],
                 "communication": comm_settings(self.dual_config) | {"faulty": self.dual_config.faulty}
-                | self.dual.comm_facts()}
+                | self.dual.comm_facts() | ({"theory": self.theory()} if self.theory() is not None else {})}
 
 
 class FixedMultipliers(Controller):

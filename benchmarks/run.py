@@ -46,8 +46,8 @@ RUN_FORMAT = "cmarl-bench-run/2"
 MEAN_KEYS = ("total_cost", "energy_cost", "terminal_backlog_value", "cost_ratio", "lp_cost", "avg_grid_consumption",
              "grid_limit", "peak_demand", "grid_use_ratio", "grid_fraction_of_peak", "grid_violation_pct",
              "backlog_slope_kwh_per_step", "backlog_slope_per_agent", "final_backlog_kwh", "max_agent_backlog_kwh",
-             "consensus_error_final", "lambda_mean_final", "lambda_spread_final", "lambda_at_cap_fraction",
-             "seconds_per_step")
+             "consensus_error_final", "consensus_error_mean", "consensus_error_rms", "consensus_bound_final",
+             "fault_bound", "lambda_mean_final", "lambda_spread_final", "lambda_at_cap_fraction", "seconds_per_step")
 
 
 def lp_cost(scenario: ScenarioSpec, start_hour: int, data, cache_dir: Path | None) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def _prepare(spec, ctx: RunContext, *, rounds: int | None) -> Prepared:
     def controller() -> DualConsensusController:
         made.append(1)
         return DualConsensusController(dual, policies, record_agents=record if len(made) == 1 else 0,
-                                       name=spec.method.kind)
+                                       name=spec.method.kind, theory=len(made) == 1)
 
     return Prepared(controller=controller, config={"dual": dual.to_dict(), "policies": source},
                     train={"train_wall_time_s": train_time, "policies": source,

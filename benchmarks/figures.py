@@ -27,7 +27,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -35,7 +35,8 @@ from algorithms.dual import NU_RANGE
 from benchmarks import registry
 from benchmarks.aggregate import RunRecord, interval_estimate, load_runs, score_matrix
 
-FIGURES = ("figure_2", "figure_3", "figure_4", "figure_A1", "figure_A2", "figure_A3", "figure_topology")
+FIGURES = ("figure_2", "figure_3", "figure_4", "figure_A1", "figure_A2", "figure_A3", "figure_topology",
+           "figure_robustness")
 FORMATS = ("png", "pdf")
 DEMAND_COLOUR = "0.35"
 
@@ -608,6 +609,139 @@ def figure_topology(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "figure_topology")
 
 
+ROBUSTNESS_PREFIX = "robustness"
+#: communication field -> (model, title, x label); the order of the figures
+ROBUSTNESS_MODELS = {
+    "message_loss": ("loss", "Message loss (receiver holds the last value)", "loss probability p"),
+    "delay": ("delay", "Delayed messages", "delay d [hours]"),
+    "edge_up": ("links", "Time-varying graph (links up at random)", "link up probability q per hour"),
+    "graph_redraw": ("redraw", "Graph redrawn from its family", "redraw every k hours (0 = never)"),
+    "update_prob": ("async", "Asynchronous updates", "update probability r per hour"),
+    "agent_period_max": ("period", "Agents on their own periods", "largest period M [hours]"),
+    "quantize_bits": ("quantize", "Quantised messages", "bits b (0 = exact)"),
+}
+
+
+ROBUSTNESS_FAULT_FREE = {"message_loss": 0.0, "delay": 0.0, "edge_up": 1.0, "graph_redraw": 0.0, "update_prob": 1.0,
+                         "agent_period_max": 1.0, "quantize_bits": 0.0}
+
+
+def _severity(field: str, level: float) -> float:
+    """Sort key: the fault-free level first, then ever harsher."""
+    if field in ("edge_up", "update_prob"):
+        return -level
+    if field in ("quantize_bits", "graph_redraw"):
+        return -math.inf if level == 0 else -level
+    return level
+
+
+def robustness_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """One row per run of the robustness experiments (``cmarl bench robustness``): scenario, communication model
+    and fault level (the no-consensus runs as model ``"no_consensus"``) and the metrics the figures draw."""
+    rows = []
+    for r in records:
+        if not str(r.metrics.get("experiment", "")).startswith(ROBUSTNESS_PREFIX):
+            continue
+        p = _params(r)
+        if is_no_consensus(r):
+            field, level = None, None
+        else:
+            fields = [f for f in ROBUSTNESS_MODELS if f in p]
+            if len(fields) != 1 or not r.kind.startswith("consensus"):
+                continue
+            field, level = fields[0], float(p[fields[0]])
+        m = r.metrics
+        rows.append({"experiment": m.get("experiment"), "scenario": r.scenario, "n_agents": m.get("n_agents"),
+                     "field": field, "model": ROBUSTNESS_MODELS[field][0] if field else "no_consensus",
+                     "level": level, "grid_use_ratio": m.get("grid_use_ratio"),
+                     "grid_violation_pct": m.get("grid_violation_pct"),
+                     "backlog_slope_per_agent": m.get("backlog_slope_per_agent"),
+                     "max_agent_backlog_kwh": m.get("max_agent_backlog_kwh"), "total_cost": m.get("total_cost"),
+                     "cost_ratio": m.get("cost_ratio"), "consensus_error": m.get("consensus_error_mean"),
+                     "consensus_bound": m.get("consensus_bound_final"), "fault_bound": m.get("fault_bound"),
+                     "infeasible": m.get("infeasible_fraction")})
+    rows.sort(key=lambda x: (x["n_agents"] or 0, list(ROBUSTNESS_MODELS).index(x["field"]) if x["field"] else 99,
+                             _severity(x["field"], x["level"]) if x["field"] else 0))
+    # cost relative to the fault-free run of the same scenario (every model's fault-free level is the same run)
+    for x in rows:
+        base = [y["total_cost"] for y in rows if y["scenario"] == x["scenario"] and y["field"] is not None
+                and y["level"] == ROBUSTNESS_FAULT_FREE[y["field"]] and y["total_cost"] is not None]
+        x["cost_vs_fault_free"] = (x["total_cost"] / float(np.median(base))
+                                   if base and x["total_cost"] is not None else None)
+    return rows
+
+
+def figure_robustness(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
+    """One figure per communication model: grid use over the limit, backlog slope per agent, cost relative to the
+    fault-free run and consensus error against the fault level, a line per scenario, the no-consensus variant as
+    the dashed line of the same colour (the lower end)."""
+    rows = robustness_table(records)
+    if not any(x["field"] for x in rows):
+        raise MissingData(f"no runs of the '{ROBUSTNESS_PREFIX}*' experiments (cmarl bench robustness)")
+    plt = _setup()
+    from cmarl_env.evaluation import BACKLOG_SLOPE_LIMIT, GRID_TOLERANCE
+
+    scenarios = list(dict.fromkeys(x["scenario"] for x in rows))
+    cmap = plt.get_cmap("tab10")
+    panels = [("grid_use_ratio", "Average grid use / limit", 1.0 + GRID_TOLERANCE, False),
+              ("backlog_slope_per_agent", "Backlog slope per agent [kWh/h]", BACKLOG_SLOPE_LIMIT, False),
+              ("cost_vs_fault_free", "Total cost / fault-free cost", None, False),
+              ("consensus_error", "Consensus error (mean, 2nd half)", None, True)]
+    paths: list[Path] = []
+    for field, (model, title, xlabel) in ROBUSTNESS_MODELS.items():
+        mine = [x for x in rows if x["field"] == field]
+        if not mine:
+            continue
+        levels = sorted({x["level"] for x in mine}, key=lambda v: _severity(field, v))
+        fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+        for j, sc in enumerate(scenarios):
+            pts = {x["level"]: x for x in mine if x["scenario"] == sc}
+            if not pts:
+                continue
+            n = next(iter(pts.values()))["n_agents"]
+            xs = [i for i, v in enumerate(levels) if v in pts]
+            nocons = next((x for x in rows if x["scenario"] == sc and x["field"] is None), None)
+            for ax, (key, ylabel, limit, log) in zip(axes, panels):
+                ys = [pts[levels[i]][key] if pts[levels[i]][key] is not None else np.nan for i in xs]
+                ax.plot(xs, ys, "o-", color=cmap(j), label=f"N = {n}")
+                if nocons is not None and nocons.get(key) is not None:
+                    ax.axhline(nocons[key], color=cmap(j), ls="--", lw=1.0, label=f"no consensus, N = {n}")
+        for ax, (key, ylabel, limit, log) in zip(axes, panels):
+            if limit is not None:
+                ax.axhline(limit, color="0.3", ls=":", lw=1.2, label="feasible up to")
+            ax.set_xticks(range(len(levels)), [("exact" if field == "quantize_bits" else "never")
+                                               if (field in ("quantize_bits", "graph_redraw") and v == 0)
+                                               else f"{v:g}" for v in levels])
+            ax.set(xlabel=xlabel, ylabel=ylabel)
+            if log:
+                ax.set_yscale("log")
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"Algorithm 1 under faulty communication: {title}")
+        fig.tight_layout()
+        paths += _save(fig, out_dir, f"figure_robustness_{model}")
+    return paths
+
+
+def robustness_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The robustness table for the README: one line per scenario, model and level."""
+
+    def f(v, fmt):
+        return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+    lines = ["| N | model | level | grid use / limit | backlog slope / agent | max backlog / agent [kWh] | "
+             "cost / fault-free | consensus error | bound (model) | infeasible |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for x in rows:
+        level = "-" if x["field"] is None else (
+            ("exact" if x["field"] == "quantize_bits" else "never")
+            if x["field"] in ("quantize_bits", "graph_redraw") and x["level"] == 0 else f"{x['level']:g}")
+        lines.append(f"| {x['n_agents']} | {x['model']} | {level} | {f(x['grid_use_ratio'], '.3f')} | "
+                     f"{f(x['backlog_slope_per_agent'], '+.4f')} | {f(x['max_agent_backlog_kwh'], '.1f')} | "
+                     f"{f(x['cost_vs_fault_free'], '.3f')} | {f(x['consensus_error'], '.3f')} | "
+                     f"{f(x['fault_bound'], '.2f')} | {f(x['infeasible'], '.2f')} |")
+    return "\n".join(lines)
+
+
 def make_figures(results_dir: str | Path, out_dir: str | Path | None = None, *,
                  grid_search: str | Path | None = None, scaling: str | Path | None = None,
                  only: Sequence[str] | None = None) -> list[FigureResult]:
@@ -636,6 +770,7 @@ def make_figures(results_dir: str | Path, out_dir: str | Path | None = None, *,
         "figure_A2": lambda: figure_A2(scaling_data, out),
         "figure_A3": lambda: figure_A3(records, out),
         "figure_topology": lambda: figure_topology(records, out),
+        "figure_robustness": lambda: figure_robustness(records, out),
     }
     results = []
     for name in only or FIGURES:

@@ -20,7 +20,9 @@ communication fields of :class:`algorithms.dual.DualConfig` (every one off by de
 * **asynchrony** ``update_prob = r``: each hour each agent performs its dual update (dual step on ``lambda``,
   its consensus rounds, step on ``nu``) with probability ``r``, on the mean of its signals since its own last
   update; ``agent_period_max = M``: agent ``i`` updates every ``T_i`` hours, ``T_i`` uniform in ``{1..M}``, at
-  a random phase. Agents that do not update keep their multipliers but still send them;
+  a random phase. Agents that do not update keep their multipliers but still send them; ``async_catch_up``:
+  an agent that wakes applies the dual steps it missed at once (its signals summed, not averaged), so
+  ``lambda`` and ``nu`` keep integrating every hour's signal;
 * **quantised messages** ``quantize_bits = b``: a multiplier is sent as one of ``2^b`` levels evenly spread over
   ``[lambda_min, lambda_max]`` (rounded to the nearest, error at most half a step); the sender's own value stays
   exact.
@@ -70,7 +72,7 @@ __all__ = [
 LOSS_MODES = ("hold", "drop")
 #: the DualConfig fields of the communication models (the "no fault" value of each is its default)
 COMM_FIELDS = ("delay", "delay_random", "message_loss", "loss_mode", "edge_up", "graph_redraw", "update_prob",
-               "agent_period_max", "quantize_bits", "comm_seed")
+               "agent_period_max", "async_catch_up", "quantize_bits", "comm_seed")
 MAX_RANDOM_DELAY = 254  # random delays are stored as uint8 (255 = lost)
 _LOST = np.uint8(255)
 

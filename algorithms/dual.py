@@ -161,7 +161,9 @@ class DualConfig(ConfigBase):
     over the contributing neighbours); ``edge_up`` (q in (0, 1]: each link up with probability q each hour);
     ``graph_redraw`` (k >= 0: the graph is redrawn from its random family every k hours; 0 = never);
     ``update_prob`` (r in (0, 1]: each agent performs its dual update with probability r each hour);
-    ``agent_period_max`` (M >= 1: agent i updates every T_i ~ U{1..M} hours at a random phase);
+    ``agent_period_max`` (M >= 1: agent i updates every T_i ~ U{1..M} hours at a random phase); an agent that
+    wakes steps on the mean of its signals since its last update (as ``update_period`` does), or, with
+    ``async_catch_up``, applies the dual steps it missed at once (its signals summed);
     ``quantize_bits`` (b: 0 = exact, else 1..52 bits over ``[lambda_min, lambda_max]``); ``comm_seed``
     (int >= 0: seed of the models' random draws, combined with the scenario seed and the start hour).
     """
@@ -184,6 +186,7 @@ class DualConfig(ConfigBase):
     graph_redraw: int = 0
     update_prob: float = 1.0
     agent_period_max: int = 1
+    async_catch_up: bool = False
     quantize_bits: int = 0
     comm_seed: int = 0
 
@@ -237,9 +240,10 @@ class DualConfig(ConfigBase):
             object.__setattr__(self, name, int(v))
 
         integer("delay", 0, 10_000, "hours a message takes; 0 = none")
-        if not isinstance(self.delay_random, (bool, np.bool_)):
-            raise ValueError(f"DualConfig.delay_random must be True or False, got {self.delay_random!r}")
-        object.__setattr__(self, "delay_random", bool(self.delay_random))
+        for flag in ("delay_random", "async_catch_up"):
+            if not isinstance(getattr(self, flag), (bool, np.bool_)):
+                raise ValueError(f"DualConfig.{flag} must be True or False, got {getattr(self, flag)!r}")
+            object.__setattr__(self, flag, bool(getattr(self, flag)))
         if self.delay_random and self.delay > MAX_RANDOM_DELAY:
             raise ValueError(f"DualConfig.delay must be <= {MAX_RANDOM_DELAY} with delay_random, got {self.delay}")
         if not 0 <= num("message_loss") <= 1:
@@ -517,7 +521,12 @@ class DualConsensus:
                 st.acc_e_grid[awake] = 0.0
                 st.acc_r2[awake] = 0.0
                 st.acc_counts[awake] = 0
-        lam = dual_step_lambda(st.lam, mean_e, self.share, c.alpha, c.lambda_max, c.lambda_min)
+        share, mean_e_step, mean_r_step = self.share, mean_e, mean_r
+        if asynchronous and c.async_catch_up:
+            # the dual steps missed while asleep, applied at once: signals and budget times the updates missed
+            missed = counts / c.update_period
+            share, mean_e_step, mean_r_step = self.share * missed, mean_e * missed, mean_r * missed
+        lam = dual_step_lambda(st.lam, mean_e_step, share, c.alpha, c.lambda_max, c.lambda_min)
         if awake is not None:
             lam = np.where(awake, lam, st.lam)
         # the increment that actually entered (clip and asynchrony included), for the fault bounds
@@ -527,7 +536,7 @@ class DualConsensus:
         self.spread_eff = max(self.spread_eff, float(inc.max() - inc.min()) / c.alpha)
         if c.rounds:
             lam = comm.mix(lam, c.eps, c.rounds, awake)
-        nu = dual_step_nu(st.nu, mean_r, c.eta, c.nu_min, c.nu_max)
+        nu = dual_step_nu(st.nu, mean_r_step, c.eta, c.nu_min, c.nu_max)
         st.lam = lam
         st.nu = nu if awake is None else np.where(awake, nu, st.nu)
         st.n_updates += 1

@@ -57,6 +57,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                       help="each agent performs its dual update with probability R each hour (default 1)")
     comm.add_argument("--agent-period-max", type=int, default=defaults.agent_period_max, metavar="M",
                       help="agent i updates every T_i hours, T_i uniform in 1..M at a random phase (default 1)")
+    comm.add_argument("--async-catch-up", action="store_true",
+                      help="an agent that wakes applies the dual steps it missed (signals summed) instead of one "
+                           "step on their mean")
     comm.add_argument("--quantize-bits", type=int, default=defaults.quantize_bits, metavar="B",
                       help="multipliers sent with B bits over the lambda range (default 0: exact)")
     comm.add_argument("--comm-seed", type=int, default=defaults.comm_seed,
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
                           delay=args.delay, delay_random=args.delay_random, message_loss=args.message_loss,
                           loss_mode=args.loss_mode, edge_up=args.edge_up, graph_redraw=args.graph_redraw,
                           update_prob=args.update_prob, agent_period_max=args.agent_period_max,
+                          async_catch_up=args.async_catch_up,
                           quantize_bits=args.quantize_bits, comm_seed=args.comm_seed)
         config = ExecutionConfig(
             n_agents=args.agents, graph=args.graph, constraint=args.constraint, steps=args.steps,
@@ -163,7 +167,8 @@ def _comm_suffix(args: argparse.Namespace) -> str:
     parts = [(args.delay > 0, f"d{args.delay}" + ("r" if args.delay_random else "")),
              (args.message_loss > 0, f"p{args.message_loss:g}" + ("drop" if args.loss_mode == "drop" else "")),
              (args.edge_up < 1, f"q{args.edge_up:g}"), (args.graph_redraw > 0, f"k{args.graph_redraw}"),
-             (args.update_prob < 1, f"r{args.update_prob:g}"), (args.agent_period_max > 1, f"T{args.agent_period_max}"),
+             (args.update_prob < 1, f"r{args.update_prob:g}" + ("c" if args.async_catch_up else "")),
+             (args.agent_period_max > 1, f"T{args.agent_period_max}"),
              (args.quantize_bits > 0, f"b{args.quantize_bits}")]
     return "".join(f"_{text}" for on, text in parts if on)
 

@@ -626,6 +626,23 @@ ROBUSTNESS_FAULT_FREE = {"message_loss": 0.0, "delay": 0.0, "edge_up": 1.0, "gra
                          "agent_period_max": 1.0, "quantize_bits": 0.0}
 
 
+#: variants of a model: (field, parameter, value) -> (model, title)
+ROBUSTNESS_VARIANTS = {
+    ("message_loss", "loss_mode", "drop"): ("loss_drop", "Message loss (only this round's arrivals count)"),
+    ("delay", "delay_random", True): ("delay_random", "Random delays (uniform in 0..d, freshest value kept)"),
+    ("update_prob", "async_catch_up", True): ("async_catch_up", "Asynchronous updates, missed steps caught up"),
+    ("agent_period_max", "async_catch_up", True): ("period_catch_up", "Agents on their own periods, steps caught up"),
+}
+
+
+def _robustness_model(field: str, params: Mapping[str, Any]) -> tuple[str, str]:
+    """(model, title) of a run sweeping ``field`` with these method parameters."""
+    for (f, key, value), named in ROBUSTNESS_VARIANTS.items():
+        if f == field and params.get(key) == value:
+            return named
+    return ROBUSTNESS_MODELS[field][0], ROBUSTNESS_MODELS[field][1]
+
+
 def _severity(field: str, level: float) -> float:
     """Sort key: the fault-free level first, then ever harsher."""
     if field in ("edge_up", "update_prob"):
@@ -644,23 +661,24 @@ def robustness_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
             continue
         p = _params(r)
         if is_no_consensus(r):
-            field, level = None, None
+            field, level, (model, title) = None, None, ("no_consensus", "No consensus (L = 0)")
         else:
             fields = [f for f in ROBUSTNESS_MODELS if f in p]
             if len(fields) != 1 or not r.kind.startswith("consensus"):
                 continue
             field, level = fields[0], float(p[fields[0]])
+            model, title = _robustness_model(field, p)
         m = r.metrics
         rows.append({"experiment": m.get("experiment"), "scenario": r.scenario, "n_agents": m.get("n_agents"),
-                     "field": field, "model": ROBUSTNESS_MODELS[field][0] if field else "no_consensus",
-                     "level": level, "grid_use_ratio": m.get("grid_use_ratio"),
+                     "field": field, "model": model, "title": title, "level": level, "grid_use_ratio": m.get("grid_use_ratio"),
                      "grid_violation_pct": m.get("grid_violation_pct"),
                      "backlog_slope_per_agent": m.get("backlog_slope_per_agent"),
                      "max_agent_backlog_kwh": m.get("max_agent_backlog_kwh"), "total_cost": m.get("total_cost"),
                      "cost_ratio": m.get("cost_ratio"), "consensus_error": m.get("consensus_error_mean"),
                      "consensus_bound": m.get("consensus_bound_final"), "fault_bound": m.get("fault_bound"),
                      "infeasible": m.get("infeasible_fraction")})
-    rows.sort(key=lambda x: (x["n_agents"] or 0, list(ROBUSTNESS_MODELS).index(x["field"]) if x["field"] else 99,
+    models = [v[0] for v in ROBUSTNESS_MODELS.values()] + [v[0] for v in ROBUSTNESS_VARIANTS.values()]
+    rows.sort(key=lambda x: (x["n_agents"] or 0, models.index(x["model"]) if x["field"] else 99,
                              _severity(x["field"], x["level"]) if x["field"] else 0))
     # cost relative to the fault-free run of the same scenario (every model's fault-free level is the same run)
     for x in rows:
@@ -688,10 +706,10 @@ def figure_robustness(records: Sequence[RunRecord], out_dir: Path) -> list[Path]
               ("cost_vs_fault_free", "Total cost / fault-free cost", None, False),
               ("consensus_error", "Consensus error (mean, 2nd half)", None, True)]
     paths: list[Path] = []
-    for field, (model, title, xlabel) in ROBUSTNESS_MODELS.items():
-        mine = [x for x in rows if x["field"] == field]
-        if not mine:
-            continue
+    for model in dict.fromkeys(x["model"] for x in rows if x["field"]):
+        mine = [x for x in rows if x["model"] == model]
+        field, title = mine[0]["field"], mine[0]["title"]
+        xlabel = ROBUSTNESS_MODELS[field][2]
         levels = sorted({x["level"] for x in mine}, key=lambda v: _severity(field, v))
         fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
         for j, sc in enumerate(scenarios):

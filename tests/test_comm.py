@@ -57,19 +57,20 @@ def test_config_fields_defaults_and_validation():
     assert not c.faulty
     assert DualConfig.from_dict(c.to_dict()) == c
     f = DualConfig(delay=2, delay_random=True, message_loss=0.3, loss_mode="drop", edge_up=0.5, update_prob=0.7,
-                   agent_period_max=3, quantize_bits=8, comm_seed=4)
+                   agent_period_max=3, async_catch_up=True, quantize_bits=8, comm_seed=4)
     assert f.faulty and DualConfig.from_dict(f.to_dict()) == f
     for field_, value in [("delay", -1), ("delay", 1.5), ("message_loss", 1.2), ("message_loss", -0.1),
                           ("loss_mode", "keep"), ("edge_up", 0.0), ("edge_up", 1.5), ("update_prob", 0.0),
                           ("agent_period_max", 0), ("quantize_bits", 53), ("quantize_bits", -1),
-                          ("graph_redraw", -2), ("comm_seed", -1), ("delay_random", "yes")]:
+                          ("graph_redraw", -2), ("comm_seed", -1), ("delay_random", "yes"),
+                          ("async_catch_up", 1)]:
         with pytest.raises(ValueError, match=f"DualConfig.{field_}"):
             DualConfig(**{field_: value})
     for faulty in [dict(delay=1), dict(message_loss=0.1), dict(edge_up=0.9), dict(graph_redraw=5),
                    dict(update_prob=0.9), dict(agent_period_max=2), dict(quantize_bits=8)]:
         assert DualConfig(**faulty).faulty, faulty
     # modifiers alone are no fault
-    assert not DualConfig(loss_mode="drop", delay_random=True, comm_seed=3).faulty
+    assert not DualConfig(loss_mode="drop", delay_random=True, async_catch_up=True, comm_seed=3).faulty
 
 
 # --------------------------------------------------------------------------- bit-identity with every fault off
@@ -300,6 +301,21 @@ def test_asleep_agent_keeps_its_multipliers_and_averages_its_signals():
     lam, nu = dual.step(np.array([5.0, 5.0]), np.array([2.0, 4.0]))
     assert lam.tolist() == [1.0 + 0.5 * 4.0, 0.5 * (4.0 - 1.0)]
     assert nu.tolist() == [-0.25 - 0.25 * 2.0, -0.25 * 2.5]
+
+
+def test_catch_up_applies_the_missed_steps():
+    """async_catch_up: the agent that slept through hour 0 applies both hours' dual steps when it wakes (signals
+    summed, budget twice), so lambda and nu integrate every hour as in the synchronous run (nu = -eta * sum r2)."""
+    cfg = DualConfig(alpha=0.5, eta=0.25, rounds=0, update_prob=0.5, async_catch_up=True)
+    dual = DualConsensus(None, cfg, share=1.0, n=2)
+    dual.comm.rng_async = Draws([0.1, 0.9], [0.1, 0.1])
+    dual.step(np.array([3.0, 3.0]), np.array([1.0, 1.0]))
+    lam, nu = dual.step(np.array([5.0, 5.0]), np.array([2.0, 4.0]))
+    sync = DualConsensus(None, DualConfig(alpha=0.5, eta=0.25, rounds=0), share=1.0, n=2)
+    sync.step(np.array([3.0, 3.0]), np.array([1.0, 1.0]))
+    lam_s, nu_s = sync.step(np.array([5.0, 5.0]), np.array([2.0, 4.0]))
+    assert lam.tolist() == [3.0, 3.0] and lam.tolist() == lam_s.tolist()
+    assert nu.tolist() == [-0.75, -1.25] and nu.tolist() == nu_s.tolist()
 
 
 def test_periodic_agents_update_on_their_own_period():

@@ -30,14 +30,18 @@ def test_shipped_suite_sweeps_every_model_on_both_scenarios():
         params.setdefault(spec.scenario.n_agents, []).append(dict(spec.method.params))
     for n in (7, 1000):
         got = params[n]
-        assert [p["message_loss"] for p in got if "message_loss" in p] == [0.0, 0.1, 0.3, 0.5, 0.8]
-        assert [p["delay"] for p in got if "delay" in p] == [0, 1, 2, 6, 24]
-        assert [p["edge_up"] for p in got if "edge_up" in p] == [1.0, 0.5, 0.2]
-        assert any("update_prob" in p for p in got) and any("quantize_bits" in p for p in got)
+        plain = [p for p in got if len(p) == 1]  # one field swept, nothing else changed
+        assert [p["message_loss"] for p in plain if "message_loss" in p] == [0.0, 0.1, 0.3, 0.5, 0.8]
+        assert [p["delay"] for p in plain if "delay" in p] == [0, 1, 2, 6, 24]
+        assert [p["edge_up"] for p in plain if "edge_up" in p] == [1.0, 0.5, 0.2]
+        assert [p["update_prob"] for p in plain if "update_prob" in p] == [1.0, 0.8, 0.5, 0.2]
+        assert [p["quantize_bits"] for p in plain if "quantize_bits" in p] == [0, 16, 8, 4, 2]
     assert {s.scenario.constraint for s in runs if s.scenario.n_agents == 1000} == {"calibrated"}
     assert {(s.scenario.constraint, s.scenario.graph, s.scenario.steps) for s in runs if s.scenario.n_agents == 7} == \
         {(0.2, "two_clusters", 3000)}
     assert sum(s.method.kind == "no_consensus" for s in runs) == 2
+    assert {s.method.params.get("loss_mode") for s in runs if "message_loss" in s.method.params} == {None, "drop"}
+    assert any(s.method.params.get("async_catch_up") for s in runs)
 
 
 def test_figure_per_model_draws_the_run_metrics(tmp_path, monkeypatch):

@@ -690,8 +690,8 @@ def robustness_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
 
 
 def figure_robustness(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
-    """One figure per communication model: grid use over the limit, backlog slope per agent, cost relative to the
-    fault-free run and consensus error against the fault level, a line per scenario, the no-consensus variant as
+    """One figure per communication model: grid use over the limit, backlog slope per agent, the largest backlog of
+    an agent, cost relative to the fault-free run and consensus error against the fault level, a line per scenario, the no-consensus variant as
     the dashed line of the same colour (the lower end)."""
     rows = robustness_table(records)
     if not any(x["field"] for x in rows):
@@ -703,6 +703,7 @@ def figure_robustness(records: Sequence[RunRecord], out_dir: Path) -> list[Path]
     cmap = plt.get_cmap("tab10")
     panels = [("grid_use_ratio", "Average grid use / limit", 1.0 + GRID_TOLERANCE, False),
               ("backlog_slope_per_agent", "Backlog slope per agent [kWh/h]", BACKLOG_SLOPE_LIMIT, False),
+              ("max_agent_backlog_kwh", "Largest backlog of an agent [kWh]", None, True),
               ("cost_vs_fault_free", "Total cost / fault-free cost", None, False),
               ("consensus_error", "Consensus error (mean, 2nd half)", None, True)]
     paths: list[Path] = []
@@ -711,7 +712,7 @@ def figure_robustness(records: Sequence[RunRecord], out_dir: Path) -> list[Path]
         field, title = mine[0]["field"], mine[0]["title"]
         xlabel = ROBUSTNESS_MODELS[field][2]
         levels = sorted({x["level"] for x in mine}, key=lambda v: _severity(field, v))
-        fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+        fig, axes = plt.subplots(1, len(panels), figsize=(21, 3.8))
         for j, sc in enumerate(scenarios):
             pts = {x["level"]: x for x in mine if x["scenario"] == sc}
             if not pts:

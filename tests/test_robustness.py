@@ -72,6 +72,16 @@ def test_figure_per_model_draws_the_run_metrics(tmp_path, monkeypatch):
     assert quant[1]["fault_bound"] is not None and quant[1]["consensus_error"] <= quant[1]["fault_bound"]
     md = robustness_markdown(rows)
     assert md.count("\n") == len(rows) + 1 and "| 7 | quantize | exact |" in md
+    # the README tables: both scenarios side by side, and the theory per faulty run
+    from benchmarks import robustness_report
+
+    compact = robustness_report.compact_markdown(rows)
+    assert compact.count("| none (fault-free) |") == 1 and "| no_consensus | - |" in compact
+    theory = robustness_report.theory_rows(load_runs(tmp_path)[0])
+    assert [(t["model"], t["level"]) for t in theory] == [("loss", 0.5), ("quantize", 2.0)]
+    assert theory[1]["theory"]["model_bound_holds"] is True
+    text = robustness_report.theory_markdown(theory)
+    assert "quantised messages: deterministic" in text and "measured only" in text
 
 
 def test_missing_robustness_runs_are_skipped(tmp_path):

@@ -203,6 +203,9 @@ class _Links:
         self.eid = np.searchsorted(self.links, ukey)
         self.link_src, self.link_dst = self.links // n, self.links % n
         self.m = np.bincount(self.off_rows, weights=self.off_w, minlength=n)
+        self.has_nb = self.m > 0
+        self.n_receivers = int(self.has_nb.sum())
+        self.has_diag = bool(self.diag.any())
         self.n_messages = int(self.off.shape[0])
 
     @property
@@ -344,8 +347,8 @@ class CommNetwork:
             arrived = np.ones(m, dtype=bool) if c.message_loss == 0 else self._kept(m)
             if self.up_msgs is not None:
                 arrived &= self.up_msgs
-            self.buf[arrived] = values[L.off_cols[arrived]]
-            self.sent_at[arrived] = s
+            np.copyto(self.buf, values[L.off_cols], where=arrived)
+            np.copyto(self.sent_at, s, where=arrived)
         elif not c.delay_random:
             sent = s - self.delay_rounds
             if sent < 0:
@@ -354,8 +357,8 @@ class CommNetwork:
                 arrived = np.ones(m, dtype=bool) if c.message_loss == 0 else self._kept(m)
                 if self.up_msgs is not None:
                     arrived &= self.up_msgs
-                self.buf[arrived] = self.hist[sent % self.hist_len][L.off_cols[arrived]]
-                self.sent_at[arrived] = sent
+                np.copyto(self.buf, self.hist[sent % self.hist_len][L.off_cols], where=arrived)
+                np.copyto(self.sent_at, sent, where=arrived)
         else:
             # delays of the messages sent now (in hours; 255 = lost), then every message due this round
             d = self.rng_delay.integers(0, c.delay + 1, size=m, dtype=np.uint8)
@@ -393,17 +396,21 @@ class CommNetwork:
             a = np.bincount(L.off_rows, weights=w_off, minlength=self.n)
             some = a > 0
             factor = np.divide(L.m, a, out=np.zeros(self.n), where=some)
-            w_eff = L.w.copy()
-            w_eff[L.off] = w_off * factor[L.off_rows]
-            vals = np.empty(L.w.shape[0])
-            vals[L.off] = self.buf
-            vals[L.diag] = lam[L.rows[L.diag]]
-            wx = np.bincount(L.rows, weights=w_eff * vals, minlength=self.n)
+            if L.has_diag:
+                # self weights (Metropolis) sit inside each row: sum in the CSR order, like the matrix product
+                w_eff = L.w.copy()
+                w_eff[L.off] = w_off * factor[L.off_rows]
+                vals = np.empty(L.w.shape[0])
+                vals[L.off] = self.buf
+                vals[L.diag] = lam[L.rows[L.diag]]
+                wx = np.bincount(L.rows, weights=w_eff * vals, minlength=self.n)
+            else:  # random walk: every stored entry is a message
+                wx = np.bincount(L.off_rows, weights=(w_off * factor[L.off_rows]) * self.buf, minlength=self.n)
             new = lam - eps * (lam - wx)
             update = some if awake is None else (some & awake)
             lam = np.where(update, new, lam)
-            self.mixed_weight += float(np.sum(a[L.m > 0] / L.m[L.m > 0]))
-            self.mix_count += int(np.sum(L.m > 0))
+            self.mixed_weight += float(np.sum(a[L.has_nb] / L.m[L.has_nb]))
+            self.mix_count += L.n_receivers
             self.round += 1
         return lam
 

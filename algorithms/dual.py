@@ -19,7 +19,9 @@ per-agent python loops):
 3. local step on the local-constraint multiplier
    ``nu <- clip(nu - eta r2, nu_min, nu_max)`` (:func:`dual_step_nu`).
 
-"No consensus" is the same with ``L = 0``.  :class:`DualConsensus` holds the
+"No consensus" is the same with ``L = 0``.  The communication models (delays, message loss, time-varying
+graphs, asynchrony, quantised messages; :mod:`algorithms.comm`) are ``DualConfig`` fields, all off by default;
+with all of them off :meth:`DualConsensus.step` runs the code above unchanged.  :class:`DualConsensus` holds the
 graph and the state and applies the three steps every ``update_period``
 environment steps, using the mean of the signals since the previous update.
 

@@ -106,13 +106,45 @@ def input_features(
 
     The backlog column becomes ``log1p(min(backlog, backlog_cap))`` (execution
     backlogs can exceed those of training episodes; beyond the cap they all look
-    alike), then every input is clamped to [-10, 10].
+    alike). ``raw_columns`` lists ``(index, offset, scale)`` triples: those
+    columns become ``offset + scale * x``, which undoes the observation's range
+    normalisation of the multipliers (lambda and nu in their own units, the
+    units of the price). Without it, the multipliers that execution visits
+    (lambda around 0-3, nu around -3-0) differ by a few thousandths of an input
+    unit, far below what a small network resolves next to the price. Then every
+    input is clamped to [-10, 10].
     """
+    if raw_columns:
+        scale = torch.ones(obs.shape[1], dtype=obs.dtype, device=obs.device)
+        offset = torch.zeros(obs.shape[1], dtype=obs.dtype, device=obs.device)
+        for index, off, sc in raw_columns:
+            scale[int(index)], offset[int(index)] = float(sc), float(off)
+        obs = torch.addcmul(offset, obs, scale)
     if backlog_index is not None:
         i = backlog_index
         b = torch.log1p(obs[:, i : i + 1].clamp(min=0.0, max=backlog_cap))
         obs = torch.cat([obs[:, :i], b, obs[:, i + 1 :]], dim=1)
     return obs.clamp(-INPUT_CLIP, INPUT_CLIP)
+
+
+MULTIPLIER_UNIT = 2.0  # raw multipliers enter the networks divided by this, so [-20, 20] stays inside the [-10, 10] clamp
+
+
+def multiplier_raw_columns(
+    layout: Sequence[str], lambda_range: Sequence[float], nu_range: Sequence[float], unit: float = MULTIPLIER_UNIT
+) -> list[list[float]]:
+    """``raw_columns`` for ``input_features``: the observed lambda and nu back in their own units, divided by ``unit``.
+
+    ``unit`` keeps the whole training range inside the input clamp (+-10): a
+    clamped nu = -20 would look like nu = -10 and, next to lambda = 10, make
+    serving and postponing look equally good.
+    """
+    names = list(layout)
+    out = []
+    for name, (lo, hi) in (("lambda", lambda_range), ("nu", nu_range)):
+        if name in names:
+            out.append([names.index(name), float(lo) / unit, (float(hi) - float(lo)) / unit])
+    return out
 
 
 class ActorNet(nn.Module):
@@ -142,9 +174,11 @@ class ActorNet(nn.Module):
         mean_bound: float = 1.5,
         min_log_std: float = -1.6,
         backlog_cap: float = BACKLOG_CAP,
+        raw_columns: Sequence[Sequence[float]] | None = None,
     ):
         super().__init__()
         self.backlog_cap = float(backlog_cap)
+        self.raw_columns = [[int(c[0]), float(c[1]), float(c[2])] for c in (raw_columns or ())]
         self.mean_bound = float(mean_bound)
         self.min_log_std = float(min_log_std)
         self.obs_dim = int(obs_dim)
@@ -166,7 +200,7 @@ class ActorNet(nn.Module):
         self.log_std = nn.Parameter(torch.full((self.act_dim,), float(init_log_std)))
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
-        return input_features(obs, self.backlog_index, self.backlog_cap)
+        return input_features(obs, self.backlog_index, self.backlog_cap, self.raw_columns)
 
     def mean(self, obs: torch.Tensor) -> torch.Tensor:
         """Mean of the action distribution in pre-clip space, shape (n, act_dim), bounded to +-mean_bound."""
@@ -356,6 +390,7 @@ def save_checkpoint(path: str | os.PathLike, policy: AugmentedPolicy | ActorNet,
     meta["mean_bound"] = net.mean_bound
     meta["min_log_std"] = net.min_log_std
     meta["backlog_cap"] = net.backlog_cap
+    meta["raw_columns"] = [list(c) for c in net.raw_columns]
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -421,6 +456,7 @@ def load_policy(
             mean_bound=float(meta.get("mean_bound", 1.5)),
             min_log_std=float(meta.get("min_log_std", -1.6)),
             backlog_cap=float(meta.get("backlog_cap", BACKLOG_CAP)),
+            raw_columns=meta.get("raw_columns") or None,
         )
         net.load_state_dict(state)
     except (KeyError, RuntimeError, TypeError, ValueError) as err:

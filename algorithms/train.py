@@ -4,9 +4,18 @@ One agent type (a demand scale: 1.0 "normal", 2.0 "double") is trained as a
 single-agent problem on ``num_envs`` independent copies stepped as one array
 (``cmarl_env.views.BatchedEnv``), each 80-hour episode starting at a random
 hour of the training split with multipliers sampled per episode
-(lambda in [0, 15], nu in [-20, 20]) and the Lagrangian reward
+(lambda in [0, 15], nu in [-20, 20]; uniformly, or skewed towards what
+execution visits: ``multiplier_sampler``) and the Lagrangian reward
 ``r_L = r0 + lambda * (c/N - e_grid) + nu * r2`` divided by a fixed
-``reward_scale`` (recorded in the checkpoint).
+``reward_scale`` (recorded in the checkpoint) and, optionally, by the size of
+the episode's multipliers (``reward_normalization``), with the ``nu r2`` term
+optionally replaced by its potential-shaped holding cost
+(``reward_shaping``, same optimal policy).
+
+The shipped policies use the recipe ``algorithms/pretrained/recipe.json``
+(skewed multipliers, multipliers fed to the networks in their own units,
+both reward transforms, gamma 0.993); the ``TrainConfig`` defaults are the
+original paper-style settings, which the fixed-penalty IPPO baseline keeps.
 
 The learner is Tianshou 2.0's own PPO (``tianshou.algorithm.PPO`` with a
 ``ProbabilisticActorPolicy``), its ``Collector``, ``VectorReplayBuffer`` and
@@ -38,6 +47,7 @@ from algorithms.policy import (
     agent_type_name,
     build_metadata,
     input_features,
+    multiplier_raw_columns,
     obs_norms,
     save_checkpoint,
 )
@@ -63,6 +73,37 @@ CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.json"
 TENSORBOARD_DIR = "tensorboard"
 SIGNALS = ("lagrangian_reward", "r0", "e_grid", "r2", "e_bat", "backlog")
+MULTIPLIER_SAMPLING = ("uniform", "skewed")
+REWARD_NORMALIZATION = ("fixed", "multipliers")
+REWARD_SHAPING = ("none", "backlog_potential")
+
+
+def multiplier_sampler(config: "TrainConfig"):
+    """The per-episode draw of (lambda, nu) for training copies, or None for the core's uniform draw.
+
+    ``"uniform"``: the core's own draw, uniform over lambda in [0, 15] and nu in [-20, 20].
+    ``"skewed"``: what Algorithm 1 visits. Execution keeps lambda small unless the
+    constraint binds hard, and nu = -eta x backlog <= 0, so with probability
+    ``1 - wide_fraction`` an episode draws ``lambda = lam_max u^k`` and ``nu = nu_min v^k``
+    (``u, v`` uniform, ``k = multiplier_power``: dense near 0, where the price, 0.21-0.54,
+    is of the same size as the multipliers and has to be learnt), otherwise uniformly
+    over the full ranges (so every observable pair stays covered).
+    """
+    if config.multiplier_sampling == "uniform":
+        return None
+    power, wide = float(config.multiplier_power), float(config.wide_fraction)
+
+    def sample(rng: np.random.Generator, n: int, lambda_range, nu_range) -> tuple[np.ndarray, np.ndarray]:
+        lam_lo, lam_hi = lambda_range
+        nu_lo, nu_hi = nu_range
+        lam = lam_lo + (lam_hi - lam_lo) * rng.uniform(size=n) ** power
+        nu = min(nu_hi, 0.0) + (nu_lo - min(nu_hi, 0.0)) * rng.uniform(size=n) ** power
+        broad = rng.uniform(size=n) < wide
+        lam[broad] = rng.uniform(lam_lo, lam_hi, size=int(broad.sum()))
+        nu[broad] = rng.uniform(nu_lo, nu_hi, size=int(broad.sum()))
+        return lam, nu
+
+    return sample
 
 
 # ------------------------------------------------------------------- config
@@ -70,8 +111,16 @@ SIGNALS = ("lagrangian_reward", "r0", "e_grid", "r2", "e_bat", "backlog")
 class TrainConfig(ConfigBase):
     """Everything that defines one training run (validated on construction).
 
-    The defaults are the settings of the shipped policies (see
-    ``algorithms/pretrained/README.md``). ``total_steps`` counts transitions
+    The defaults are the original settings (uniform multipliers, gamma 0.9,
+    the plain reward), which the fixed-penalty IPPO baseline trains with; the
+    shipped policies override some of them with ``algorithms/pretrained/recipe.json``
+    (see ``algorithms/pretrained/README.md``). ``multiplier_sampling``,
+    ``multiplier_power`` and ``wide_fraction`` choose the per-episode draw of
+    the multipliers (``multiplier_sampler``); ``raw_multipliers`` feeds them to
+    the networks in their own units (``algorithms.policy.multiplier_raw_columns``);
+    ``reward_normalization="multipliers"`` and
+    ``reward_shaping="backlog_potential"`` are the reward transforms of
+    ``TianshouBatchedEnv``. ``total_steps`` counts transitions
     of all copies together; an epoch ends with a deterministic evaluation on
     ``eval_episodes`` fixed episodes (Tianshou's test step). ``reward_scale``
     None means 10 x ``demand_scale``. ``init_backlog_hours`` and ``random_soc``
@@ -105,6 +154,12 @@ class TrainConfig(ConfigBase):
     init_backlog_hours: float = 200.0
     random_soc: bool = True
     fixed_multipliers: tuple[float, float] | None = None
+    multiplier_sampling: str = "uniform"
+    multiplier_power: float = 3.0
+    wide_fraction: float = 0.2
+    raw_multipliers: bool = False
+    reward_normalization: str = "fixed"
+    reward_shaping: str = "none"
     return_scaling: bool = False
     eval_episodes: int = 64
     dataset: str = DEFAULT_DATASET
@@ -151,7 +206,17 @@ class TrainConfig(ConfigBase):
             check_real("fixed_multipliers[0] (lambda)", self.fixed_multipliers[0], 0.0, 15.0)
             check_real("fixed_multipliers[1] (nu)", self.fixed_multipliers[1], -20.0, 20.0)
             object.__setattr__(self, "fixed_multipliers", tuple(float(v) for v in self.fixed_multipliers))
-        for name in ("random_soc", "return_scaling"):
+        if self.multiplier_sampling not in MULTIPLIER_SAMPLING:
+            raise ValueError(f"multiplier_sampling={self.multiplier_sampling!r} is not allowed; choose one of "
+                             f"{list(MULTIPLIER_SAMPLING)}")
+        check_real("multiplier_power", self.multiplier_power, 1.0, 20.0)
+        if self.reward_shaping not in REWARD_SHAPING:
+            raise ValueError(f"reward_shaping={self.reward_shaping!r} is not allowed; choose one of {list(REWARD_SHAPING)}")
+        if self.reward_normalization not in REWARD_NORMALIZATION:
+            raise ValueError(f"reward_normalization={self.reward_normalization!r} is not allowed; choose one of "
+                             f"{list(REWARD_NORMALIZATION)}")
+        check_real("wide_fraction", self.wide_fraction, 0.0, 1.0)
+        for name in ("random_soc", "return_scaling", "raw_multipliers"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a bool")
         check_int("eval_episodes", self.eval_episodes, 1, 1_000_000)
@@ -210,6 +275,16 @@ class TrainConfig(ConfigBase):
 
 
 # ------------------------------------------------------------------ adapter
+def _step_signal(infos: dict[str, Any], truncated: bool, key: str) -> np.ndarray:
+    """A signal of the step just taken: from ``infos``, or from the finished episodes' ``final_info`` on a reset step."""
+    if not truncated:
+        return np.asarray(infos[key], dtype=np.float64)
+    final = infos["final_info"]
+    if isinstance(final, dict):
+        return np.asarray(final[key], dtype=np.float64)
+    return np.array([row[key] for row in final], dtype=np.float64)
+
+
 class TianshouBatchedEnv(ArrayVectorEnv):
     """A ``BatchedEnv`` presented as a Tianshou ``BaseVectorEnv``: one core step for all copies.
 
@@ -232,6 +307,19 @@ class TianshouBatchedEnv(ArrayVectorEnv):
     * Exploring starts (training only): with ``init_backlog_hours > 0`` and/or
       ``random_soc`` every episode starts from a random backlog / state of
       charge instead of the core's empty backlog and initial charge.
+    * ``sampler`` (``multiplier_sampler``): when given, it redraws every
+      episode's multipliers (training and evaluation episodes alike).
+    * ``multiplier_scaled``: every episode's rewards are also divided by
+      ``(price_norm + lambda + |nu|) / price_norm`` (constant within the episode).
+    * ``shaping_gamma``: potential-based shaping (Ng, Harada & Russell 1999)
+      with the potential ``Phi(s) = -nu B`` and this discount: the term
+      ``nu r2 = nu (B' - B)`` of r_L becomes ``(1 - gamma) nu B'``, a holding
+      cost of the backlog. The discounted return changes by ``nu B_0`` only
+      (the start state's potential), so every episode has the same optimal
+      policy, but the per-step reward no longer swings by ``|nu| x`` the
+      backlog served or postponed in an hour (hundreds, against a price of
+      0.21-0.54 per kWh), which otherwise drowns the price in the critic's
+      error and the advantages.
     """
 
     def __init__(
@@ -242,6 +330,9 @@ class TianshouBatchedEnv(ArrayVectorEnv):
         fixed_seed: bool = False,
         init_backlog_hours: float = 0.0,
         random_soc: bool = False,
+        sampler=None,
+        multiplier_scaled: bool = False,
+        shaping_gamma: float | None = None,
     ):
         super().__init__(env.num_envs)
         self.env = env
@@ -254,6 +345,10 @@ class TianshouBatchedEnv(ArrayVectorEnv):
         self._empty_infos = np.array([{} for _ in range(self.env_num)], dtype=object)
         self.init_backlog_hours = float(init_backlog_hours)
         self.random_soc = bool(random_soc)
+        self.sampler = sampler
+        self.multiplier_scaled = bool(multiplier_scaled)
+        self.shaping_gamma = None if shaping_gamma is None else float(shaping_gamma)
+        self._divisor = np.full(env.num_envs, self.reward_scale)
         self._start_rng = np.random.default_rng(seed)
         core = env.core
         self._min_soc = np.asarray(core.params.minimum_soc, dtype=np.float64)[core.layout.building]
@@ -321,9 +416,14 @@ class TianshouBatchedEnv(ArrayVectorEnv):
         draw a log-uniform backlog between 0.1 and ``init_backlog_hours`` hours
         of mean demand.
         """
+        core, n, rng = self.env.core, self.env_num, self._start_rng
+        if self.multiplier_scaled or self.sampler is not None:
+            if self.sampler is not None:
+                core.lam, core.nu = self.sampler(rng, n, core.lambda_range, core.nu_range)
+            self._divisor = self.reward_scale * (self._divisor_unit(core) if self.multiplier_scaled else np.ones(n))
+            obs = core.observe()
         if self.init_backlog_hours <= 0.0 and not self.random_soc:
             return obs
-        core, n, rng = self.env.core, self.env_num, self._start_rng
         if self.init_backlog_hours > 0.0:
             hi = max(self.init_backlog_hours, 0.1 + 1e-9)
             hours = np.exp(rng.uniform(np.log(0.1), np.log(hi), size=n))
@@ -332,6 +432,19 @@ class TianshouBatchedEnv(ArrayVectorEnv):
         if self.random_soc:
             core.soc = rng.uniform(self._min_soc, 1.0).astype(np.float32)
         return core.observe()
+
+    @staticmethod
+    def _divisor_unit(core) -> np.ndarray:
+        """Per copy: ``(price_norm + lambda + |nu|) / price_norm``, the size of the episode's prices of energy.
+
+        The multipliers are fixed within an episode, so dividing its rewards by a
+        constant leaves its optimal policy unchanged; it keeps the episodes with
+        large multipliers (returns of hundreds) from swamping, in the value loss and
+        the batch-normalised advantages, the episodes near the origin where the
+        price (0.21-0.54) decides.
+        """
+        p = float(core.price_norm)
+        return (p + np.asarray(core.lam, dtype=np.float64) + np.abs(np.asarray(core.nu, dtype=np.float64))) / p
 
     def step(self, action, id=None):
         self._assert_is_not_closed()
@@ -344,7 +457,15 @@ class TianshouBatchedEnv(ArrayVectorEnv):
         else:
             ids = np.asarray(id, dtype=np.int64)
             full = self._scatter(act, ids)
+        core = self.env.core
+        if self.shaping_gamma is not None:
+            nu, backlog = np.array(core.nu, dtype=np.float64), np.array(core.backlog, dtype=np.float64)
         obs, reward, terminated, truncated, infos = self.env.step(full)
+        if self.shaping_gamma is not None:
+            # potential-based shaping with Phi(s) = -nu B: nu r2 = nu (B' - B) becomes the holding cost (1 - gamma) nu B'
+            r2 = _step_signal(infos, bool(truncated.any()), "r2")
+            reward = reward - nu * r2 + (1.0 - self.shaping_gamma) * nu * (backlog + r2)
+        reward = reward / self._divisor  # the finished episode's divisor, before a reset redraws the multipliers
         for k in SIGNALS:
             self.signal_sums[k] += float(np.mean(infos[k]))
         self.signal_count += 1
@@ -354,7 +475,7 @@ class TianshouBatchedEnv(ArrayVectorEnv):
             obs = infos["final_observation"]
         return (
             obs[ids],
-            (reward[ids] / self.reward_scale).astype(np.float64),
+            reward[ids].astype(np.float64),
             terminated[ids],
             truncated[ids],
             self._empty_infos[ids].copy(),
@@ -376,9 +497,11 @@ class TianshouBatchedEnv(ArrayVectorEnv):
 class CriticNet(nn.Module):
     """State-value network over the augmented observation (same input transform as the actor)."""
 
-    def __init__(self, obs_dim: int, hidden_sizes: Sequence[int] = (64, 64), backlog_index: int | None = 1):
+    def __init__(self, obs_dim: int, hidden_sizes: Sequence[int] = (64, 64), backlog_index: int | None = 1,
+                 raw_columns: Sequence[Sequence[float]] | None = None):
         super().__init__()
         self.backlog_index = backlog_index
+        self.raw_columns = [list(c) for c in (raw_columns or ())]
         layers: list[nn.Module] = []
         width = obs_dim
         for h in hidden_sizes:
@@ -395,7 +518,7 @@ class CriticNet(nn.Module):
     def forward(self, obs, **kwargs) -> torch.Tensor:
         device = self.net[0].weight.device
         obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
-        return self.net(input_features(obs, self.backlog_index))
+        return self.net(input_features(obs, self.backlog_index, raw_columns=self.raw_columns))
 
 
 def gaussian_dist(loc_scale):
@@ -460,11 +583,16 @@ def seed_everything(seed: int, num_threads: int = 1) -> None:
     torch.set_num_threads(num_threads)
 
 
-def make_networks(config: TrainConfig, obs_dim: int) -> tuple[ActorNet, CriticNet]:
-    backlog = observation_layout(config.augmented).index("backlog")
+def make_networks(config: TrainConfig, obs_dim: int, core=None) -> tuple[ActorNet, CriticNet]:
+    layout = observation_layout(config.augmented)
+    backlog = layout.index("backlog")
+    raw = None
+    if config.raw_multipliers and config.augmented:
+        ranges = (core.lambda_range, core.nu_range) if core is not None else ((0.0, 15.0), (-20.0, 20.0))
+        raw = multiplier_raw_columns(layout, *ranges)
     actor = ActorNet(obs_dim, config.hidden_sizes, backlog_index=backlog, init_log_std=config.init_log_std,
-                     mean_bound=config.mean_bound, min_log_std=config.min_log_std)
-    critic = CriticNet(obs_dim, config.hidden_sizes, backlog_index=backlog)
+                     mean_bound=config.mean_bound, min_log_std=config.min_log_std, raw_columns=raw)
+    critic = CriticNet(obs_dim, config.hidden_sizes, backlog_index=backlog, raw_columns=raw)
     return actor.to(config.device), critic.to(config.device)
 
 
@@ -489,7 +617,13 @@ def evaluate_lagrangian_return(
     """
     n = int(episodes or config.eval_episodes)
     env = make_batched_env(config, n, data)
-    obs, _ = env.reset(seed=config.seed + 1 if seed is None else seed)
+    seed = config.seed + 1 if seed is None else seed
+    obs, _ = env.reset(seed=seed)
+    sampler = multiplier_sampler(config) if config.augmented else None
+    if sampler is not None:
+        core = env.core
+        core.lam, core.nu = sampler(np.random.default_rng(seed), n, core.lambda_range, core.nu_range)
+        obs = core.observe()
     totals = {k: np.zeros(n) for k in ("lagrangian_reward", "r0", "e_grid", "r2")}
     for _ in range(config.episode_length):
         obs, _, _, truncated, infos = env.step(policy.act(obs))
@@ -522,12 +656,17 @@ def train(config: TrainConfig, *, progress: bool = True, data: BuildingData | No
     core = train_batched.core
     layout = list(core.layout_names)
     reward_scale = config.resolved_reward_scale
+    sampler = multiplier_sampler(config) if config.augmented else None
+    scaled = config.reward_normalization == "multipliers"
+    shaping = config.gamma if config.reward_shaping == "backlog_potential" else None
     train_env = TianshouBatchedEnv(train_batched, reward_scale, seed=config.seed,
-                                   init_backlog_hours=config.init_backlog_hours, random_soc=config.random_soc)
+                                   init_backlog_hours=config.init_backlog_hours, random_soc=config.random_soc,
+                                   sampler=sampler, multiplier_scaled=scaled, shaping_gamma=shaping)
     test_env = TianshouBatchedEnv(make_batched_env(config, config.eval_episodes, data), reward_scale,
-                                  seed=config.seed + 1, fixed_seed=True)
+                                  seed=config.seed + 1, fixed_seed=True, sampler=sampler, multiplier_scaled=scaled,
+                                  shaping_gamma=shaping)
 
-    actor, critic = make_networks(config, core.obs_dim)
+    actor, critic = make_networks(config, core.obs_dim, core)
     meta_kwargs = dict(
         observation_layout=layout,
         lambda_range=core.lambda_range,

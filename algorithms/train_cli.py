@@ -58,6 +58,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reward-scale", type=float, default=None, help="fixed divisor of r_L (default 10 x demand scale)")
     parser.add_argument("--fixed-multipliers", type=_pair, default=None, metavar="LAMBDA,NU",
                         help="fixed-penalty baseline: no augmentation, these multipliers throughout (e.g. 8,-8)")
+    parser.add_argument("--episode-length", type=int, default=None, help="hours per training episode")
+    parser.add_argument("--init-backlog-hours", type=float, default=None,
+                        help="exploring starts: initial backlogs up to this many hours of mean demand (0: empty)")
+    parser.add_argument("--multiplier-sampling", choices=("uniform", "skewed"), default=None,
+                        help="per-episode draw of (lambda, nu): uniform over the ranges, or skewed towards what "
+                             "execution visits (see algorithms.train.multiplier_sampler)")
+    parser.add_argument("--multiplier-power", type=float, default=None,
+                        help="skewed sampling: lambda = 15 u^k, nu = -20 v^k with this k")
+    parser.add_argument("--wide-fraction", type=float, default=None,
+                        help="skewed sampling: share of episodes drawn uniformly over the full ranges")
+    parser.add_argument("--raw-multipliers", action=argparse.BooleanOptionalAction, default=None,
+                        help="networks read lambda and nu in their own units (undoing the observation's range "
+                             "normalisation) instead of the normalised columns")
+    parser.add_argument("--reward-normalization", choices=("fixed", "multipliers"), default=None,
+                        help="divide r_L by the reward scale only (fixed), or also by the episode's "
+                             "(price_norm + lambda + |nu|) / price_norm (multipliers)")
+    parser.add_argument("--reward-shaping", choices=("none", "backlog_potential"), default=None,
+                        help="backlog_potential: nu r2 becomes the holding cost (1 - gamma) nu B' (potential-based "
+                             "shaping with Phi = -nu B; same optimal policy, far less reward noise)")
     parser.add_argument("--eval-episodes", type=int, default=None, help="fixed evaluation episodes per epoch")
     parser.add_argument("--dataset", type=str, default=None, help="CityLearn dataset name or schema path")
     parser.add_argument("--device", type=str, default=None, help="cpu (default) or cuda[:k]")
@@ -83,6 +102,14 @@ FLAG_FIELDS = {
     "rollout_steps": "rollout_steps",
     "reward_scale": "reward_scale",
     "eval_episodes": "eval_episodes",
+    "episode_length": "episode_length",
+    "init_backlog_hours": "init_backlog_hours",
+    "multiplier_sampling": "multiplier_sampling",
+    "multiplier_power": "multiplier_power",
+    "wide_fraction": "wide_fraction",
+    "raw_multipliers": "raw_multipliers",
+    "reward_normalization": "reward_normalization",
+    "reward_shaping": "reward_shaping",
     "fixed_multipliers": "fixed_multipliers",
     "dataset": "dataset",
     "device": "device",

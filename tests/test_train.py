@@ -191,3 +191,109 @@ def test_fixed_multiplier_baseline_trains_on_plain_observations(tmp_path, datase
     assert np.all(env.core.lam == 8.0) and np.all(env.core.nu == -8.0)
     with pytest.raises(ValueError, match="fixed_multipliers"):
         TrainConfig(fixed_multipliers=(20.0, 0.0))
+
+
+# ------------------------------------------------- issue 10: the shipped recipe's options
+def test_recipe_options_are_validated():
+    for field, value in (("multiplier_sampling", "gaussian"), ("reward_normalization", "batch"),
+                         ("reward_shaping", "exact"), ("multiplier_power", 0.5), ("wide_fraction", 1.5),
+                         ("raw_multipliers", "yes")):
+        with pytest.raises(ValueError, match=field):
+            TrainConfig(**{field: value})
+
+
+def test_shipped_recipe_is_a_valid_config_and_differs_from_the_defaults():
+    from algorithms.policy import pretrained_paths
+
+    recipe = json.loads((pretrained_paths()[1.0].parent / "recipe.json").read_text())
+    cfg = TrainConfig.from_dict(recipe)
+    assert cfg.augmented and cfg.multiplier_sampling == "skewed" and cfg.raw_multipliers
+    assert cfg.reward_normalization == "multipliers" and cfg.reward_shaping == "backlog_potential"
+    # the defaults stay the original ones (the fixed-penalty IPPO baseline trains with them)
+    base = TrainConfig()
+    assert (base.multiplier_sampling, base.reward_normalization, base.reward_shaping, base.gamma) == \
+        ("uniform", "fixed", "none", 0.9)
+
+
+def test_skewed_multipliers_are_dense_near_the_origin_and_cover_the_ranges():
+    from algorithms.train import multiplier_sampler
+
+    sample = multiplier_sampler(TrainConfig(multiplier_sampling="skewed", multiplier_power=3.0, wide_fraction=0.2))
+    lam, nu = sample(np.random.default_rng(0), 200_000, (0.0, 15.0), (-20.0, 20.0))
+    assert lam.min() >= 0.0 and lam.max() <= 15.0 and nu.min() >= -20.0 and nu.max() <= 20.0
+    # what execution visits (lambda < 3, -5 < nu <= 0) gets far more than its uniform share (0.2 and 0.125)
+    assert np.mean(lam < 3.0) > 0.48 and np.mean((nu > -5.0) & (nu <= 0.0)) > 0.5
+    assert np.mean(nu > 0.0) == pytest.approx(0.1, abs=0.01)  # only the wide share reaches nu > 0
+    assert lam.max() > 14.9 and nu.min() < -19.9 and nu.max() > 19.9
+    assert multiplier_sampler(TrainConfig()) is None  # uniform: the core's own draw
+
+
+def _captured(env):
+    """Record the inner BatchedEnv's infos (the adapter returns empty ones)."""
+    inner, seen = env.env, {}
+    step = inner.step
+
+    def recording(actions):
+        out = step(actions)
+        seen["infos"] = out[4]
+        return out
+
+    inner.step = recording
+    return seen
+
+
+def test_backlog_potential_shaping_turns_nu_r2_into_a_holding_cost(dataset):
+    """Per step: r0 + lambda (c/N - e_grid) + (1 - gamma) nu B' (potential Phi = -nu B), also on the reset step."""
+    from algorithms.train import multiplier_sampler
+
+    cfg = TrainConfig(num_envs=6, episode_length=4, multiplier_sampling="skewed")
+    gamma = 0.95
+    env = TianshouBatchedEnv(make_batched_env(cfg, 6, dataset), 1.0, seed=2, sampler=multiplier_sampler(cfg),
+                             init_backlog_hours=20.0, shaping_gamma=gamma)
+    seen = _captured(env)
+    env.reset()
+    core, rng = env.core, np.random.default_rng(1)
+    for t in range(9):
+        lam, nu, backlog = core.lam.copy(), core.nu.copy(), core.backlog.copy()
+        _, reward, _, trunc, _ = env.step(rng.uniform(0, 1, (6, 2)))
+        info = seen["infos"]["final_info"] if trunc.any() else seen["infos"]
+        np.testing.assert_allclose(info["backlog"], backlog + info["r2"], atol=1e-9)
+        expected = info["r0"] + lam * (core.share - info["e_grid"]) + (1.0 - gamma) * nu * info["backlog"]
+        np.testing.assert_allclose(reward, expected, rtol=1e-9, atol=1e-9)
+    # the discounted sums of nu r2 and of the holding cost differ by the start state's potential only
+    b = np.array([3.0, 5.0, 2.0, 7.0, 7.0])
+    nu, g = -1.7, 0.95
+    plain = sum(g**t * nu * (b[t + 1] - b[t]) for t in range(4))
+    shaped = sum(g**t * (1 - g) * nu * b[t + 1] for t in range(4)) - g**4 * (-nu * b[4]) + (-nu * b[0])
+    assert plain == pytest.approx(shaped)
+
+
+def test_multiplier_normalisation_divides_each_episode_by_its_multipliers(dataset):
+    from algorithms.train import multiplier_sampler
+
+    cfg = TrainConfig(num_envs=5, episode_length=3, multiplier_sampling="skewed")
+    plain = TianshouBatchedEnv(make_batched_env(cfg, 5, dataset), 2.0, seed=4, sampler=multiplier_sampler(cfg))
+    scaled = TianshouBatchedEnv(make_batched_env(cfg, 5, dataset), 2.0, seed=4, sampler=multiplier_sampler(cfg),
+                                multiplier_scaled=True)
+    plain.reset(), scaled.reset()
+    rng = np.random.default_rng(3)
+    for _ in range(7):  # across two resets
+        core = scaled.core
+        unit = (core.price_norm + core.lam + np.abs(core.nu)) / core.price_norm
+        act = rng.uniform(0, 1, (5, 2))
+        _, r_plain, *_ = plain.step(act)
+        _, r_scaled, *_ = scaled.step(act)
+        np.testing.assert_allclose(r_scaled, r_plain / unit, rtol=1e-12)
+
+
+def test_raw_multiplier_inputs_reach_the_networks_and_the_checkpoint(tmp_path, dataset):
+    cfg = TrainConfig(total_steps=2560, out_dir=str(tmp_path / "raw"), raw_multipliers=True,
+                      multiplier_sampling="skewed", reward_normalization="multipliers",
+                      reward_shaping="backlog_potential", gamma=0.99, **TINY)
+    result = train(cfg, progress=False, data=dataset)
+    lam_col, nu_col = observation_layout(True).index("lambda"), observation_layout(True).index("nu")
+    assert result.policy.net.raw_columns == [[lam_col, 0.0, 7.5], [nu_col, -10.0, 20.0]]
+    policy = load_policy(result.checkpoint)
+    assert policy.metadata["raw_columns"] == result.policy.net.raw_columns
+    obs = np.random.default_rng(0).uniform(0, 1, (64, 9)).astype(np.float32)
+    np.testing.assert_array_equal(policy.act(obs), result.policy.act(obs))

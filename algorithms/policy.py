@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from cmarl_env import records
+from cmarl_env.evaluation import Controller, rollout
 
 FORMAT = "cmarl-augmented-policy"
 FORMAT_VERSION = 1
@@ -667,18 +668,32 @@ def fixed_multiplier_response(
     rows = []
     for lam in lambdas:
         for nu in nus:
-            core.reset(start_hour=start_hour)
-            core.set_multipliers(float(lam), float(nu))
-            obs = core.observe()
-            sums = {k: 0.0 for k in ("e_grid", "r2", "e_bat")}
-            for _ in range(hours):
-                out = core.step(policy.act(obs))
-                for k in sums:
-                    sums[k] += float(getattr(out.signals, k).mean())
-                obs = out.obs
-            rows.append({"lambda": float(lam), "nu": float(nu)} | {k: v / hours for k, v in sums.items()}
+            probe = _ResponseProbe(policy, float(lam), float(nu))
+            rollout(probe, core, start_hour, hours)
+            rows.append({"lambda": float(lam), "nu": float(nu)} | {k: v / hours for k, v in probe.sums.items()}
                         | {"backlog_end": float(core.backlog.mean())})
     return rows
+
+
+class _ResponseProbe(Controller):
+    """The policy at fixed multipliers, summing the per-agent means of e_grid, r2 and e_bat over the hours."""
+
+    augment = True
+
+    def __init__(self, policy: "AugmentedPolicy", lam: float, nu: float):
+        self.policy, self.lam, self.nu = policy, lam, nu
+
+    def reset(self, core) -> None:
+        super().reset(core)
+        core.set_multipliers(self.lam, self.nu)
+        self.sums = {k: 0.0 for k in ("e_grid", "r2", "e_bat")}
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self.policy.act(obs)
+
+    def observe(self, step) -> None:
+        for k in self.sums:
+            self.sums[k] += float(getattr(step.signals, k).mean())
 
 
 def format_response_table(rows: Sequence[Mapping[str, float]]) -> str:

@@ -81,9 +81,9 @@ def test_every_fault_off_is_bit_identical_to_the_code_before_the_models(dataset,
     same greedy policy: random walk on the paper's 7 agents; Metropolis, L = 2, update_period = 2 on 30)."""
     golden = np.load(GOLDEN)
     configs = {
-        "rw7": ExecutionConfig(n_agents=7, constraint=0.2, steps=200, dual=DualConfig(alpha=0.2)),
+        "rw7": ExecutionConfig(n_agents=7, constraint=0.2, steps=200, dual=DualConfig(alpha=0.2, eta=0.5)),
         "mh30": ExecutionConfig(n_agents=30, graph="small_world", constraint=0.2, steps=200, start_hour=50,
-                                dual=DualConfig(alpha=0.2, rounds=2, update_period=2, weights="metropolis")),
+                                dual=DualConfig(alpha=0.2, eta=0.5, rounds=2, update_period=2, weights="metropolis")),
     }
     result = run_execution(configs[case], {1.0: greedy_policy, 2.0: greedy_policy}, data=dataset)
     for key in ("lambda", "nu", "total_grid", "total_backlog", "consensus_error"):

@@ -14,7 +14,7 @@ from cmarl_env.core import DemandResponseCore
 from cmarl_env.evaluation import evaluation_config, judge
 
 SMALL = dict(method="augmented", lambda_min=0.0, lambda_max=10.0, lambda_step=10.0, nu_min=-10.0, nu_max=0.0,
-             nu_step=10.0, eval_steps=48, constraint=0.4)  # at 0.4 x the 48-hour peak some points are feasible
+             nu_step=10.0, eval_steps=96, constraint=0.4)  # at 0.4 x the 96-hour peak some points are feasible
 
 
 def test_points_and_validation():
@@ -34,12 +34,12 @@ def test_reduced_grid_with_a_failing_trial(tmp_path, dataset):
     assert summary["failed"] == [trial_id(10.0, 0.0)]
     error = json.loads((tmp_path / "grid" / "errors" / f"{trial_id(10.0, 0.0)}.json").read_text())
     assert "injected failure" in error["error"]
-    # the grid limit of every trial is c x the peak over exactly the evaluated hours [0, 48)
-    core = DemandResponseCore(evaluation_config(n_agents=7, constraint=0.4, start_hour=0, steps=48,
+    # the grid limit of every trial is c x the peak over exactly the evaluated hours [0, 96)
+    core = DemandResponseCore(evaluation_config(n_agents=7, constraint=0.4, start_hour=0, steps=96,
                                                 n_hours=dataset.n_steps), dataset)
     assert summary["grid_limit"] == pytest.approx(core.grid_limit)
     for r in results.values():
-        assert r["grid_limit"] == pytest.approx(core.grid_limit) and r["steps"] == 48 and r["n_agents"] == 7
+        assert r["grid_limit"] == pytest.approx(core.grid_limit) and r["steps"] == 96 and r["n_agents"] == 7
         v = judge(r["avg_grid_consumption"], r["grid_limit"], r["backlog_slope_kwh_per_step"], 7)
         assert r["feasible"] == v.feasible and r["infeasible_reason"] == v.reason  # the one rule
     verdicts = {r["feasible"] for r in results.values()}

@@ -29,7 +29,7 @@ from algorithms.dual import LAMBDA_RANGE, NU_RANGE, DualConfig, DualConsensus
 from cmarl_env import EnvConfig, graphs
 from cmarl_env.config import ConfigBase, check_range
 from cmarl_env.evaluation import Controller, evaluation_config, rollout
-from cmarl_env.records import atomic_write_text, package_versions, publish_folder, write_json
+from cmarl_env.records import package_versions, publish_folder, write_json, write_trajectory_csv
 from cmarl_env.core import DemandResponseCore
 from cmarl_env.data import BuildingData
 
@@ -338,19 +338,10 @@ def write_run(result: ExecutionResult, out: Path) -> Path:
         write_json(staging / "config.json", result.config.to_dict())
         write_json(staging / "facts.json", result.facts | {"versions": package_versions()})
         np.savez_compressed(staging / "trajectories.npz", **result.trajectories)
-        _write_csv(staging / "trajectories.csv", result.trajectories)
+        write_trajectory_csv(staging / "trajectories.csv", result.trajectories, step_column=False)
         write_json(staging / "metrics.json", result.metrics)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return publish_folder(staging, out)
 
-
-def _write_csv(path: Path, traj: dict[str, np.ndarray]) -> None:
-    columns = [k for k, v in traj.items() if v.ndim == 1]
-    k = traj["lambda"].shape[1]
-    shown = min(k, 20)
-    header = columns + [f"lambda_{i}" for i in range(shown)] + [f"nu_{i}" for i in range(shown)]
-    table = np.column_stack([traj[c] for c in columns] + [traj["lambda"][:, :shown], traj["nu"][:, :shown]])
-    lines = [",".join(header)] + [",".join(f"{v:.6g}" for v in row) for row in table]
-    atomic_write_text(path, "\n".join(lines) + "\n")

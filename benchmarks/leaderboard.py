@@ -98,7 +98,7 @@ def markdown(agg: Aggregate, suite: str = "", *, scenarios: Sequence[str] | None
                   + ".\n\n")
         pi = bool(agg.improvement)
         cols = (["Rank", "Method", "Training", "Mean rank"] + [metric_defs[k].label for k in OVERALL_METRICS]
-                + ([f"P(ours better)"] if pi else []))
+                + (["P(ours better)"] if pi else []))
         out.write("| " + " | ".join(cols) + " |\n|" + "|".join("---" for _ in cols) + "|\n")
         for i, m in enumerate(agg.ranking, 1):
             row = [str(i), _md_escape(agg.methods[m].label), _md_escape(_training(agg, m)), f"{agg.mean_rank[m]:.2f}"]

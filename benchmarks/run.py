@@ -39,7 +39,7 @@ from benchmarks import registry
 from benchmarks.registry import Prepared, RunContext
 from benchmarks.suite import RunSpec, ScenarioSpec
 from cmarl_env.evaluation import BACKLOG_SLOPE_LIMIT, GRID_TOLERANCE, rollout
-from cmarl_env.records import atomic_write_text, dump_json, package_versions
+from cmarl_env.records import atomic_write_text, dump_json, package_versions, write_trajectory_csv
 
 RUN_FORMAT = "cmarl-bench-run/2"
 # roll-out metrics averaged into the run's metrics
@@ -182,25 +182,6 @@ def error_record(spec: RunSpec, err: BaseException | str, tb: str | None = None)
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "host": platform.node(),
     }
-
-
-# --------------------------------------------------------------------------- io helpers
-def write_trajectory_csv(path: Path, traj: Mapping[str, np.ndarray], max_agents: int = 20) -> None:
-    steps = max(np.asarray(v).shape[0] for v in traj.values())
-    cols: list[tuple[str, np.ndarray]] = []
-    for k, v in traj.items():
-        v = np.asarray(v)
-        if v.shape[0] != steps:
-            continue
-        if v.ndim == 1:
-            cols.append((k, v))
-        elif v.ndim == 2:
-            for i in range(min(v.shape[1], max_agents)):
-                cols.append((f"{k}_{i}", v[:, i]))
-    header = "step," + ",".join(c for c, _ in cols)
-    table = np.column_stack([np.arange(steps)] + [c for _, c in cols]) if cols else np.arange(steps)[:, None]
-    lines = [header] + [",".join(f"{x:.6g}" for x in row) for row in table]
-    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def _finite(v: Any) -> float | None:

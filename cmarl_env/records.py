@@ -210,3 +210,26 @@ def publish_folder(staging: str | os.PathLike, out: str | os.PathLike, last: str
 
     shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def write_trajectory_csv(path: str | os.PathLike, traj: Mapping[str, np.ndarray], *, max_agents: int = 20,
+                         step_column: bool = True) -> None:
+    """Per-step trajectories as CSV: every 1-D series, and the first ``max_agents`` columns of each per-agent one
+    (``lambda_0`` ...), in the dict's order; series of another length are left out."""
+    steps = max(np.asarray(v).shape[0] for v in traj.values())
+    cols: list[tuple[str, np.ndarray]] = []
+    for k, v in traj.items():
+        v = np.asarray(v)
+        if v.shape[0] != steps:
+            continue
+        if v.ndim == 1:
+            cols.append((k, v))
+        elif v.ndim == 2:
+            for i in range(min(v.shape[1], max_agents)):
+                cols.append((f"{k}_{i}", v[:, i]))
+    if step_column:
+        cols.insert(0, ("step", np.arange(steps)))
+    header = ",".join(c for c, _ in cols)
+    table = np.column_stack([c for _, c in cols])
+    lines = [header] + [",".join(f"{x:.6g}" for x in row) for row in table]
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -15,6 +15,8 @@ function that produces the :class:`~cmarl_env.evaluation.Rollout` itself.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,10 +73,48 @@ class MethodDef:
     seeded: bool = False        # results depend on the run seed (training, randomness); else one seed is run
     trains: bool = False        # trains during the run (scheduled first, shown with its training curve)
     family: str = "baseline"    # "ours", "baseline", "reference"
+    # files whose contents determine the result (checkpoints): hashed into the run's spec hash, so a retrained
+    # policy makes finished runs stale instead of silently reusing them
+    inputs: Callable[[Mapping[str, Any]], list[Path]] | None = None
+
+    def input_files(self, params: Mapping[str, Any]) -> list[Path]:
+        """The files a run of this method with ``params`` reads: ``inputs(params)`` if given, else the
+        ``checkpoint`` parameter and the values of a ``policies`` mapping (the shared convention)."""
+        if self.inputs is not None:
+            return list(self.inputs(params))
+        return checkpoint_params(params)
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
             raise ValueError(f"method {self.kind!r}: budget={self.budget!r} is not one of {BUDGETS}")
+
+
+def checkpoint_params(params: Mapping[str, Any]) -> list[Path]:
+    """Checkpoint paths named by a method's parameters: ``checkpoint`` and the values of ``policies``."""
+    out = []
+    if isinstance(params.get("checkpoint"), str):
+        out.append(Path(params["checkpoint"]))
+    if isinstance(params.get("policies"), Mapping):
+        out += [Path(v) for _, v in sorted(params["policies"].items(), key=lambda kv: str(kv[0])) if isinstance(v, str)]
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    """sha256 (16 hex digits) of a file's contents, or ``"missing"`` (the run itself then fails with the reason)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return "missing"
+    return _file_digest(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
 
 
 _REGISTRY: dict[str, MethodDef] = {}

@@ -208,8 +208,15 @@ class RunSpec:
         payload = {"scenario": self.scenario.physics_key(), "method": {k: v for k, v in self.method.to_dict().items()
                                                                          if k in ("kind", "params")},
                    "seed": self.seed, "rollouts": self.rollouts, "oracle": self.oracle,
-                   "start_hours": list(self.start_hours)}
+                   "start_hours": list(self.start_hours), "inputs": self.input_digests()}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def input_digests(self) -> list[list[str]]:
+        """Content hashes of the files the method reads (checkpoints; registry ``MethodDef.inputs``), (name, digest) pairs:
+        retraining a policy changes the spec hash, so the runner reruns instead of reusing the old result."""
+        from benchmarks.registry import file_digest, get
+
+        return [[p.name, file_digest(p)] for p in get(self.method.kind).input_files(self.method.params)]
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunSpec":

@@ -332,3 +332,23 @@ def test_bench_command_reports_the_bad_key(tmp_path, capsys):
     for run_id in ("two_clusters_n7_c0.27/rule/seed_0", "two_clusters_n7_c0.27/rand/seed_1"):
         assert f"missing  {run_id}" in out
     assert "rule/seed_1" not in out
+
+
+def test_spec_hash_follows_the_checkpoint_contents(tmp_path):
+    """A retrained policy (same path, new contents) must make finished runs stale, not be silently reused."""
+    normal, double = tmp_path / "normal.pt", tmp_path / "double.pt"
+    normal.write_bytes(b"policy one")
+    double.write_bytes(b"policy two")
+    d = copy.deepcopy(MINIMAL)
+    d["methods"] = {"ours": {"kind": "consensus", "params": {"policies": {"1.0": str(normal), "2.0": str(double)}}}}
+    d["experiments"] = [{"name": "main", "methods": ["ours"]}]
+    spec = parse_suite(d).runs()[0]
+    before = spec.spec_hash()
+    assert [name for name, _ in spec.input_digests()] == ["normal.pt", "double.pt"]
+    assert parse_suite(d).runs()[0].spec_hash() == before     # same contents, same hash
+    normal.write_bytes(b"policy one, retrained")
+    assert spec.spec_hash() != before
+    # the shipped policies are inputs of the dual kinds too
+    shipped = dataclasses.replace(spec, method=dataclasses.replace(spec.method, params={}))
+    assert {name for name, _ in shipped.input_digests()} == {"normal.pt", "double.pt"}
+    assert all(digest != "missing" for _, digest in shipped.input_digests())

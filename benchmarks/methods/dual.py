@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import math
+from pathlib import Path
 from typing import Any, Mapping
 
-from benchmarks.registry import MethodDef, Prepared, RunContext, register
+from benchmarks.registry import MethodDef, Prepared, RunContext, checkpoint_params, register
 
 POLICY_PARAM = "policies"  # {demand scale: checkpoint path} instead of the shipped policies
 
@@ -84,6 +86,14 @@ def _prepare(spec, ctx: RunContext, *, rounds: int | None) -> Prepared:
                            "budget_detail": "shipped pretrained policies" if not paths else "custom policies"})
 
 
+def _inputs(params) -> list[Path]:
+    """The checkpoints a run reads: the suite's ``policies`` or every shipped one (torch-free)."""
+    if params.get(POLICY_PARAM):
+        return checkpoint_params(params)
+    root = importlib.resources.files("algorithms") / "pretrained"
+    return sorted(Path(str(root / f.name)) for f in root.iterdir() if f.name.endswith(".pt"))
+
+
 def _one_thread() -> None:
     try:
         import torch
@@ -96,9 +106,10 @@ def _one_thread() -> None:
 register(MethodDef(
     kind="consensus", label="Dual consensus (ours)", family="ours", budget="pretrained", colour="tab:blue",
     prepare=lambda spec, ctx: _prepare(spec, ctx, rounds=None), params=_dual_params(), validate=_validate,
+    inputs=_inputs,
 ))
 register(MethodDef(
     kind="no_consensus", label="No consensus (L = 0)", family="ours", budget="pretrained", colour="tab:red",
     prepare=lambda spec, ctx: _prepare(spec, ctx, rounds=0), params=_dual_params(),
-    validate=lambda p: _validate(p, rounds_zero=True),
+    validate=lambda p: _validate(p, rounds_zero=True), inputs=_inputs,
 ))

@@ -96,7 +96,7 @@ except ModuleNotFoundError as _err:  # pragma: no cover - only without the learn
     raise ModuleNotFoundError(f"baselines.marl needs Tianshou and torch: pip install 'cmarl-env[learn]' "
                               f"(missing module {_err.name!r})", name=_err.name) from _err
 
-from baselines.marl_names import BASELINES  # noqa: E402  (torch-free list, shared with the CLI and the registry)
+from baselines.marl_names import ALL_BASELINES, BASELINES, LAGRANGIAN_BASELINES  # noqa: E402,F401  (torch-free lists)
 
 # Default start hours of ``evaluate``: one roll-out from hour 0 (with 3,000 steps: the paper scenario's hours).
 EVAL_START_HOURS = (0,)
@@ -131,13 +131,18 @@ class BaselineConfig(ConfigBase):
     """One baseline training run (validated on construction; errors name the field).
 
     Steps are *env steps*: one hour of one scenario copy, all N agents acting.
-    Fields marked (PPO) apply to MAPPO only, (off-policy) to MADDPG, MASAC, ISAC.
+    Fields marked (PPO) apply to MAPPO, MAPPO-L and networked PD, (off-policy) to MADDPG, MASAC, ISAC,
+    (L) to the learned-multiplier baselines MAPPO-L and networked PD only (``baselines.marl.lagrangian``).
+
+    ``lambda_`` and ``nu`` are the fixed penalties of the fixed-penalty baselines (default (8, -8)) and the
+    INITIAL multipliers of the learned-multiplier ones (default (0, 0)): their grid multiplier starts at
+    ``lambda_`` and their demand multipliers at ``mu = -nu`` (so ``nu <= 0`` there).
     """
 
     name: str = "mappo"
     n_agents: int = 7
-    lambda_: float = 8.0
-    nu: float = -8.0
+    lambda_: float | None = None
+    nu: float | None = None
     total_steps: int = 100_000
     num_envs: int = 4
     epochs: int = 10
@@ -167,6 +172,18 @@ class BaselineConfig(ConfigBase):
     tau: float = 0.005
     exploration_noise: float = 0.1
     alpha: float | None = None
+    # (L) dual ascent on the measured constraint violation, once per collect
+    dual_lr_grid: float = 2.0       # per kWh/agent-hour of mean grid use above the share c/N
+    dual_lr_demand: float = 20.0    # per kWh/agent-hour of mean backlog growth r2 above demand_slack
+    lambda_max: float = 15.0        # the paper's multiplier box: lambda in [0, 15], nu in [-20, 20]
+    mu_max: float = 20.0
+    demand_slack: float = 0.005     # the feasibility rule's backlog-slope limit [kWh/step/agent]
+    # (L) networked PD: the scenario's communication graph and the multipliers' neighbour averaging
+    graph: str = "two_clusters"
+    graph_params: tuple[tuple[str, Any], ...] = ()
+    graph_seed: int = 0
+    consensus_weights: str = "metropolis"
+    consensus_rounds: int = 1
     # evaluation during training (mean Lagrangian return on fixed episodes)
     eval_episodes: int = 8
     dataset: str = DEFAULT_DATASET
@@ -175,11 +192,18 @@ class BaselineConfig(ConfigBase):
     num_threads: int = 1
 
     def __post_init__(self) -> None:
-        if self.name not in BASELINES:
-            raise ValueError(f"name={self.name!r} is not a baseline; choose one of {list(BASELINES)}")
+        if self.name not in ALL_BASELINES:
+            raise ValueError(f"name={self.name!r} is not a baseline; choose one of {list(ALL_BASELINES)}")
         check_int("n_agents", self.n_agents, 1, 100_000)
+        default = (0.0, 0.0) if self.lagrangian else (8.0, -8.0)
+        if self.lambda_ is None:
+            object.__setattr__(self, "lambda_", default[0])
+        if self.nu is None:
+            object.__setattr__(self, "nu", default[1])
         check_real("lambda_", self.lambda_, 0.0, 15.0)
         check_real("nu", self.nu, -20.0, 20.0)
+        object.__setattr__(self, "lambda_", float(self.lambda_))
+        object.__setattr__(self, "nu", float(self.nu))
         check_int("total_steps", self.total_steps, 1, 10**10)
         check_int("num_envs", self.num_envs, 1, 4096)
         check_int("epochs", self.epochs, 1, 100_000)
@@ -229,6 +253,34 @@ class BaselineConfig(ConfigBase):
         check_real("exploration_noise", self.exploration_noise, 0.0, 10.0)
         if self.alpha is not None:
             check_real("alpha", self.alpha, 0.0, 100.0)
+        check_real("dual_lr_grid", self.dual_lr_grid, 0.0, 1e6)
+        check_real("dual_lr_demand", self.dual_lr_demand, 0.0, 1e6)
+        check_real("lambda_max", self.lambda_max, 0.0, 15.0, low_open=True)
+        check_real("mu_max", self.mu_max, 0.0, 20.0, low_open=True)
+        check_real("demand_slack", self.demand_slack, 0.0, 100.0)
+        if self.lagrangian:
+            if self.lambda_ > self.lambda_max:
+                raise ValueError(f"lambda_={self.lambda_} (the initial grid multiplier of {self.name}) must be "
+                                 f"<= lambda_max={self.lambda_max}")
+            if not -self.mu_max <= self.nu <= 0.0:
+                raise ValueError(f"nu={self.nu} (minus the initial demand multiplier of {self.name}) must lie in "
+                                 f"[-mu_max, 0] = [{-self.mu_max}, 0]")
+        from cmarl_env import graphs  # the graph fields are checked for every baseline, used by networked_pd
+
+        if not isinstance(self.graph, str) or self.graph not in graphs.GRAPH_NAMES:
+            raise ValueError(f"graph={self.graph!r} is not allowed; choose one of {list(graphs.GRAPH_NAMES)}")
+        gp = self.graph_params
+        if isinstance(gp, Mapping):
+            gp = tuple(sorted(gp.items()))
+        if (isinstance(gp, (str, bytes)) or not isinstance(gp, Sequence)
+                or not all(isinstance(kv, Sequence) and len(kv) == 2 and isinstance(kv[0], str) for kv in gp)):
+            raise ValueError(f"graph_params={self.graph_params!r} must be a mapping or (name, value) pairs")
+        object.__setattr__(self, "graph_params", tuple((str(k), v) for k, v in gp))
+        check_int("graph_seed", self.graph_seed, 0, 2**31 - 1)
+        if self.consensus_weights not in graphs.CONSENSUS_WEIGHTS:
+            raise ValueError(f"consensus_weights={self.consensus_weights!r} is not allowed; choose one of "
+                             f"{list(graphs.CONSENSUS_WEIGHTS)}")
+        check_int("consensus_rounds", self.consensus_rounds, 0, 1000)
         check_int("eval_episodes", self.eval_episodes, 1, 100_000)
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"dataset={self.dataset!r} must be a non-empty dataset name or schema path")
@@ -239,12 +291,18 @@ class BaselineConfig(ConfigBase):
 
     # ----------------------------------------------------------- derived
     @property
+    def lagrangian(self) -> bool:
+        """A learned-multiplier baseline (MAPPO-L, networked PD)."""
+        return self.name in LAGRANGIAN_BASELINES
+
+    @property
     def on_policy(self) -> bool:
-        return self.name == "mappo"
+        return self.name in ("mappo", "mappo_lagrangian", "networked_pd")
 
     @property
     def env_mode(self) -> str:
-        return {"mappo": "local_global", "isac": "local", "maddpg": "team", "masac": "team"}[self.name]
+        return {"mappo": "local_global", "isac": "local", "maddpg": "team", "masac": "team",
+                "mappo_lagrangian": "local_global", "networked_pd": "local_neighbourhood"}[self.name]
 
     @property
     def steps_per_collect(self) -> int:
@@ -308,8 +366,33 @@ def feature_dim(n_types: int) -> int:
     return len(BASE_FEATURES) + n_types
 
 
+# --------------------------------------------------------------- neighbourhoods
+def scenario_adjacency(config: BaselineConfig):
+    """The scenario's communication graph (``config.graph`` on ``config.n_agents`` nodes) as a csr adjacency."""
+    from cmarl_env import graphs
+
+    built = graphs.make_edges(config.graph, config.n_agents, seed=config.graph_seed, **dict(config.graph_params))
+    graphs.check_connected(built, config.n_agents)
+    return graphs.adjacency(built, config.n_agents)
+
+
+def neighbourhood_table(adjacency) -> np.ndarray:
+    """(N, K + 1) agent indices of each closed neighbourhood: column 0 the agent itself, then its neighbours in
+    ascending order, padded with -1 up to the largest degree K."""
+    adj = adjacency.tocsr()
+    adj.sort_indices()
+    n = adj.shape[0]
+    deg = np.diff(adj.indptr)
+    table = np.full((n, int(deg.max(initial=0)) + 1), -1, dtype=np.int64)
+    table[:, 0] = np.arange(n)
+    for i in range(n):
+        nbrs = adj.indices[adj.indptr[i]:adj.indptr[i + 1]]
+        table[i, 1:1 + len(nbrs)] = nbrs
+    return table
+
+
 # ------------------------------------------------------------------- adapter
-ENV_MODES = ("team", "local", "local_global")
+ENV_MODES = ("team", "local", "local_global", "local_neighbourhood")
 
 
 class ScenarioVectorEnv(ArrayVectorEnv):
@@ -350,6 +433,15 @@ class ScenarioVectorEnv(ArrayVectorEnv):
         self.onehot = np.eye(len(self.type_scales), dtype=np.float32)[type_indices(first.layout.scale, self.type_scales)]
         self.feat_dim = feature_dim(len(self.type_scales))
         self.reward_scale = float(config.reward_scale)
+        # learned-multiplier baselines: reward = the objective r0 / reward_scale, and the constraint signals of
+        # each slot in its info (see ``step``); the cores' fixed-multiplier reward is not used
+        self.signals = bool(config.lagrangian)
+        if self.signals and mode == "team":
+            raise ValueError("the constraint-signal infos of the learned-multiplier baselines need a slot mode")
+        self.neighbours = neighbourhood_table(scenario_adjacency(config)) if mode == "local_neighbourhood" else None
+        if self.neighbours is not None and self.neighbours.shape[0] != n:
+            raise ValueError(f"the graph has {self.neighbours.shape[0]} nodes, the scenario {n} agents")
+        self._steps = [0] * self.n_copies
         self.slots = mode != "team"
         self.env_num = self.n_copies * n if self.slots else self.n_copies
         super().__init__(self.env_num)
@@ -360,6 +452,8 @@ class ScenarioVectorEnv(ArrayVectorEnv):
             obs_shape, act_shape = (n, self.feat_dim), (ACTION_DIM * n,)
         elif mode == "local":
             obs_shape, act_shape = (self.feat_dim,), (ACTION_DIM,)
+        elif mode == "local_neighbourhood":
+            obs_shape, act_shape = (self.feat_dim * self.neighbours.shape[1],), (ACTION_DIM,)
         else:
             obs_shape, act_shape = (self.feat_dim * (n + 1),), (ACTION_DIM,)
         self._observation_space = spaces.Box(-np.inf, np.inf, shape=obs_shape, dtype=np.float32)
@@ -417,6 +511,9 @@ class ScenarioVectorEnv(ArrayVectorEnv):
         if self.mode == "local_global":
             n = self.n_agents
             return np.concatenate([local, np.broadcast_to(local.reshape(1, -1), (n, n * self.feat_dim))], axis=1)
+        if self.mode == "local_neighbourhood":  # [own features, neighbours' features, zero rows as padding]
+            padded = np.concatenate([local, np.zeros((1, self.feat_dim), dtype=local.dtype)])
+            return padded[self.neighbours].reshape(self.n_agents, -1)
         return local
 
     def _gather(self, per_copy: dict[int, np.ndarray], ids: np.ndarray) -> np.ndarray:
@@ -448,6 +545,7 @@ class ScenarioVectorEnv(ArrayVectorEnv):
             elif not isinstance(seed, (int, np.integer)):
                 seed = int(np.asarray(seed).ravel()[0]) + k
             obs = self._encode(self.cores[k].reset(seed=seed))
+            self._steps[k] = 0
             per_copy[k] = obs
             slots = set(range(k * n, (k + 1) * n)) if self.slots else {k}
             left = slots - wanted
@@ -478,7 +576,7 @@ class ScenarioVectorEnv(ArrayVectorEnv):
             else:
                 joint = act[row[k]].reshape(n, ACTION_DIM)
             out = self.cores[k].step(joint)
-            reward = out.reward / self.reward_scale
+            reward = (out.signals.r0 if self.signals else out.reward) / self.reward_scale
             obs_c[k] = self._encode(out.obs)
             rew_c[k] = reward
             truncated_c[k] = bool(out.truncated)
@@ -488,10 +586,22 @@ class ScenarioVectorEnv(ArrayVectorEnv):
             self.signal_count += 1
             if not self.slots:
                 info_c[k] = {"agent_rew": reward}
+            elif self.signals:
+                s = out.signals
+                info_c[k] = (s.r0, s.e_grid - self.share, s.r2, self._steps[k])
+            self._steps[k] += 1
         if self.slots:
             rew = np.array([rew_c[int(i) // n][int(i) % n] for i in ids], dtype=np.float64)
             trunc = np.array([truncated_c[int(i) // n] for i in ids], dtype=bool)
-            infos = self._empty_infos[: len(ids)].copy()
+            if self.signals:  # raw signals of each slot: objective, grid excess over c/N, backlog growth, position
+                infos = np.empty(len(ids), dtype=object)
+                for r, i in enumerate(ids):
+                    k, j = int(i) // n, int(i) % n
+                    r0, grid, r2, hour = info_c[k]
+                    infos[r] = {"r0": float(r0[j]), "grid": float(grid[j]), "r2": float(r2[j]), "agent": j,
+                                "scenario_copy": k, "hour": hour}
+            else:
+                infos = self._empty_infos[: len(ids)].copy()
         else:
             rew = np.array([rew_c[int(k)].mean() for k in ids], dtype=np.float64)
             trunc = np.array([truncated_c[int(k)] for k in ids], dtype=bool)

@@ -30,8 +30,8 @@ import torch
 
 from baselines.marl.common import (
     ACTOR_KINDS,
+    ALL_BASELINES,
     BACKLOG_COLUMN,
-    BASELINES,
     CHECKPOINT_NAME,
     CONFIG_NAME,
     FEATURE_CLIP,
@@ -53,7 +53,7 @@ from cmarl_env.data import BuildingData, load_dataset
 from tianshou.data import Collector, VectorReplayBuffer
 from tianshou.trainer import OffPolicyTrainerParams, OnPolicyTrainerParams
 
-MODULES = {name: f"baselines.marl.{name}" for name in BASELINES}
+MODULES = {name: f"baselines.marl.{name}" for name in ALL_BASELINES}
 
 
 def build(config: BaselineConfig, env: ScenarioVectorEnv):
@@ -83,6 +83,8 @@ def policy_metadata(config: BaselineConfig, env: ScenarioVectorEnv, actor_kind: 
         },
         "lambda_": config.lambda_,
         "nu": config.nu,
+        "multipliers": "learned during training (lambda_, nu: their initial values)" if config.lagrangian
+        else "fixed (lambda_, nu)",
         "reward_scale": config.reward_scale,
         "dataset": core.data.name,
         "share_kwh": float(core.share),
@@ -201,7 +203,7 @@ def train_baseline(
                 "eval": evaluation,
                 "losses": {k: float(v) for k, v in losses.items()},
                 "train_signals": env.signal_means(),
-            })
+            } | ({"multipliers": algorithm.multipliers()} if config.lagrangian else {}))
             env.reset_signal_sums()
         iterations = counter["iterations"]
         env_steps = iterations * config.steps_per_collect
@@ -209,6 +211,8 @@ def train_baseline(
         final_actor = copy.deepcopy(built.local_actor).cpu().eval()
         eval_final = history[-1]["eval"] if history else evaluate_return(live, config, data=data)
         seconds_per_iteration = train_loop / max(iterations, 1)
+        if config.lagrangian:  # the learned multipliers: recorded, never used by the executed policy
+            metadata["multipliers_final"] = algorithm.multipliers()
         metadata |= {
             "env_steps": env_steps,
             "warmup_steps": warmup,
@@ -250,7 +254,11 @@ def train_baseline(
             "eval_initial": eval_initial,
             "eval_final": eval_final,
         }
-        write_json(run_dir / METRICS_NAME, summary | {"history": history, "evaluation": rollouts})
+        dual = {}
+        if config.lagrangian:
+            summary["multipliers_final"] = metadata["multipliers_final"]
+            dual = {"dual_history": algorithm.dual_history}  # one record per dual-ascent step (= per collect)
+        write_json(run_dir / METRICS_NAME, summary | {"history": history, "evaluation": rollouts} | dual)
         if rollouts is not None:
             summary["evaluation"] = {k: rollouts[k] for k in ("infeasible_fraction", "mean", "best", "grid_limit")}
         env.close()

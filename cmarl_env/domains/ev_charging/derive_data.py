@@ -153,7 +153,7 @@ def derive(wheel: str | Path) -> tuple[dict[str, np.ndarray], dict, str]:
     centi, filled, facts = _prices(text["prices"])
     arrays["price_centi_eur_per_mwh"] = centi
     arrays["price_filled_hours"] = filled
-    arrays["price_first_hour_utc"] = np.array(PRICE_FIRST.isoformat())
+    arrays["price_first_hour_utc"] = np.array([PRICE_FIRST.isoformat()])
     return arrays, facts | {"wheel_sha256": digest}, text["license"]
 
 

@@ -123,7 +123,8 @@ class TrainConfig(ConfigBase):
     ``TianshouBatchedEnv``. ``total_steps`` counts transitions
     of all copies together; an epoch ends with a deterministic evaluation on
     ``eval_episodes`` fixed episodes (Tianshou's test step). ``reward_scale``
-    None means 10 x ``demand_scale``. ``init_backlog_hours`` and ``random_soc``
+    None means 10 x ``demand_scale``. ``buildings`` restricts the copies to those buildings of the dataset
+    (None: all, cycled; the faithful IPPO trains agent i on its own building). ``init_backlog_hours`` and ``random_soc``
     set the exploring starts (see ``TianshouBatchedEnv``); ``mean_bound`` and
     ``min_log_std`` shape the Gaussian actor (see ``ActorNet``);
     ``num_threads`` is torch's CPU thread count during training.
@@ -163,6 +164,7 @@ class TrainConfig(ConfigBase):
     return_scaling: bool = False
     eval_episodes: int = 64
     dataset: str = DEFAULT_DATASET
+    buildings: tuple[int, ...] | None = None
     seed: int = 0
     device: str = "cpu"
     num_threads: int = 1
@@ -222,6 +224,12 @@ class TrainConfig(ConfigBase):
         check_int("eval_episodes", self.eval_episodes, 1, 1_000_000)
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"dataset={self.dataset!r} must be a non-empty dataset name or schema path (str)")
+        if self.buildings is not None:
+            if not isinstance(self.buildings, (tuple, list)) or not self.buildings:
+                raise ValueError(f"buildings={self.buildings!r} must be a non-empty sequence of building indices or None")
+            for b in self.buildings:
+                check_int("buildings[...]", b, 0, 10**6)
+            object.__setattr__(self, "buildings", tuple(int(b) for b in self.buildings))
         check_int("seed", self.seed, 0, 2**32 - 1)
         if self.device != "cpu" and not str(self.device).startswith("cuda"):
             raise ValueError(f"device={self.device!r} is not allowed; choose 'cpu' or 'cuda[:k]'")
@@ -270,6 +278,7 @@ class TrainConfig(ConfigBase):
             episode_length=self.episode_length,
             split="train",
             constraint_fraction=self.constraint_fraction,
+            buildings=self.buildings,
             seed=self.seed,
         )
 

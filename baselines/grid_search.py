@@ -45,18 +45,30 @@ from typing import Any
 
 import numpy as np
 
+from algorithms.execute import FixedMultipliers
 from cmarl_env.config import DEFAULT_DATASET, ConfigBase
 from cmarl_env.evaluation import feasibility
 
 METHODS = ("ippo", "augmented")
-CSV_COLUMNS = ("lambda", "nu", "avg_grid_consumption", "grid_limit", "grid_use_ratio", "backlog_slope_kwh_per_step",
-               "backlog_slope_per_agent", "final_backlog_kwh", "energy_cost", "total_cost", "feasible",
-               "infeasible_reason", "train_seconds", "trial_seconds")
+SHARING = ("per_agent", "per_type")
+CSV_COLUMNS = ("constraint", "lambda", "nu", "avg_grid_consumption", "grid_limit", "grid_use_ratio",
+               "backlog_slope_kwh_per_step", "backlog_slope_per_agent", "final_backlog_kwh", "energy_cost",
+               "total_cost", "feasible", "feasible_fraction", "rollouts", "infeasible_reason", "train_env_steps",
+               "train_seconds", "trial_seconds")
 
 
 @dataclass(frozen=True)
 class GridSearchConfig(ConfigBase):
+    """One grid search. ``train_steps`` counts env steps per learner: per agent with ``sharing="per_agent"``
+    (independent PPO learners, agent i on its own building and demand scale: IPPO proper), per agent type with
+    ``"per_type"`` (one policy shared by the agents of a type, trained on copies that cycle through every
+    building of the dataset: the earlier, cheaper variant). Each point is judged on ``rollouts`` start hours
+    (``cmarl_env.evaluation.rollout_start_hours`` with ``start_jitter`` and the scenario ``seed``) for each of
+    ``train_seeds``, at ``constraint`` and at each of ``extra_constraints``: with fixed multipliers the level
+    only shifts the reward by the constant ``lambda c / N``, so one training per seed serves every level."""
+
     method: str = "ippo"
+    sharing: str = "per_agent"
     lambda_min: float = 0.0
     lambda_max: float = 15.0
     lambda_step: float = 1.0
@@ -66,9 +78,13 @@ class GridSearchConfig(ConfigBase):
     train_steps: int = 200_000
     eval_steps: int = 3000
     start_hour: int = 0
+    rollouts: int = 3
+    start_jitter: int = 168
     constraint: float = 0.27
+    extra_constraints: tuple[float, ...] = ()
     n_agents: int = 7
     seed: int = 0
+    train_seeds: tuple[int, ...] = (0,)
     cpus_per_trial: float = 1.0
     fail_points: tuple[tuple[float, float], ...] = field(default_factory=tuple)
 
@@ -86,10 +102,40 @@ class GridSearchConfig(ConfigBase):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r} must be an integer >= {low}")
-        if not 0.0 < self.constraint <= 1.0:
-            raise ValueError(f"constraint={self.constraint!r} is out of range; allowed: (0, 1]")
+        if self.sharing not in SHARING:
+            raise ValueError(f"sharing={self.sharing!r} is not allowed; choose one of {SHARING}")
+        for name, low in (("rollouts", 1), ("start_jitter", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+        if not isinstance(self.extra_constraints, (tuple, list)):
+            raise ValueError(f"extra_constraints={self.extra_constraints!r} must be a sequence of levels in (0, 1]")
+        object.__setattr__(self, "extra_constraints", tuple(float(c) for c in self.extra_constraints))
+        for c in (self.constraint, *self.extra_constraints):
+            if not 0.0 < c <= 1.0:
+                raise ValueError(f"constraint={c!r} is out of range; allowed: (0, 1]")
+        if len(set(self.levels)) != len(self.levels):
+            raise ValueError(f"constraint levels {self.levels} repeat a level; give each once")
+        if (not isinstance(self.train_seeds, (tuple, list)) or not self.train_seeds
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in self.train_seeds)):
+            raise ValueError(f"train_seeds={self.train_seeds!r} must be a non-empty sequence of integers >= 0")
+        object.__setattr__(self, "train_seeds", tuple(int(v) for v in self.train_seeds))
         if not self.cpus_per_trial > 0:
             raise ValueError(f"cpus_per_trial={self.cpus_per_trial!r} must be > 0")
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        """Every constraint level a point is judged at; the first is the main one (top-level trial metrics)."""
+        return (float(self.constraint), *self.extra_constraints)
+
+    def start_hours(self) -> tuple[int, ...]:
+        from cmarl_env.evaluation import rollout_start_hours
+
+        return rollout_start_hours(self.start_hour, self.rollouts, self.start_jitter, self.seed)
+
+    def learners(self) -> str:
+        """What ``train_steps`` counts per, for the tables."""
+        return "agent" if self.sharing == "per_agent" else "agent type"
 
     def points(self) -> list[tuple[float, float]]:
         lams = _axis(self.lambda_min, self.lambda_max, self.lambda_step)
@@ -107,67 +153,157 @@ def trial_id(lam: float, nu: float) -> str:
 
 
 # ------------------------------------------------------------------ one trial
-def evaluate_point(config: GridSearchConfig, lam: float, nu: float, policies=None, *, data=None):
-    """The trial's roll-out: ``FixedMultipliers(lam, nu)`` through the one roll-out loop on the evaluated hours.
+def evaluate_point(config: GridSearchConfig, lam: float, nu: float, policies=None, *, data=None,
+                   constraint: float | None = None, start_hour: int | None = None):
+    """One roll-out at the point: fixed multipliers through the one roll-out loop on the evaluated hours.
 
-    ``policies=None`` (``augmented``): the shipped state-augmented policies see the fixed multipliers; otherwise
-    (``ippo``) the given per-type policies act on plain observations (``augment=False``).
-    Returns the :class:`cmarl_env.evaluation.Rollout`.
+    ``policies=None`` (``augmented``): the shipped state-augmented policies see the fixed multipliers; a mapping
+    (IPPO per type) or a sequence (IPPO per agent) of policies acts on plain observations. ``constraint`` and
+    ``start_hour`` default to the config's. Returns the :class:`cmarl_env.evaluation.Rollout`.
     """
-    from algorithms.execute import FixedMultipliers
     from cmarl_env.core import DemandResponseCore
     from cmarl_env.data import load_dataset
     from cmarl_env.evaluation import evaluation_config, rollout
 
-    controller = FixedMultipliers(lam, nu, policies, augment=policies is None)
+    constraint = config.constraint if constraint is None else float(constraint)
+    start_hour = config.start_hour if start_hour is None else int(start_hour)
+    controller = fixed_controller(lam, nu, policies)
     data = data if data is not None else load_dataset(DEFAULT_DATASET)
-    env = evaluation_config(n_agents=config.n_agents, constraint=config.constraint, start_hour=config.start_hour,
+    env = evaluation_config(n_agents=config.n_agents, constraint=constraint, start_hour=start_hour,
                             steps=config.eval_steps, n_hours=data.n_steps, dataset=DEFAULT_DATASET, seed=config.seed,
                             augment=controller.augment)
-    return rollout(controller, DemandResponseCore(env, data), config.start_hour, config.eval_steps)
+    return rollout(controller, DemandResponseCore(env, data), start_hour, config.eval_steps)
+
+
+def fixed_controller(lam: float, nu: float, policies=None) -> FixedMultipliers:
+    """The controller of a point: shipped augmented policies (None), per-type IPPO (mapping) or per-agent IPPO
+    (sequence: agent i acts with policy i)."""
+    if policies is None or isinstance(policies, dict):
+        return FixedMultipliers(lam, nu, policies, augment=policies is None)
+    return PerAgentFixedMultipliers(lam, nu, list(policies))
+
+
+class PerAgentFixedMultipliers(FixedMultipliers):
+    """Fixed multipliers with one policy per agent (independent learners) acting on plain observations."""
+
+    def __init__(self, lam: float, nu: float, agent_policies: list):
+        super().__init__(lam, nu, None, augment=False)
+        self.agent_policies = list(agent_policies)
+
+    def reset(self, core) -> None:
+        if len(self.agent_policies) != core.n_agents:
+            raise ValueError(f"{len(self.agent_policies)} per-agent policies for a scenario of {core.n_agents} "
+                             "agents; IPPO per agent needs exactly one policy per agent")
+        self.core = core
+        self.groups = [(np.array([i]), p) for i, p in enumerate(self.agent_policies)]
+
+
+def aggregate_rollouts(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """One point's verdict over its roll-outs (start hours x training seeds): feasible only when every roll-out is
+    (the one rule, per roll-out); numbers are means over the roll-outs. One roll-out is returned as it is."""
+    if not metrics:
+        raise ValueError("aggregate_rollouts needs at least one roll-out")
+    n_ok = sum(bool(m["feasible"]) for m in metrics)
+    if len(metrics) == 1:
+        return dict(metrics[0]) | {"feasible_fraction": float(n_ok), "rollouts": 1}
+    out: dict[str, Any] = {}
+    for key, value in metrics[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(np.mean([m[key] for m in metrics]))
+        elif not isinstance(value, bool):
+            out[key] = value
+    reasons = [m["infeasible_reason"] for m in metrics if not m["feasible"]]
+    out.update(
+        feasible=n_ok == len(metrics), feasible_fraction=n_ok / len(metrics), rollouts=len(metrics),
+        infeasible_reason=(f"{len(reasons)}/{len(metrics)} roll-outs infeasible ({reasons[0]})" if reasons else ""),
+        worst_grid_use_ratio=max(m["grid_use_ratio"] for m in metrics),
+        worst_backlog_slope_per_agent=max(m["backlog_slope_per_agent"] for m in metrics),
+        abs_backlog_rate_kwh_per_step=float(np.mean([abs(m["backlog_slope_kwh_per_step"]) for m in metrics])),
+    )
+    if "n_agents" in metrics[0]:
+        out["n_agents"] = int(metrics[0]["n_agents"])
+    return out
 
 
 def run_trial(config: GridSearchConfig, lam: float, nu: float) -> dict[str, Any]:
-    """Train (IPPO) or take (augmented) the policies at (lam, nu), roll them out, judge the roll-out."""
+    """Train (IPPO, once per training seed) or take (augmented) the policies at (lam, nu), roll them out from every
+    start hour at every constraint level, judge each roll-out with the one rule and aggregate per level."""
     import torch
+
+    from cmarl_env.data import load_dataset
 
     torch.set_num_threads(1)
     if (lam, nu) in {tuple(p) for p in config.fail_points}:
         raise RuntimeError(f"injected failure at (lambda, nu) = ({lam}, {nu})")
     start = time.perf_counter()
-    if config.method == "augmented":
-        policies, train_seconds = None, 0.0
-    else:
-        policies = train_ippo(config, lam, nu)
-        train_seconds = time.perf_counter() - start
-    result = evaluate_point(config, lam, nu, policies)
-    metrics = result.metrics()
+    data = load_dataset(DEFAULT_DATASET)
+    seeds = config.train_seeds if config.method == "ippo" else config.train_seeds[:1]
+    per_level: dict[float, list[dict[str, Any]]] = {c: [] for c in config.levels}
+    train_seconds, env_steps = 0.0, 0
+    for seed in seeds:
+        if config.method == "augmented":
+            policies = None
+        else:
+            t0 = time.perf_counter()
+            policies = train_ippo(config, lam, nu, seed=seed, data=data)
+            train_seconds += time.perf_counter() - t0
+            env_steps += config.train_steps * len(policies)
+        for c in config.levels:
+            for hour in config.start_hours():
+                per_level[c].append(evaluate_point(config, lam, nu, policies, data=data, constraint=c,
+                                                   start_hour=hour).metrics())
+    levels = {f"{c:g}": aggregate_rollouts(ms) for c, ms in per_level.items()}
+    metrics = dict(levels[f"{config.constraint:g}"])
+    metrics.setdefault("abs_backlog_rate_kwh_per_step", abs(metrics["backlog_slope_kwh_per_step"]))
     metrics.update(
         {"lambda": float(lam), "nu": float(nu)},
-        abs_backlog_rate_kwh_per_step=abs(metrics["backlog_slope_kwh_per_step"]),
         method=config.method,
+        sharing=config.sharing if config.method == "ippo" else "",
+        train_env_steps=env_steps,
         train_seconds=train_seconds,
         trial_seconds=time.perf_counter() - start,
+        levels=levels,
     )
     return metrics
 
 
-def train_ippo(config: GridSearchConfig, lam: float, nu: float) -> dict[float, Any]:
-    """One PPO policy per agent type on plain observations and the fixed-penalty reward."""
+def train_ippo(config: GridSearchConfig, lam: float, nu: float, *, seed: int | None = None,
+               data=None) -> dict[float, Any] | list[Any]:
+    """PPO on plain observations and the fixed-penalty reward at (lam, nu), ``config.train_steps`` env steps per
+    learner: one policy per agent on its own building and demand scale (``per_agent``, returned as a list in
+    agent order), or one per agent type on copies cycling through every building (``per_type``, a mapping)."""
     from algorithms.train import TrainConfig, train
     from cmarl_env.config import paper_demand_scales
 
-    policies = {}
+    seed = config.train_seeds[0] if seed is None else int(seed)
+
+    def learn(tmp: str, name: str, scale: float, buildings: tuple[int, ...] | None):
+        train_config = TrainConfig(
+            demand_scale=scale, total_steps=config.train_steps, fixed_multipliers=(lam, nu),
+            constraint_fraction=config.constraint, seed=seed, out_dir=str(Path(tmp) / name), buildings=buildings,
+            num_envs=64, epochs=max(1, min(10, config.train_steps // 20_000)), eval_episodes=8,
+        )
+        return train(train_config, progress=False, data=data).policy.act
+
     with tempfile.TemporaryDirectory(prefix="ippo_") as tmp:
-        for scale in sorted(set(paper_demand_scales(config.n_agents))):
-            train_config = TrainConfig(
-                demand_scale=scale, total_steps=config.train_steps, fixed_multipliers=(lam, nu),
-                constraint_fraction=config.constraint, seed=config.seed, out_dir=str(Path(tmp) / f"scale{scale:g}"),
-                num_envs=64, epochs=max(1, min(10, config.train_steps // 20_000)), eval_episodes=8,
-            )
-            result = train(train_config, progress=False)
-            policies[scale] = result.policy.act
-    return policies
+        if config.sharing == "per_type":
+            return {scale: learn(tmp, f"scale{scale:g}", scale, None)
+                    for scale in sorted(set(paper_demand_scales(config.n_agents)))}
+        layout = scenario_layout(config, data)
+        return [learn(tmp, f"agent{i}", float(scale), (int(building),))
+                for i, (building, scale) in enumerate(zip(layout.building, layout.scale))]
+
+
+def scenario_layout(config: GridSearchConfig, data=None):
+    """The scenario's agents: which building each replays and its demand scale (``cmarl_env.core.AgentLayout``)."""
+    from cmarl_env.core import DemandResponseCore
+    from cmarl_env.data import load_dataset
+    from cmarl_env.evaluation import evaluation_config
+
+    data = data if data is not None else load_dataset(DEFAULT_DATASET)
+    env = evaluation_config(n_agents=config.n_agents, constraint=config.constraint, start_hour=config.start_hour,
+                            steps=config.eval_steps, n_hours=data.n_steps, dataset=DEFAULT_DATASET, seed=config.seed)
+    return DemandResponseCore(env, data).layout
 
 
 # --------------------------------------------------------------- persistence
@@ -221,7 +357,7 @@ def _callback(out: Path):
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if "avg_grid_consumption" in result:
-                _record_result(out, {k: result[k] for k in result if not isinstance(result[k], dict)})
+                _record_result(out, {k: result[k] for k in result if k == "levels" or not isinstance(result[k], dict)})
 
         def on_trial_error(self, iteration, trials, trial, **info):
             lam, nu = trial.config["point"]
@@ -311,6 +447,28 @@ def _check_same_config(config: GridSearchConfig, out: Path) -> None:
     _atomic_json(path, config.to_dict())
 
 
+def level_results(config: GridSearchConfig, results: dict[str, dict], level: float) -> dict[str, dict]:
+    """Each trial's aggregate at one constraint level (the main level's are the trial's top-level metrics)."""
+    key = f"{float(level):g}"
+    out = {}
+    for tid, r in results.items():
+        if float(level) == config.constraint:
+            out[tid] = r
+        elif key in r.get("levels", {}):
+            out[tid] = r["levels"][key] | {"lambda": r["lambda"], "nu": r["nu"]}
+    return out
+
+
+def selected_pair(config: GridSearchConfig, results: dict[str, dict], level: float) -> dict[str, Any] | None:
+    """The fixed-penalty pair a baseline should use at ``level``: feasible in every roll-out, lowest mean cost."""
+    rows = [r for r in level_results(config, results, level).values() if r.get("feasible")]
+    if not rows:
+        return None
+    best = min(rows, key=lambda r: (r["total_cost"], r["lambda"], r["nu"]))
+    return {"lambda": best["lambda"], "nu": best["nu"], "total_cost": best["total_cost"],
+            "grid_use_ratio": best["grid_use_ratio"]}
+
+
 def summarize(config: GridSearchConfig, results: dict[str, dict], out: Path, *, ran: int, wall: float) -> dict[str, Any]:
     ids = [trial_id(*p) for p in config.points()]
     errors = sorted(p.stem for p in (out / "errors").glob("*.json")) if (out / "errors").exists() else []
@@ -319,6 +477,11 @@ def summarize(config: GridSearchConfig, results: dict[str, dict], out: Path, *, 
     limits = [results[i]["grid_limit"] for i in ids if i in results]
     return {
         "method": config.method,
+        "sharing": config.sharing if config.method == "ippo" else "",
+        "train_steps_per_learner": config.train_steps if config.method == "ippo" else 0,
+        "learner": config.learners(),
+        "start_hours": list(config.start_hours()),
+        "train_seeds": list(config.train_seeds),
         "grid_limit": limits[0] if limits else None,
         "points": len(ids),
         "finished": sum(i in results for i in ids),
@@ -328,6 +491,7 @@ def summarize(config: GridSearchConfig, results: dict[str, dict], out: Path, *, 
         "mean_trial_seconds": float(np.mean(trial_seconds)) if trial_seconds else None,
         "trials_per_hour_per_cpu": 3600.0 / float(np.mean(trial_seconds)) if trial_seconds else None,
         "feasible_pairs": feasible,
+        "selected": {f"{c:g}": selected_pair(config, results, c) for c in config.levels},
     }
 
 
@@ -343,32 +507,58 @@ def grid_arrays(config: GridSearchConfig, results: dict[str, dict]) -> dict[str,
             r = results.get(trial_id(lam, nu))
             if r is not None:
                 grid[a, b] = r["grid_use_ratio"]
-                rate[a, b] = r["abs_backlog_rate_kwh_per_step"]
+                rate[a, b] = r.get("abs_backlog_rate_kwh_per_step", abs(r["backlog_slope_kwh_per_step"]))
     return {"lambda": np.array(lams), "nu": np.array(nus), "grid_ratio": grid, "backlog_rate": rate}
+
+
+def _budget(config: GridSearchConfig) -> str:
+    hours = ", ".join(str(h) for h in config.start_hours())
+    judged = (f"judged on {config.rollouts} roll-out(s) of {config.eval_steps} h from hours {hours}"
+              + (f" x {len(config.train_seeds)} training seeds {list(config.train_seeds)}" if config.method == "ippo"
+                 else ""))
+    if config.method != "ippo":
+        return f"shipped state-augmented policies held at each point; {judged}"
+    sharing = ("independent PPO per agent, each on its own building and demand scale" if config.sharing == "per_agent"
+               else "one PPO per agent type shared by its agents, on copies cycling through every building")
+    return f"{sharing}; {config.train_steps:,} env steps per {config.learners()} and seed; {judged}"
 
 
 def write_outputs(config: GridSearchConfig, results: dict[str, dict], out: Path, summary: dict[str, Any]) -> None:
     ids = [trial_id(*p) for p in config.points()]
-    rows = [results[i] for i in ids if i in results]
     with open(out / "grid.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)
-        writer.writerows([r.get(c, "") for c in CSV_COLUMNS] for r in rows)
-    table = ["| lambda | nu | avg grid / limit | backlog slope [kWh/step/agent] | total cost |", "|---|---|---|---|---|"]
-    table += [f"| {r['lambda']:g} | {r['nu']:g} | {r['grid_use_ratio']:.3f} | {r['backlog_slope_per_agent']:+.5f} "
-              f"| {r['total_cost']:.1f} |" for r in rows if r["feasible"]]
-    limits = sorted({round(r["grid_limit"], 9) for r in rows})
-    rule = (f"feasible (cmarl_env.evaluation.judge): average grid use <= {1 + feasibility.GRID_TOLERANCE:g} x the grid "
-            f"limit and backlog slope <= {feasibility.BACKLOG_SLOPE_LIMIT:g} kWh/step/agent; grid limit "
-            + (", ".join(f"{v:.4f}" for v in limits) or "n/a") + f" kWh/step (c = {config.constraint:g} x the peak "
-            f"over hours [{config.start_hour}, {config.start_hour + config.eval_steps}))")
-    (out / "table1.md").write_text(f"Fixed multipliers that satisfy both constraints ({config.method}, "
-                                   f"{len(table) - 2} of {len(ids)} points)\n\n{rule}\n\n" + "\n".join(table) + "\n")
+        for c in config.levels:
+            at = level_results(config, results, c)
+            writer.writerows([({"constraint": c} | at[i]).get(col, "") for col in CSV_COLUMNS] for i in ids if i in at)
+    sections = []
+    for c in config.levels:
+        at = level_results(config, results, c)
+        rows = [at[i] for i in ids if i in at]
+        feasible = [r for r in rows if r["feasible"]]
+        limits = sorted({round(r["grid_limit"], 4) for r in rows})
+        rule = (f"feasible (cmarl_env.evaluation.judge, every roll-out): average grid use <= "
+                f"{1 + feasibility.GRID_TOLERANCE:g} x the grid limit and backlog slope <= "
+                f"{feasibility.BACKLOG_SLOPE_LIMIT:g} kWh/step/agent; grid limit c x the peak over each roll-out's "
+                f"hours (" + (", ".join(f"{v:.4f}" for v in limits) or "n/a") + " kWh/step)")
+        sel = summary["selected"].get(f"{c:g}")
+        chosen = (f"Selected pair (feasible, lowest mean cost): **({sel['lambda']:g}, {sel['nu']:g})**, cost "
+                  f"{sel['total_cost']:.1f}" if sel else "Selected pair: none (no point is feasible in every roll-out)")
+        table = ["| lambda | nu | avg grid / limit | backlog slope [kWh/step/agent] | total cost | feasible roll-outs |",
+                 "|---|---|---|---|---|---|"]
+        table += [f"| {r['lambda']:g} | {r['nu']:g} | {r['grid_use_ratio']:.3f} | {r['backlog_slope_per_agent']:+.5f} "
+                  f"| {r['total_cost']:.1f} | {r.get('feasible_fraction', 1.0):.0%} |"
+                  for r in sorted(feasible, key=lambda r: r["total_cost"])]
+        sections.append(f"## c = {c:g}: {len(feasible)} of {len(ids)} points feasible\n\n{rule}\n\n{chosen}\n\n"
+                        + "\n".join(table) + "\n")
+        suffix = "" if c == config.constraint else f"_c{c:g}"
+        plot_heatmaps(config, at, out / f"figure_A1_{config.method}{suffix}.png", level=c)
+    (out / "table1.md").write_text(f"Fixed multipliers that satisfy both constraints ({config.method}; "
+                                   f"{_budget(config)})\n\n" + "\n".join(sections))
     _atomic_json(out / "summary.json", summary)
-    plot_heatmaps(config, results, out / f"figure_A1_{config.method}.png")
 
 
-def plot_heatmaps(config: GridSearchConfig, results: dict[str, dict], path: Path) -> None:
+def plot_heatmaps(config: GridSearchConfig, results: dict[str, dict], path: Path, level: float | None = None) -> None:
     """Figure A.1: (a) mean grid consumption / limit, (b) |rate of change of backlog|; blank = no result."""
     import matplotlib
 
@@ -390,7 +580,9 @@ def plot_heatmaps(config: GridSearchConfig, results: dict[str, dict], path: Path
         if r.get("feasible"):
             for ax in axes:
                 ax.plot(r["nu"], r["lambda"], marker="s", mfc="none", mec="red", ms=9)
-    fig.suptitle(f"Fixed-penalty grid ({config.method}); red squares satisfy both constraints")
+    level = config.constraint if level is None else level
+    fig.suptitle(f"Fixed-penalty grid ({config.method}, c = {level:g}); red squares satisfy both constraints "
+                 "in every roll-out")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     fig.savefig(path.with_suffix(".pdf"))

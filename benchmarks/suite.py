@@ -297,16 +297,11 @@ class Suite:
 
 # --------------------------------------------------------------------------- start hours
 def start_hours(scenario: ScenarioSpec, rollouts: int) -> tuple[int, ...]:
-    """Roll-out 0 at ``start_hour``; roll-out k >= 1 at ``start_hour + u``, ``u ~ U{0..start_jitter}`` from
-    rng([scenario.seed, k]): the same hours for every method and every training seed."""
-    import numpy as np
+    """The scenario's roll-out start hours (``cmarl_env.evaluation.rollout_start_hours`` with its start hour, jitter
+    and seed): the same hours for every method and every training seed."""
+    from cmarl_env.evaluation import rollout_start_hours
 
-    hours = [scenario.start_hour]
-    for k in range(1, rollouts):
-        u = (int(np.random.default_rng([scenario.seed, k]).integers(0, scenario.start_jitter + 1))
-             if scenario.start_jitter else 0)
-        hours.append(scenario.start_hour + u)
-    return tuple(hours)
+    return rollout_start_hours(scenario.start_hour, rollouts, scenario.start_jitter, scenario.seed)
 
 
 # --------------------------------------------------------------------------- parsing

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from baselines.grid_search import GridSearchConfig, evaluate_point, finished_results, run_grid_search, trial_id
@@ -14,7 +15,7 @@ from cmarl_env.core import DemandResponseCore
 from cmarl_env.evaluation import evaluation_config, judge
 
 SMALL = dict(method="augmented", lambda_min=0.0, lambda_max=10.0, lambda_step=10.0, nu_min=-10.0, nu_max=0.0,
-             nu_step=10.0, eval_steps=96, constraint=0.4)  # at 0.4 x the 96-hour peak some points are feasible
+             nu_step=10.0, eval_steps=96, constraint=0.4, rollouts=1)  # at 0.4 x the 96-hour peak some are feasible
 
 
 def test_points_and_validation():
@@ -55,7 +56,7 @@ def test_reduced_grid_with_a_failing_trial(tmp_path, dataset):
     assert table.startswith("Fixed multipliers") and "cmarl_env.evaluation.judge" in table
     assert sum(line.startswith("| ") and not line.startswith("| lambda") for line in table.splitlines()) == len(feasible)
     rows = (tmp_path / "grid" / "grid.csv").read_text().splitlines()
-    assert rows[0].split(",")[:4] == ["lambda", "nu", "avg_grid_consumption", "grid_limit"] and len(rows) == 4
+    assert rows[0].split(",")[:5] == ["constraint", "lambda", "nu", "avg_grid_consumption", "grid_limit"] and len(rows) == 4
     assert "feasible" in rows[0] and "infeasible_reason" in rows[0]
     assert (tmp_path / "grid" / "figure_A1_augmented.png").stat().st_size > 0
     # Figure A.1 (benchmarks.figures) marks exactly the trials the rule found feasible
@@ -156,15 +157,75 @@ def test_a_second_search_on_the_same_folder_is_refused(tmp_path):
         run_grid_search(GridSearchConfig(**(SMALL | {"eval_steps": 100, "start_hour": 8700})), tmp_path / "late")
 
 
+def test_points_are_judged_on_every_rollout_and_level(tmp_path, dataset):
+    """Several start hours and a second constraint level: a point is feasible only if every roll-out is, the
+    selected pair is the cheapest such point, and each level gets its table section and its Figure A.1."""
+    from baselines.grid_search import level_results
+
+    config = GridSearchConfig(**(SMALL | {"rollouts": 3, "start_jitter": 48, "extra_constraints": (0.3,)}))
+    assert len(set(config.start_hours())) > 1
+    summary = run_grid_search(config, tmp_path / "grid", max_concurrent=2, progress=False)
+    results = finished_results(tmp_path / "grid")
+    assert summary["finished"] == 4
+    for c in config.levels:
+        at = level_results(config, results, c)
+        assert len(at) == 4
+        for (lam, nu), r in ((tuple(p), at[trial_id(*p)]) for p in config.points()):
+            singles = [evaluate_point(config, lam, nu, data=dataset, constraint=c, start_hour=h).metrics()
+                       for h in config.start_hours()]
+            assert r["feasible"] == all(m["feasible"] for m in singles)
+            assert r["feasible_fraction"] == pytest.approx(np.mean([m["feasible"] for m in singles]))
+            assert r["total_cost"] == pytest.approx(np.mean([m["total_cost"] for m in singles]))
+        feasible = [r for r in at.values() if r["feasible"]]
+        sel = summary["selected"][f"{c:g}"]
+        if feasible:
+            best = min(feasible, key=lambda r: r["total_cost"])
+            assert (sel["lambda"], sel["nu"]) == (best["lambda"], best["nu"])
+        else:
+            assert sel is None
+    table = (tmp_path / "grid" / "table1.md").read_text()
+    assert "## c = 0.4" in table and "## c = 0.3" in table and "3 roll-out(s) of 96 h" in table
+    assert (tmp_path / "grid" / "figure_A1_augmented_c0.3.png").stat().st_size > 0
+    # the stricter level has no more feasible points than the looser one
+    assert sum(r["feasible"] for r in level_results(config, results, 0.3).values()) <= \
+        sum(r["feasible"] for r in level_results(config, results, 0.4).values())
+
+
+def test_ippo_per_agent_learners_follow_the_scenario_layout(dataset):
+    """Per-agent IPPO trains agent i on its own building and demand scale; its controller acts agent by agent."""
+    from baselines.grid_search import PerAgentFixedMultipliers, scenario_layout
+
+    config = GridSearchConfig(method="ippo", eval_steps=24, rollouts=1)
+    layout = scenario_layout(config, dataset)
+    assert len(layout.building) == 7 and sorted(set(layout.scale.tolist())) == [1.0, 2.0]
+    # policy i always answers (i / 10, 1): the roll-out's first actions show who acted for whom
+    policies = [lambda obs, i=i: np.tile([i / 10, 1.0], (len(obs), 1)) for i in range(7)]
+    controller = PerAgentFixedMultipliers(1.0, -1.0, policies)
+    from cmarl_env.core import DemandResponseCore
+    core = DemandResponseCore(evaluation_config(n_agents=7, constraint=0.3, start_hour=0, steps=24,
+                                                n_hours=dataset.n_steps), dataset)
+    controller.reset(core)
+    seen = controller.act(np.zeros((7, 7), dtype=np.float32))
+    assert np.allclose(seen[:, 0], np.arange(7) / 10)
+    with pytest.raises(ValueError, match="6 per-agent policies for a scenario of 7 agents"):
+        PerAgentFixedMultipliers(1.0, -1.0, policies[:6]).reset(core)
+    with pytest.raises(ValueError, match="sharing='shared' is not allowed"):
+        GridSearchConfig(sharing="shared")
+    with pytest.raises(ValueError, match="train_seeds"):
+        GridSearchConfig(train_seeds=())
+
+
 @pytest.mark.slow
-def test_reduced_ippo_grid(tmp_path):
-    """IPPO proper: a PPO policy per agent type trained at each point (short budget), then rolled out."""
+@pytest.mark.parametrize("sharing", ["per_agent", "per_type"])
+def test_reduced_ippo_grid(tmp_path, sharing):
+    """IPPO proper: PPO learners trained at each point (short budget), then rolled out."""
     config = GridSearchConfig(method="ippo", lambda_min=0.0, lambda_max=8.0, lambda_step=8.0, nu_min=-8.0, nu_max=-8.0,
-                              train_steps=2000, eval_steps=48)
+                              train_steps=2000, eval_steps=48, rollouts=1, sharing=sharing)
     summary = run_grid_search(config, tmp_path / "ippo", max_concurrent=2, progress=False)
     assert summary["finished"] == 2 and not summary["failed"]
     for r in finished_results(tmp_path / "ippo").values():
-        assert r["method"] == "ippo" and r["train_seconds"] > 0 and r["steps"] == 48
+        assert r["method"] == "ippo" and r["train_seconds"] > 0 and r["steps"] == 48 and r["sharing"] == sharing
+        assert r["train_env_steps"] == 2000 * (7 if sharing == "per_agent" else 2)
         assert r["controller"] == f"fixed({r['lambda']:g}, {r['nu']:g})" and r["grid_limit"] > 0
         v = judge(r["avg_grid_consumption"], r["grid_limit"], r["backlog_slope_kwh_per_step"], 7)
         assert r["feasible"] == v.feasible and r["infeasible_reason"] == v.reason

@@ -17,9 +17,9 @@ from cmarl_env.evaluation.feasibility import (
     terminal_backlog_value,
 )
 from cmarl_env.evaluation.rollout import Rollout, rollout
-from cmarl_env.evaluation.window import evaluation_config
+from cmarl_env.evaluation.window import evaluation_config, rollout_start_hours
 
 __all__ = [
     "BACKLOG_SLOPE_LIMIT", "GRID_TOLERANCE", "Controller", "GridOnly", "RandomController", "Rollout", "ServeAll",
-    "Verdict", "backlog_slope", "evaluation_config", "is_binding", "judge", "rollout", "terminal_backlog_value",
+    "Verdict", "backlog_slope", "evaluation_config", "is_binding", "judge", "rollout", "rollout_start_hours", "terminal_backlog_value",
 ]

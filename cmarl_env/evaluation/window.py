@@ -36,3 +36,18 @@ def evaluation_config(*, n_agents: int, constraint: float, start_hour: int, step
                      graph_params=dict(graph_params or {}), constraint_fraction=constraint, episode_length=steps,
                      window=(start_hour, end), start_hour=start_hour, augment=augment,
                      lambda_range=tuple(lambda_range), nu_range=tuple(nu_range), seed=seed)
+
+
+def rollout_start_hours(start_hour: int, rollouts: int, jitter: int, seed: int) -> tuple[int, ...]:
+    """Where an evaluation's roll-outs start: the first at ``start_hour``, roll-out k >= 1 at ``start_hour + u``
+    with ``u ~ U{0..jitter}`` from ``rng([seed, k])``. The seed is the scenario's, never a training seed, so every
+    method and every training seed is judged on the same hours."""
+    import numpy as np
+
+    check_int("rollouts", rollouts, 1, 10**6)
+    check_int("jitter", jitter, 0, 10**7)
+    hours = [int(start_hour)]
+    for k in range(1, rollouts):
+        u = int(np.random.default_rng([seed, k]).integers(0, jitter + 1)) if jitter else 0
+        hours.append(int(start_hour) + u)
+    return tuple(hours)

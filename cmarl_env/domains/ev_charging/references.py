@@ -1,0 +1,164 @@
+"""Reference controllers of the EV domain: uncontrolled, least-laxity-first under the limit, clairvoyant LP.
+
+All three implement the controller protocol (``reset(core)``, ``act(obs)``) and
+run through :func:`cmarl_env.domains.ev_charging.rollout.ev_rollout`.
+
+* :class:`Uncontrolled`: every port at full power (a = 1): a car charges at
+  min(charger, car) from its arrival until it has its energy. Its peak is the
+  ``P`` of the limit ``c * P``.
+* :class:`LeastLaxityFirst`: centralised, pooled over all sites. Each hour it
+  ranks the connected cars by laxity ``(departure - t) - remaining / power``
+  and gives full power in that order until the hour's limit is used; what is
+  left of the limit is offered to the empty ports (a car may arrive during the
+  hour) at a fraction small enough that the limit holds even if all of them get
+  a car for the whole hour. Its load never exceeds the limit.
+* :class:`ClairvoyantLP`: knows every car of the episode in advance
+  (``core.episode_sessions()``) and solves one linear program with HiGHS
+  (``scipy.optimize.linprog(method="highs")``)::
+
+      min  sum_t p_t sum_s x[s,t] + v sum_s u[s]
+      s.t. sum_t x[s,t] + u[s] = requested[s]              every car s
+           0 <= x[s,t] <= power[s] * f[s,t]                 f = connected fraction of hour t
+           sum_s x[s,t] <= L_t                              every hour (omitted with limit=None)
+           u[s] >= 0                                        unmet (or pending at the end) energy
+
+  with v the horizon's highest price (at least 0), the value the roll-out puts
+  on unmet and pending energy. The program has exactly the environment's
+  feasible schedules (the environment's per-port actions reach every x in the
+  box), so its optimum is a lower bound on the total cost of every controller
+  whose load respects the limit in every hour, and with ``limit=None`` on
+  every controller at all. Replayed as actions ``x / (power f)`` it attains
+  its optimum in the environment (up to the solver's tolerance).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import linprog
+
+from cmarl_env.evaluation.controller import Controller
+
+# tie-break on unmet energy (EUR/kWh): among equal-cost schedules the LP prefers to deliver
+_UNMET_EPS = 1e-7
+
+
+class Uncontrolled(Controller):
+    """Full power on arrival (a = 1 at every port)."""
+
+    name = "uncontrolled"
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.ones((self.core.n_agents, self.core.ports))
+
+
+class LeastLaxityFirst(Controller):
+    """Pooled least-laxity-first under the hour's limit (see the module docstring)."""
+
+    name = "llf"
+
+    def reset(self, core) -> None:
+        super().reset(core)
+        self.t = 0
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        core, s, t = self.core, self.core.state, self.t
+        limit = core.limit_at(t)
+        a = np.zeros(core.n_ports)
+        here = np.flatnonzero((s.arr <= t) & (s.dep > t) & (s.rem > 0))
+        if here.size:
+            frac = np.minimum(s.dep[here], t + 1.0) - t
+            need = np.minimum(s.rem[here], s.pmax[here] * frac)
+            laxity = (s.dep[here] - t) - s.rem[here] / s.pmax[here]
+            order = np.argsort(laxity, kind="stable")
+            need_sorted = need[order]
+            before = np.cumsum(need_sorted) - need_sorted
+            give = np.clip(limit - before, 0.0, need_sorted)
+            cap = (s.pmax[here] * frac)[order]
+            a[here[order]] = np.divide(give, cap, out=np.zeros_like(give), where=cap > 0)
+            used = float(give.sum())
+        else:
+            used = 0.0
+        empty = np.flatnonzero(~((s.arr <= t) & (s.dep > t)))
+        left = limit - used
+        if empty.size and left > 0:
+            a[empty] = min(1.0, left / (core.config.charger_kw * empty.size))
+        self.t += 1
+        return np.clip(a, 0.0, 1.0).reshape(core.n_agents, core.ports)
+
+
+@dataclass
+class LPSolution:
+    objective: float          # the LP optimum (energy cost + v * unmet) [EUR]
+    energy_cost: float
+    unmet_kwh: float
+    schedule: np.ndarray      # (T, n_ports) energy per port and hour [kWh]
+    n_sessions: int
+    n_variables: int
+    solve_time_s: float
+    status: str
+
+
+def solve_lp(core, limit: bool = True) -> LPSolution:
+    """The clairvoyant LP on the current episode of ``core`` (its cars, prices and hourly limits)."""
+    steps = core.steps
+    sess = core.episode_sessions()
+    prices = core.prices(steps)
+    value = max(float(prices.max()), 0.0)
+    first = np.floor(sess.arrival).astype(np.int64)
+    last = np.minimum(np.ceil(sess.departure).astype(np.int64), steps)  # exclusive
+    count = np.maximum(last - first, 0)
+    sid = np.repeat(np.arange(sess.size), count)
+    offsets = np.arange(sid.size) - np.repeat(np.cumsum(count) - count, count)
+    hour = first[sid] + offsets
+    frac = np.clip(np.minimum(sess.departure[sid], hour + 1.0) - np.maximum(sess.arrival[sid], hour), 0.0, 1.0)
+    upper = sess.power[sid] * frac
+    nx, ns = sid.size, sess.size
+    cost = np.concatenate([prices[hour], np.full(ns, value + _UNMET_EPS)])
+    a_eq = sp.hstack([sp.csr_matrix((np.ones(nx), (sid, np.arange(nx))), shape=(ns, nx)),
+                      sp.identity(ns, format="csr")]).tocsr()
+    bounds = np.concatenate([np.stack([np.zeros(nx), upper], 1), np.stack([np.zeros(ns), np.full(ns, np.inf)], 1)])
+    kwargs = {}
+    if limit:
+        a_ub = sp.hstack([sp.csr_matrix((np.ones(nx), (hour, np.arange(nx))), shape=(steps, nx)),
+                          sp.csr_matrix((steps, ns))]).tocsr()
+        kwargs = {"A_ub": a_ub, "b_ub": core.limits(steps)}
+    t0 = time.perf_counter()
+    res = linprog(cost, A_eq=a_eq, b_eq=sess.requested, bounds=bounds, method="highs", **kwargs)
+    wall = time.perf_counter() - t0
+    if res.status != 0:
+        raise RuntimeError(f"clairvoyant LP: {res.message}")
+    x, u = res.x[:nx], res.x[nx:]
+    x = np.clip(x, 0.0, upper)
+    schedule = np.zeros((steps, core.n_ports))
+    np.add.at(schedule, (hour, sess.port[sid]), x)
+    return LPSolution(float(prices[hour] @ x + value * u.sum()), float(prices[hour] @ x), float(u.sum()),
+                      schedule, ns, nx + ns, wall, "optimal")
+
+
+class ClairvoyantLP(Controller):
+    """Replays the clairvoyant LP's schedule as port actions (``limit=False``: the LP without the hourly cap)."""
+
+    def __init__(self, limit: bool = True):
+        self.limit = bool(limit)
+        self.name = "lp" if self.limit else "lp_unlimited"
+
+    def reset(self, core) -> None:
+        super().reset(core)
+        self.solution = solve_lp(core, self.limit)
+        self.t = 0
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        core, s, t = self.core, self.core.state, self.t
+        cap = s.pmax * np.clip(np.minimum(s.dep, t + 1.0) - np.maximum(s.arr, float(t)), 0.0, 1.0)
+        want = self.solution.schedule[t]
+        a = np.divide(want, cap, out=np.zeros_like(want), where=cap > 1e-12)
+        self.t += 1
+        return np.clip(a, 0.0, 1.0).reshape(core.n_agents, core.ports)
+
+    def summary(self) -> dict:
+        sol = self.solution
+        return {"lp_objective": sol.objective, "lp_solve_time_s": sol.solve_time_s, "lp_variables": sol.n_variables}

@@ -74,8 +74,7 @@ def compact_markdown(rows: Sequence[dict[str, Any]]) -> str:
                 cells.append("-")
                 continue
             use = f(x["grid_use_ratio"], ".3f")
-            use = f"**{use}**" if x["infeasible"] == 0 else (use if x["infeasible"] == 1 else
-                                                              f"{use} ({100 * x['infeasible']:.0f} % inf.)")
+            use = f"**{use}**" if x["infeasible"] == 0 else f"{use} ({100 * x['infeasible']:.0f} % inf.)"
             cells.append(f"{use}, {f(x['max_agent_backlog_kwh'], '.0f')}, {f(x['cost_vs_fault_free'], '.3f')}, "
                          f"{f(x['consensus_error'], '.3f')}")
         lv = "-" if field is None else (("exact" if field == "quantize_bits" else "never")

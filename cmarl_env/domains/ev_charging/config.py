@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
-
 from cmarl_env.config import MAX_AGENTS, ConfigBase, FieldTypeError, check_int, check_range, check_real
 
 SITE_TYPES = ("private", "public", "workplace")
@@ -49,7 +47,7 @@ class EVConfig(ConfigBase):
     site_types: tuple[str, ...] = ("public", "workplace", "private")
     charger_kw: float = 11.0
     daily_use: float = 0.9
-    constraint_fraction: float = 0.6
+    constraint_fraction: float = 0.5
     limit: str = "peak"
     limit_profile: tuple[float, ...] | None = None
     episode_length: int = 168
@@ -126,9 +124,6 @@ class EVConfig(ConfigBase):
         if self.limit == "peak":
             return (1.0,) * 24
         return tuple(float(v) for v in (self.limit_profile or DEFAULT_HOURLY_PROFILE))
-
-    def to_dict(self) -> dict[str, Any]:
-        return super().to_dict()
 
 
 def check_day_fits(start_day: int | None, hours: int, window: tuple[int, int]) -> None:

@@ -112,7 +112,8 @@ class PortState:
         self.rem = d.requested.copy()
         self.delivered = np.zeros(n_ports)
         self.draws: list[tuple[np.ndarray, Draw]] = [(ports, d)] if record else []
-        self.finished: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (ports, delivered, unmet) at departure
+        # (ports, requested, delivered, unmet) of the cars that left, when recording
+        self.finished: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
     def charge(self, a: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Hour t with port actions ``a`` (flat, in [0, 1]): energy per port, unmet per port, departing mask."""
@@ -135,7 +136,7 @@ class PortState:
         if ports.size == 0:
             return
         if self.record:
-            self.finished.append((ports, self.delivered[ports].copy(), self.rem[ports].copy()))
+            self.finished.append((ports, self.req[ports].copy(), self.delivered[ports].copy(), self.rem[ports].copy()))
         earliest = np.floor(self.dep[ports] / 24.0).astype(np.int64) + 1
         d = self.sampler.draw(self.rng, ports, earliest, self.first_day)
         self.arr[ports], self.dep[ports], self.req[ports], self.pmax[ports] = d.arrival, d.departure, d.requested, d.power
@@ -295,7 +296,7 @@ class EVChargingCore:
         t, s, n, k = self.t, self.state, self.n_agents, self.ports
         obs = np.empty((n, self.obs_dim), dtype=np.float32)
         hour = t % 24
-        price = self._price[min(24 * self.start_day + t, self._price.size - 1)]
+        price = self._price[24 * self.start_day + min(t, self.steps - 1)]  # the final observation repeats the last price
         obs[:, 0] = price / self.price_norm
         obs[:, 1] = np.sin(2 * np.pi * hour / 24)
         obs[:, 2] = np.cos(2 * np.pi * hour / 24)

@@ -162,3 +162,56 @@ class ClairvoyantLP(Controller):
     def summary(self) -> dict:
         sol = self.solution
         return {"lp_objective": sol.objective, "lp_solve_time_s": sol.solve_time_s, "lp_variables": sol.n_variables}
+
+
+def min_peak_fraction(core) -> float:
+    """The LP feasibility frontier: the smallest c for which every car leaving inside the episode can get all its
+    energy under the cap ``c * P * profile`` (energy still owed at the end may wait). Solved as one LP (HiGHS)."""
+    steps = core.steps
+    sess = core.episode_sessions()
+    first = np.floor(sess.arrival).astype(np.int64)
+    last = np.minimum(np.ceil(sess.departure).astype(np.int64), steps)
+    count = np.maximum(last - first, 0)
+    sid = np.repeat(np.arange(sess.size), count)
+    hour = first[sid] + np.arange(sid.size) - np.repeat(np.cumsum(count) - count, count)
+    frac = np.clip(np.minimum(sess.departure[sid], hour + 1.0) - np.maximum(sess.arrival[sid], hour), 0.0, 1.0)
+    upper = sess.power[sid] * frac
+    nx, ns = sid.size, sess.size
+    profile = core.profile[np.arange(steps) % 24] * core.peak_uncontrolled
+    cost = np.concatenate([np.zeros(nx + ns), [1.0]])
+    a_eq = sp.hstack([sp.csr_matrix((np.ones(nx), (sid, np.arange(nx))), shape=(ns, nx)),
+                      sp.identity(ns, format="csr"), sp.csr_matrix((ns, 1))]).tocsr()
+    a_ub = sp.hstack([sp.csr_matrix((np.ones(nx), (hour, np.arange(nx))), shape=(steps, nx)),
+                      sp.csr_matrix((steps, ns)), sp.csr_matrix(-profile[:, None])]).tocsr()
+    stays = sess.departure > steps  # may leave energy pending at the end
+    u_hi = np.where(stays, np.inf, 0.0)
+    bounds = np.concatenate([np.stack([np.zeros(nx), upper], 1), np.stack([np.zeros(ns), u_hi], 1), [[0.0, np.inf]]])
+    res = linprog(cost, A_ub=a_ub, b_ub=np.zeros(steps), A_eq=a_eq, b_eq=sess.requested, bounds=bounds, method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"frontier LP: {res.message}")
+    return float(res.x[-1])
+
+
+def uncontrolled_threshold(core, tolerance: float | None = None) -> float:
+    """The largest c at which uncontrolled charging of the current episode breaks the global rule
+    (average hourly overload above ``tolerance`` of the average limit); bisection on its load profile."""
+    from cmarl_env.domains.ev_charging.rollout import GRID_TOLERANCE
+
+    tol = GRID_TOLERANCE if tolerance is None else tolerance
+    load = core.uncontrolled_load(core.episode_key, core.start_day, core.steps)
+    shape = core.profile[np.arange(core.steps) % 24] * core.peak_uncontrolled
+
+    def ratio(c: float) -> float:
+        return float(np.maximum(load - c * shape, 0.0).mean() / (c * shape).mean())
+
+    lo, hi = 1e-6, 1.0 / float(core.profile.min())
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if ratio(mid) > tol else (lo, mid)
+    return hi
+
+
+def binding_range(core) -> tuple[float, float]:
+    """(frontier, uncontrolled threshold) of the current episode: c binds strictly between them
+    (some controller can meet it, uncontrolled charging does not)."""
+    return min_peak_fraction(core), uncontrolled_threshold(core)

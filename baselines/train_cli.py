@@ -1,8 +1,14 @@
-"""``cmarl train-baseline NAME``: train a MAPPO / MADDPG / MASAC / ISAC baseline with fixed penalties.
+"""``cmarl train-baseline NAME``: train a MARL baseline: MAPPO / MADDPG / MASAC / ISAC with fixed penalties, or
+MAPPO-L / networked PD (``mappo_lagrangian``, ``networked_pd``) with multipliers learned during training.
 
-Example::
+Examples::
 
-    cmarl train-baseline mappo --steps 100000 --agents 7 --lambda 8 --nu -8 --seed 0 --out runs/mappo --eval-start-hours 0
+    cmarl train-baseline mappo --steps 100000 --agents 7 --lambda 6 --nu -11 --seed 0 --out runs/mappo --eval-start-hours 0
+    cmarl train-baseline mappo_lagrangian --steps 100000 --constraint 0.20 --out runs/mappo_l
+    cmarl train-baseline networked_pd --steps 100000 --constraint 0.20 --graph two_clusters --out runs/npd
+
+For the fixed-penalty baselines ``--lambda``/``--nu`` are the fixed pair (default 8, -8); for the learned-multiplier
+ones they are the initial multipliers (default 0, 0; ``--nu`` <= 0, the demand multiplier starting at ``-nu``).
 
 The run folder receives ``config.json``, ``policy.pt``, ``metrics.json`` and
 ``versions.json`` (see ``baselines.marl.training``); Tianshou's trainer shows
@@ -19,7 +25,8 @@ import argparse
 import json
 from pathlib import Path
 
-from baselines.marl_names import BASELINES as BASELINE_NAMES
+from baselines.marl_names import ALL_BASELINES as BASELINE_NAMES
+from baselines.marl_names import LAGRANGIAN_BASELINES
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -38,8 +45,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=100_000,
                         help="training env steps (hours of one scenario copy, all agents acting; default 100000)")
     parser.add_argument("--agents", type=int, default=7, help="number of agents N (default 7, the paper scenario)")
-    parser.add_argument("--lambda", dest="lambda_", metavar="LAMBDA", type=float, default=8.0, help="fixed global penalty lambda (default 8)")
-    parser.add_argument("--nu", type=float, default=-8.0, help="fixed local penalty nu (default -8)")
+    parser.add_argument("--lambda", dest="lambda_", metavar="LAMBDA", type=float, default=None,
+                        help="fixed global penalty lambda (default 8); learned-multiplier baselines: its initial value "
+                             "(default 0)")
+    parser.add_argument("--nu", type=float, default=None,
+                        help="fixed local penalty nu (default -8); learned-multiplier baselines: minus the initial "
+                             "demand multiplier (default 0)")
+    parser.add_argument("--constraint", type=float, default=0.27,
+                        help="constraint level c of the training scenario (fraction of the peak; default 0.27)")
+    parser.add_argument("--dual-lr-grid", type=float, default=2.0,
+                        help="learned-multiplier baselines: dual step per kWh of mean grid excess (default 2)")
+    parser.add_argument("--dual-lr-demand", type=float, default=20.0,
+                        help="learned-multiplier baselines: dual step per kWh of mean backlog growth (default 20)")
+    parser.add_argument("--graph", default="two_clusters",
+                        help="networked_pd: the communication graph (default two_clusters, the paper's)")
+    parser.add_argument("--consensus-rounds", type=int, default=1,
+                        help="networked_pd: neighbour-averaging rounds of the grid multipliers per update (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--out", required=True, help="run folder to write")
     parser.add_argument("--eval-start-hours", type=int, nargs="*", default=[0], metavar="HOUR",
@@ -63,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = BaselineConfig(
             name=args.name, n_agents=args.agents, lambda_=args.lambda_, nu=args.nu, total_steps=args.steps,
+            constraint_fraction=args.constraint, dual_lr_grid=args.dual_lr_grid, dual_lr_demand=args.dual_lr_demand,
+            graph=args.graph, consensus_rounds=args.consensus_rounds,
             seed=args.seed, epochs=args.epochs, num_envs=args.num_envs, lr=args.lr, critic_lr=args.critic_lr,
             batch_size=args.batch_size, hidden_sizes=args.hidden, critic_hidden_sizes=args.critic_hidden,
             episode_length=args.episode_length,
@@ -81,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(args.out, "--out")
     except OutputPathError as err:
         raise SystemExit(f"cmarl train-baseline: error: {err}") from None
-    print(f"training {args.name} on {args.agents} agents with fixed (lambda, nu) = ({args.lambda_}, {args.nu}), "
+    pair = f"({config.lambda_:g}, {config.nu:g})"
+    what = (f"multipliers learned from (lambda, nu) = {pair}" if args.name in LAGRANGIAN_BASELINES
+            else f"fixed (lambda, nu) = {pair}")
+    print(f"training {args.name} on {args.agents} agents (c = {args.constraint:g}) with {what}, "
           f"{args.steps} env steps, seed {args.seed} -> {args.out}")
     try:
         summary = train_baseline(config, Path(args.out), progress=not args.quiet,
@@ -91,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"done in {summary['wall_time_s']:.1f} s ({summary['iterations']} iterations, "
           f"{summary['seconds_per_iteration']:.4f} s/iteration); training return per agent "
           f"{summary['eval_return_initial']:.2f} -> {summary['eval_return_final']:.2f}")
+    if "multipliers_final" in summary:
+        m = summary["multipliers_final"]
+        print(f"learned multipliers (training only, not used at execution): lambda "
+              f"{', '.join(f'{v:.2f}' for v in m['lambda'])}; mu {', '.join(f'{v:.2f}' for v in m['mu'])}")
     if "evaluation" in summary:
         ev = summary["evaluation"]
         best = ev["best"]

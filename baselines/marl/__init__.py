@@ -6,7 +6,16 @@
 * ``isac``   - independent SAC: shared actor and LOCAL twin critics (own observation and action only)
 
 All four are trained on ``r0 + lambda * (c/N - e_grid) + nu * r2`` with fixed
-(lambda, nu) = (8, -8) by default and plain observations; see
+(lambda, nu) = (8, -8) by default and plain observations. Two more learn their
+multipliers during training (``baselines.marl.lagrangian``; the executed policy
+carries none):
+
+* ``mappo_lagrangian`` - MAPPO-L: shared actor, centralised reward and cost critics, one global grid
+  multiplier and per-agent demand multipliers, dual ascent on the measured violation after each collect
+* ``networked_pd`` - networked primal-dual: neighbourhood critics on the scenario graph, per-agent
+  multipliers averaged with the neighbours (consensus) before each local dual step
+
+See
 ``baselines.marl.common`` for the shared pieces (config, env adapter,
 ``MARLController`` and ``evaluate`` through ``cmarl_env.evaluation.rollout``) and each module's docstring for its design.
 
@@ -18,7 +27,9 @@ Usage::
 """
 
 from baselines.marl.common import (
+    ALL_BASELINES,
     BASELINES,
+    LAGRANGIAN_BASELINES,
     EVAL_START_HOURS,
     BaselineConfig,
     CheckpointError,
@@ -33,7 +44,9 @@ from baselines.marl.common import (
 from baselines.marl.training import train_baseline
 
 __all__ = [
+    "ALL_BASELINES",
     "BASELINES",
+    "LAGRANGIAN_BASELINES",
     "EVAL_START_HOURS",
     "BaselineConfig",
     "CheckpointError",

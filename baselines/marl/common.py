@@ -2,7 +2,7 @@
 
 Fixed penalties
 ---------------
-Every baseline is trained on the Lagrangian reward with FIXED multipliers
+Every fixed-penalty baseline (the learned-multiplier ones: ``baselines.marl.lagrangian``) is trained on the Lagrangian reward with FIXED multipliers
 (paper section 7: the pair (lambda*, nu*) = (8, -8) from the IPPO grid search),
 ``r_i = r0_i + lambda * (c/N - e_grid_i) + nu * r2_i``, computed by the core
 (``EnvConfig(reward="lagrangian", multiplier_mode="fixed", augment=False)``
@@ -36,6 +36,16 @@ to Tianshou as a ``BaseVectorEnv`` in one of three modes:
 * ``"local_global"`` (MAPPO): like ``"local"`` but each slot observes
   ``[local features, global state]`` (MAPPO's agent-specific global state);
   the actor reads only the local part, the critic all of it.
+* ``"local_neighbourhood"`` (networked PD): like ``"local"`` but each slot
+  observes ``[own local features, each graph neighbour's, zero rows up to the
+  largest degree]`` (the scenario graph, ``config.graph``); the actor reads the
+  own part, the local critics all of it.
+
+For the learned-multiplier baselines (``config.lagrangian``: MAPPO-L, networked
+PD) the reward is the objective ``r0 / reward_scale`` and every slot's step info
+carries its raw constraint signals ``{"r0", "grid": e_grid - c/N, "r2", "agent"}``
+(stored by Tianshou's buffer, read by ``baselines.marl.lagrangian``); the fixed
+multipliers of the cores are then unused.
 
 An "env step" in ``BaselineConfig`` is one hour of one scenario copy (all N
 agents act once); Tianshou's step counter counts slots, so it is N times
@@ -441,7 +451,6 @@ class ScenarioVectorEnv(ArrayVectorEnv):
         self.neighbours = neighbourhood_table(scenario_adjacency(config)) if mode == "local_neighbourhood" else None
         if self.neighbours is not None and self.neighbours.shape[0] != n:
             raise ValueError(f"the graph has {self.neighbours.shape[0]} nodes, the scenario {n} agents")
-        self._steps = [0] * self.n_copies
         self.slots = mode != "team"
         self.env_num = self.n_copies * n if self.slots else self.n_copies
         super().__init__(self.env_num)
@@ -545,7 +554,6 @@ class ScenarioVectorEnv(ArrayVectorEnv):
             elif not isinstance(seed, (int, np.integer)):
                 seed = int(np.asarray(seed).ravel()[0]) + k
             obs = self._encode(self.cores[k].reset(seed=seed))
-            self._steps[k] = 0
             per_copy[k] = obs
             slots = set(range(k * n, (k + 1) * n)) if self.slots else {k}
             left = slots - wanted
@@ -588,18 +596,16 @@ class ScenarioVectorEnv(ArrayVectorEnv):
                 info_c[k] = {"agent_rew": reward}
             elif self.signals:
                 s = out.signals
-                info_c[k] = (s.r0, s.e_grid - self.share, s.r2, self._steps[k])
-            self._steps[k] += 1
+                info_c[k] = (s.r0, s.e_grid - self.share, s.r2)
         if self.slots:
             rew = np.array([rew_c[int(i) // n][int(i) % n] for i in ids], dtype=np.float64)
             trunc = np.array([truncated_c[int(i) // n] for i in ids], dtype=bool)
-            if self.signals:  # raw signals of each slot: objective, grid excess over c/N, backlog growth, position
+            if self.signals:  # raw signals of each slot: objective, grid excess over c/N, backlog growth, agent
                 infos = np.empty(len(ids), dtype=object)
                 for r, i in enumerate(ids):
                     k, j = int(i) // n, int(i) % n
-                    r0, grid, r2, hour = info_c[k]
-                    infos[r] = {"r0": float(r0[j]), "grid": float(grid[j]), "r2": float(r2[j]), "agent": j,
-                                "scenario_copy": k, "hour": hour}
+                    r0, grid, r2 = info_c[k]
+                    infos[r] = {"r0": float(r0[j]), "grid": float(grid[j]), "r2": float(r2[j]), "agent": j}
             else:
                 infos = self._empty_infos[: len(ids)].copy()
         else:
@@ -896,8 +902,13 @@ class MARLController(Controller):
         self.action_noise = float(action_noise)
         self.seed = int(seed)
         self.name = name or policy.name
-        self.lam = float(policy.metadata.get("lambda_", 8.0))
-        self.nu = float(policy.metadata.get("nu", -8.0))
+        learned = policy.metadata.get("multipliers_final")
+        self.learned = learned
+        if learned is not None:  # the Lagrangian return of the summary at the mean learned multipliers
+            self.lam, self.nu = float(learned["lambda_mean"]), -float(learned["mu_mean"])
+        else:
+            self.lam = float(policy.metadata.get("lambda_", 8.0))
+            self.nu = float(policy.metadata.get("nu", -8.0))
 
     def reset(self, core: DemandResponseCore) -> None:
         super().reset(core)
@@ -917,6 +928,10 @@ class MARLController(Controller):
                                                             self.core.share).sum())
 
     def summary(self) -> dict[str, Any]:
+        if self.learned is not None:
+            return {"lagrangian_return_per_agent": self.lagrangian / self.core.n_agents,
+                    "learned_multipliers_mean": [self.lam, self.nu],
+                    "note": "multipliers learned in training; the executed policy does not use them"}
         return {"lagrangian_return_per_agent": self.lagrangian / self.core.n_agents,
                 "fixed_multipliers": [self.lam, self.nu]}
 

@@ -79,15 +79,13 @@ class LagrangianPPO(PPO):
 
     ``grid_multipliers``: 1 (one global lambda, MAPPO-L) or N (one per agent, networked PD);
     ``consensus``: None, or the (N, N) row-stochastic matrix the per-agent lambdas are averaged with
-    (``consensus_rounds`` times) before each local ascent step; ``neighbour_advantage``: None, or an (N, N)
-    matrix ``M`` so that agent i's policy advantage is ``sum_j M_ij A_j`` over the agents of the same copy and
-    hour (the identity is used when None).
+    (``consensus_rounds`` times) before each local ascent step. Agent i's policy advantage is its own
+    ``A^r_i - lambda A^grid_i - mu_i A^dem_i`` (lambda: the global one or lambda_i).
     """
 
     def __init__(self, *, n_agents: int, reward_scale: float, lambda_init: float, mu_init: float,
                  lr_grid: float, lr_demand: float, lambda_max: float, mu_max: float, demand_slack: float,
-                 grid_multipliers: int = 1, consensus: np.ndarray | None = None, consensus_rounds: int = 1,
-                 neighbour_advantage: np.ndarray | None = None, **ppo_kwargs: Any):
+                 grid_multipliers: int = 1, consensus: Any = None, consensus_rounds: int = 1, **ppo_kwargs: Any):
         super().__init__(**ppo_kwargs)
         if grid_multipliers not in (1, n_agents):
             raise ValueError(f"grid_multipliers={grid_multipliers} must be 1 (global) or n_agents={n_agents}")
@@ -100,8 +98,6 @@ class LagrangianPPO(PPO):
             consensus = np.asarray(consensus, dtype=np.float64)
         self.consensus = consensus
         self.consensus_rounds = int(consensus_rounds)
-        self.neighbour_advantage = None if neighbour_advantage is None else np.asarray(neighbour_advantage,
-                                                                                        dtype=np.float64)
         self.register_buffer("grid_multiplier", torch.full((grid_multipliers,), float(lambda_init), dtype=torch.float64))
         self.register_buffer("demand_multiplier", torch.full((n_agents,), float(mu_init), dtype=torch.float64))
         self.register_buffer("dual_updates", torch.zeros((), dtype=torch.int64))
@@ -146,26 +142,13 @@ class LagrangianPPO(PPO):
         try:
             cols = [np.asarray(info[k], dtype=np.float64) for k in ("r0", "grid", "r2")]
             agent = np.asarray(info["agent"], dtype=np.int64)
-            group = np.asarray(info["scenario_copy"], dtype=np.int64) * (2**32) + np.asarray(info["hour"], dtype=np.int64)
         except (KeyError, AttributeError, TypeError) as err:
             raise RuntimeError("LagrangianPPO needs the constraint-signal infos of ScenarioVectorEnv "
                                "(a learned-multiplier BaselineConfig)") from err
-        return (*cols, agent, group)
-
-    def _mix(self, values: np.ndarray, agent: np.ndarray, group: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        """``sum_j M_ij v_j`` over the agents j of the same copy and hour as each sample (missing ones skipped,
-        weights renormalised)."""
-        _, g = np.unique(group, return_inverse=True)
-        table = np.zeros((g.max() + 1, self.n_agents))
-        present = np.zeros_like(table)
-        table[g, agent] = values
-        present[g, agent] = 1.0
-        num = table @ matrix.T
-        den = present @ matrix.T
-        return num[g, agent] / np.maximum(den[g, agent], 1e-12)
+        return (*cols, agent)
 
     def _preprocess_batch(self, batch, buffer, indices):
-        r0, grid, r2, agent, group = self._signals(batch)
+        r0, grid, r2, agent = self._signals(batch)
         self.dual_step(grid, r2, agent)
         with torch.no_grad():
             v_s = torch.cat([self.critic(mb.obs) for mb in batch.split(self.max_batchsize, shuffle=False,
@@ -188,8 +171,6 @@ class LagrangianPPO(PPO):
         lam = lam[agent] if lam.shape[0] > 1 else lam[0]
         mu = self.demand_multiplier.cpu().numpy()[agent]
         adv = advs[0] - lam * advs[1] - mu * advs[2]
-        if self.neighbour_advantage is not None:
-            adv = self._mix(adv, agent, group, self.neighbour_advantage)
         batch.v_s = v_s
         batch.returns = to_torch_as(np.stack(returns, axis=1), v_s)
         batch.adv = to_torch_as(adv, v_s)

@@ -1,14 +1,17 @@
-"""MAPPO, MADDPG, MASAC and ISAC (``baselines.marl``, Tianshou): trained with fixed penalties, then rolled out."""
+"""The MARL baselines (``baselines.marl``, Tianshou), trained then rolled out: MAPPO, MADDPG, MASAC and ISAC with
+fixed penalties; MAPPO-L (``mappo_lagrangian``) and networked primal-dual (``networked_pd``) with multipliers learned
+during training (frozen into the policy, not used at execution). ``networked_pd`` trains on the scenario's graph."""
 
 from __future__ import annotations
 
 import math
 from typing import Any, Mapping
 
-from baselines.marl_names import BASELINES, LABELS
+from baselines.marl_names import ALL_BASELINES, LABELS, LAGRANGIAN_BASELINES
 from benchmarks.registry import MethodDef, Prepared, RunContext, register
 
-RESERVED = ("name", "n_agents", "constraint_fraction", "seed", "dataset")  # set by the scenario and the run
+# set by the scenario and the run (the graph fields: networked_pd trains on the scenario's graph)
+RESERVED = ("name", "n_agents", "constraint_fraction", "seed", "dataset", "graph", "graph_params", "graph_seed")
 EXTRA = ("checkpoint",)  # evaluate an existing checkpoint instead of training
 
 
@@ -59,6 +62,8 @@ def _prepare(spec, ctx: RunContext) -> Prepared:
                  "env_steps": meta.get("env_steps")}
         config = {"checkpoint": str(checkpoint), "baseline_config": meta.get("config")}
     else:
+        if spec.method.kind in LAGRANGIAN_BASELINES:
+            params |= dict(graph=sc.graph, graph_params=dict(sc.graph_params), graph_seed=sc.seed)
         bconf = BaselineConfig(name=spec.method.kind, n_agents=sc.n_agents, constraint_fraction=sc.constraint,
                                seed=spec.seed, dataset=sc.dataset, **params)
         summary = train_baseline(bconf, ctx.workdir / "training", data=data)
@@ -66,17 +71,26 @@ def _prepare(spec, ctx: RunContext) -> Prepared:
         train = {"train_wall_time_s": summary["wall_time_s"], "env_steps": summary["env_steps"],
                  "iterations": summary["iterations"], "eval_return_initial": summary["eval_return_initial"],
                  "eval_return_final": summary["eval_return_final"], "checkpoint": "training/policy.pt"}
+        if "multipliers_final" in summary:
+            train["multipliers_final"] = summary["multipliers_final"]
         config = {"baseline_config": bconf.to_dict()}
     cfg = config.get("baseline_config") or {}
     pair = (cfg.get("lambda_"), cfg.get("nu"))
     steps = train.get("env_steps")
+    learned = policy.metadata.get("multipliers_final")
+    if learned is not None:
+        penalties = (f"; multipliers learned from ({pair[0]:g}, {pair[1]:g}) to lambda {learned['lambda_mean']:.2f}, "
+                     f"mu {learned['mu_mean']:.2f} (means), not used at execution")
+    else:
+        penalties = f"; fixed penalties ({pair[0]:g}, {pair[1]:g})" if None not in pair else ""
     train["budget_detail"] = (f"{spec.method.budget} budget" + (f": {int(steps):,} env steps" if steps else "")
-                              + (f"; fixed penalties ({pair[0]:g}, {pair[1]:g})" if None not in pair else ""))
+                              + penalties)
     return Prepared(controller=lambda: MARLController(policy), config=config, train=train)
 
 
-_COLOURS = {"mappo": "tab:orange", "maddpg": "tab:olive", "masac": "tab:cyan", "isac": "k"}
-for _kind in BASELINES:
+_COLOURS = {"mappo": "tab:orange", "maddpg": "tab:olive", "masac": "tab:cyan", "isac": "k",
+            "mappo_lagrangian": "goldenrod", "networked_pd": "teal"}
+for _kind in ALL_BASELINES:
     register(MethodDef(kind=_kind, label=LABELS[_kind], prepare=_prepare, params=_params(), validate=_validate,
                        check_scenario=_scenario, budget="full", colour=_COLOURS.get(_kind, "tab:gray"), seeded=True,
                        trains=True))

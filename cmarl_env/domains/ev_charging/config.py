@@ -99,7 +99,7 @@ class EVConfig(ConfigBase):
             for v in self.limit_profile:
                 check_real("limit_profile[...]", v, 0.0, 1.0, low_open=True)
             if self.limit != "hourly":
-                raise ValueError(f"limit_profile is given but limit={self.limit!r}; set limit='hourly' to use it")
+                raise ValueError(f"limit_profile is only allowed with limit='hourly' (got limit={self.limit!r})")
         if self.window is not None:
             if (not isinstance(self.window, (tuple, list)) or len(self.window) != 2
                     or not all(isinstance(v, int) and not isinstance(v, bool) for v in self.window)):

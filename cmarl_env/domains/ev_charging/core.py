@@ -15,9 +15,11 @@ of the episode (local time from the first day's midnight)::
 so for every car ``delivered + unmet = requested`` (energy balance), the power
 never exceeds min(charger, car) and a car only charges while it is there.
 The action of a port is the fraction of the maximum power it offers during the
-hour, to whichever car is connected (a car that arrives during the hour is
-charged at that fraction from its arrival). Out-of-range actions are clipped
-and counted; NaN or infinite actions raise naming the sites.
+hour, to the car connected in that hour (a car arriving during the hour is
+charged at that fraction from its arrival). The cars of hour t, including those
+arriving during it, are known when the hour's actions are chosen (announced
+arrivals, e.g. by booking); later cars are not. Out-of-range actions are
+clipped and counted; NaN or infinite actions raise naming the sites.
 
 The global constraint (per hour t): ``sum_i g_i <= L_t = c * P * profile[hour
 of day]`` where ``P`` is the peak of the aggregate load of uncontrolled
@@ -27,10 +29,11 @@ for the core's lifetime, like the demand-response grid limit). Each site's
 share is ``L_t / N``. The local constraint: the unmet energy ``u_i``,
 to be zero on average. Observations (float32, per site): the hour's price over
 the window's largest absolute price, the hour of day as sin/cos, a weekend
-flag, then per port: connected (0/1 at the start of the hour), remaining
-energy / 77 kWh (the largest battery), hours to departure / 72 and the power
-limit / charger power; with ``augment=True`` the multipliers (lambda, nu)
-normalised by their ranges.
+flag, then per port: the plugged fraction f of the hour (0 without a car),
+remaining energy / 77 kWh (the largest battery), the connected hours left
+(from arrival or the hour's start to departure) / 72 h (the longest ElaadNL
+stay) and the power limit / charger power; with ``augment=True`` the
+multipliers (lambda, nu) normalised by their ranges.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from cmarl_env.domains.ev_charging.data import CATEGORIES, EVTables, load_tables
 from cmarl_env.domains.ev_charging.sessions import Draw, SessionSampler, Sessions, concat_draws
 
 SITE_FEATURES = ("price", "hour_sin", "hour_cos", "weekend")
-PORT_FEATURES = ("connected", "energy", "time_left", "power")
+PORT_FEATURES = ("plugged", "energy", "time_left", "power")
 MULTIPLIER_FEATURES = ("lambda", "nu")
 TIME_NORM_H = 72.0  # the longest ElaadNL connection time
 EPS_KWH = 1e-9  # 1 microwatt-hour: remainders below it are rounding, not unmet energy
@@ -304,11 +307,13 @@ class EVChargingCore:
         obs[:, 1] = np.sin(2 * np.pi * hour / 24)
         obs[:, 2] = np.cos(2 * np.pi * hour / 24)
         obs[:, 3] = float(self.tables.weekday(self.start_day + t // 24) >= 5)
-        here = (s.arr <= t) & (s.dep > t)
+        start = np.maximum(s.arr, float(t))
+        plugged = np.clip(np.minimum(s.dep, t + 1.0) - start, 0.0, 1.0)
+        here = plugged > 0
         ports = obs[:, 4:4 + 4 * k].reshape(n, k, 4)
-        ports[:, :, 0] = here.reshape(n, k)
+        ports[:, :, 0] = plugged.reshape(n, k)
         ports[:, :, 1] = np.where(here, s.rem, 0.0).reshape(n, k) / self.energy_norm
-        ports[:, :, 2] = np.where(here, s.dep - t, 0.0).reshape(n, k) / TIME_NORM_H
+        ports[:, :, 2] = np.where(here, s.dep - start, 0.0).reshape(n, k) / TIME_NORM_H
         ports[:, :, 3] = np.where(here, s.pmax, 0.0).reshape(n, k) / self.config.charger_kw
         if self.config.augment:
             obs[:, -2] = (self.lam - self.lambda_range[0]) / (self.lambda_range[1] - self.lambda_range[0])

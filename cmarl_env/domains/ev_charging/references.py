@@ -6,12 +6,11 @@ run through :func:`cmarl_env.domains.ev_charging.rollout.ev_rollout`.
 * :class:`Uncontrolled`: every port at full power (a = 1): a car charges at
   min(charger, car) from its arrival until it has its energy. Its peak is the
   ``P`` of the limit ``c * P``.
-* :class:`LeastLaxityFirst`: centralised, pooled over all sites. Each hour it
-  ranks the connected cars by laxity ``(departure - t) - remaining / power``
-  and gives full power in that order until the hour's limit is used; what is
-  left of the limit is offered to the empty ports (a car may arrive during the
-  hour) at a fraction small enough that the limit holds even if all of them get
-  a car for the whole hour. Its load never exceeds the limit.
+* :class:`LeastLaxityFirst`: centralised, pooled over all sites, online (it
+  knows the hour's cars, not later ones). Each hour it ranks the hour's cars by
+  laxity ``(departure - max(arrival, t)) - remaining / power`` and gives each
+  what it can take in the hour, in that order, until the hour's limit is used.
+  Its load never exceeds the limit; it ignores prices.
 * :class:`ClairvoyantLP`: knows every car of the episode in advance
   (``core.episode_sessions()``) and solves one linear program with HiGHS
   (``scipy.optimize.linprog(method="highs")``)::
@@ -68,24 +67,18 @@ class LeastLaxityFirst(Controller):
         core, s, t = self.core, self.core.state, self.t
         limit = core.limit_at(t)
         a = np.zeros(core.n_ports)
-        here = np.flatnonzero((s.arr <= t) & (s.dep > t) & (s.rem > 0))
+        start = np.maximum(s.arr, float(t))
+        frac = np.clip(np.minimum(s.dep, t + 1.0) - start, 0.0, 1.0)
+        here = np.flatnonzero((frac > 0) & (s.rem > 0))  # the hour's cars, those arriving during it included
         if here.size:
-            frac = np.minimum(s.dep[here], t + 1.0) - t
-            need = np.minimum(s.rem[here], s.pmax[here] * frac)
-            laxity = (s.dep[here] - t) - s.rem[here] / s.pmax[here]
+            cap = s.pmax[here] * frac[here]
+            need = np.minimum(s.rem[here], cap)
+            laxity = (s.dep[here] - start[here]) - s.rem[here] / s.pmax[here]
             order = np.argsort(laxity, kind="stable")
             need_sorted = need[order]
             before = np.cumsum(need_sorted) - need_sorted
             give = np.clip(limit - before, 0.0, need_sorted)
-            cap = (s.pmax[here] * frac)[order]
-            a[here[order]] = np.divide(give, cap, out=np.zeros_like(give), where=cap > 0)
-            used = float(give.sum())
-        else:
-            used = 0.0
-        empty = np.flatnonzero(~((s.arr <= t) & (s.dep > t)))
-        left = limit - used
-        if empty.size and left > 0:
-            a[empty] = min(1.0, left / (core.config.charger_kw * empty.size))
+            a[here[order]] = give / cap[order]
         self.t += 1
         return np.clip(a, 0.0, 1.0).reshape(core.n_agents, core.ports)
 

@@ -22,7 +22,8 @@ run through :func:`cmarl_env.domains.ev_charging.rollout.ev_rollout`.
            u[s] >= 0                                        unmet (or pending at the end) energy
 
   with v the horizon's highest price (at least 0), the value the roll-out puts
-  on unmet and pending energy. The program has exactly the environment's
+  on unmet and pending energy (plus a tie-break of 1e-6 EUR/kWh on the unmet
+  energy of cars leaving inside the horizon, see ``UNMET_EPS``). The program has exactly the environment's
   feasible schedules (the environment's per-port actions reach every x in the
   box), so its optimum is a lower bound on the total cost of every controller
   whose load respects the limit in every hour, and with ``limit=None`` on
@@ -41,8 +42,12 @@ from scipy.optimize import linprog
 
 from cmarl_env.evaluation.controller import Controller
 
-# tie-break on unmet energy (EUR/kWh): among equal-cost schedules the LP prefers to deliver
-_UNMET_EPS = 1e-7
+# Tie-break on unmet energy (EUR/kWh). Unmet energy of a car leaving inside the horizon and energy still pending
+# at the end cost the same (v per kWh) in the roll-out's total cost; the LP adds UNMET_EPS per unmet kWh so that
+# among equal-cost schedules it leaves energy pending rather than unmet (the local constraint) and delivers when
+# indifferent. Its objective is reported without the tie-break; it bounds a controller's total cost up to
+# UNMET_EPS x that controller's unmet energy.
+UNMET_EPS = 1e-6
 
 
 class Uncontrolled(Controller):
@@ -110,7 +115,7 @@ def solve_lp(core, limit: bool = True) -> LPSolution:
     frac = np.clip(np.minimum(sess.departure[sid], hour + 1.0) - np.maximum(sess.arrival[sid], hour), 0.0, 1.0)
     upper = sess.power[sid] * frac
     nx, ns = sid.size, sess.size
-    cost = np.concatenate([prices[hour], np.full(ns, value + _UNMET_EPS)])
+    cost = np.concatenate([prices[hour], value + np.where(sess.departure <= steps, UNMET_EPS, 0.0)])
     a_eq = sp.hstack([sp.csr_matrix((np.ones(nx), (sid, np.arange(nx))), shape=(ns, nx)),
                       sp.identity(ns, format="csr")]).tocsr()
     bounds = np.concatenate([np.stack([np.zeros(nx), upper], 1), np.stack([np.zeros(ns), np.full(ns, np.inf)], 1)])

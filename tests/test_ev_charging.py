@@ -229,10 +229,38 @@ def test_parallel_api_and_seed():
     parallel_seed_test(lambda: ev_charging_v0.parallel_env(episode_length=48), num_cycles=50)
 
 
-def test_aec_api():
-    from pettingzoo.test import api_test
+def test_pettingzoo_checkers_without_warnings():
+    import warnings
 
-    api_test(ev_charging_v0.env(n_agents=3, episode_length=10), num_cycles=12)
+    from pettingzoo.test import api_test, max_cycles_test, seed_test
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        api_test(ev_charging_v0.env(n_agents=3, episode_length=10), num_cycles=12)
+        seed_test(lambda: ev_charging_v0.env(n_agents=3, episode_length=12), num_cycles=12)
+        parallel_api_test(ev_charging_v0.parallel_env(n_agents=4, episode_length=20), num_cycles=25)
+        max_cycles_test(ev_charging_v0)
+
+
+def test_reset_infos_carry_every_step_key_with_the_same_types():
+    env = ev_charging_v0.parallel_env(n_agents=3, augment=True, multiplier_mode="sampled", episode_length=24)
+    _, reset_infos = env.reset(seed=0)
+    _, _, _, _, step_infos = env.step({a: [0.5] * 4 for a in env.agents})
+    for agent in env.possible_agents:
+        assert list(reset_infos[agent]) == list(step_infos[agent])
+        for key, value in reset_infos[agent].items():
+            assert type(value) is type(step_infos[agent][key]), key
+    assert reset_infos["site_0"]["lambda"] == env.core.lam[0]
+
+
+def test_human_rendering_prints_once_per_step(capsys):
+    env = ev_charging_v0.parallel_env(n_agents=2, episode_length=3, render_mode="human")
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step({a: [1.0] * 4 for a in env.agents})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and "limit" in lines[-1]
+    assert ev_charging_v0.parallel_env(n_agents=2, render_mode="ansi").render() == ""
 
 
 def test_infos_and_clipping():

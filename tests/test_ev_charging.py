@@ -351,3 +351,29 @@ def test_large_population_steps():
     for _ in range(24):
         out = core.step(np.ones((core.n_agents, core.ports)))
     assert out.truncated and out.obs.shape == (100_000, core.obs_dim)
+
+
+def test_config_json_round_trip():
+    import json
+
+    c = EVConfig(limit="hourly", limit_profile=(0.9,) * 24, site_types=("public",), window=(100, 200), start_day=150)
+    assert EVConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+
+
+def test_rederived_tables_equal_the_shipped_ones():
+    """Runs where the ev2gym wheel is at hand: EV2GYM_WHEEL=/path/ev2gym-2.0.0-py3-none-any.whl
+    (pip download --no-deps ev2gym==2.0.0 -d DIR); ev2gym itself is never installed."""
+    import os
+
+    from cmarl_env.domains.ev_charging.derive_data import derive
+
+    wheel = os.environ.get("EV2GYM_WHEEL")
+    if not wheel or not os.path.isfile(wheel):
+        pytest.skip("set EV2GYM_WHEEL to the ev2gym 2.0.0 wheel to re-derive the EV tables")
+    arrays, facts, licence = derive(wheel)
+    shipped = load_tables().arrays
+    assert sorted(arrays) == sorted(shipped)
+    for name in arrays:
+        assert np.array_equal(arrays[name], shipped[name]), name
+    assert licence == (EV_DATA_DIR / "LICENSE").read_bytes().decode()  # byte for byte (CRLF as in the wheel)
+    assert facts["duplicates_disagreeing"] == 0

@@ -72,6 +72,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record-agents", type=int, default=1000, help="agents whose lambda/nu trajectories are stored")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/run_<agents>_<graph>_c<constraint>_L<rounds>)")
     parser.add_argument("--no-progress", action="store_true")
+    dist = parser.add_argument_group("distributed execution on Ray (algorithms/shards.py; needs the [scale] extra)")
+    dist.add_argument("--shards", type=int, default=None, metavar="K",
+                      help="split the agents over K Ray actors (1 <= K <= agents); each hour the shards exchange only "
+                           "the multipliers on cut edges. Without --address, K actors run on this machine. "
+                           "With every communication fault off the results are bit-identical to the default run")
+    dist.add_argument("--address", default=None, metavar="ADDR",
+                      help="an existing Ray cluster (ray.init address, e.g. auto or ray://head:10001); needs --shards")
 
 
 def _demand_scales(spec: str | None, n: int):
@@ -127,6 +134,7 @@ def _policies(specs: list[str], config: ExecutionConfig):
 def run(args: argparse.Namespace) -> int:
     from cmarl_env.records import FolderLock, FolderLockedError, OutputPathError, check_output_dir
 
+    _check_distributed(args)
     suffix = ("" if args.weights == "random_walk" else f"_{args.weights}") + _comm_suffix(args)
     out = args.out or Path("runs") / f"run_{args.agents}_{args.graph}_c{args.constraint:g}_L{args.consensus_rounds}{suffix}"
     try:
@@ -146,7 +154,13 @@ def run(args: argparse.Namespace) -> int:
         )
         policies = _policies(args.policy, config)
         with FolderLock(out, "run folder"):  # a second `cmarl run --out` on the same folder is refused
-            result = run_execution(config, policies, progress=not args.no_progress)
+            if args.shards is None:
+                result = run_execution(config, policies, progress=not args.no_progress)
+            else:
+                from algorithms.shards import run_sharded
+
+                result = run_sharded(config, args.shards, policies, address=args.address,
+                                     progress=not args.no_progress)
             write_run(result, out)
     except (ValueError, FolderLockedError) as err:
         raise SystemExit(f"cmarl run: {_one_line(err)}") from None
@@ -158,8 +172,34 @@ def run(args: argparse.Namespace) -> int:
     print(f"final backlog {m['final_backlog_kwh']:.2f} kWh, slope {m['backlog_slope_kwh_per_step']:+.4f} kWh/step, "
           f"lambda spread {m['lambda_spread_final']:.3f}, total cost {m['total_cost']:.2f}")
     print(f"{m['agent_steps_per_s']:,.0f} agent-steps/s; run folder: {out}")
+    if "sharding" in result.facts:
+        sh = result.facts["sharding"]
+        print(f"{sh['shards']} shards, {sh['cut_edges']} cut edges: {1e3 * sh['per_hour_s']:.2f} ms/hour, "
+              f"{100 * sh['exchange_share']:.0f} % outside the shards' compute (exchange)")
     print(json.dumps({k: v for k, v in m.items() if k != "lambda_final"}))
     return 0
+
+
+def _check_distributed(args: argparse.Namespace) -> None:
+    """``--shards`` / ``--address``: one-line errors naming the bad value and what is allowed."""
+    if args.address is not None and args.shards is None:
+        raise SystemExit(f"cmarl run: --address {args.address!r} needs --shards K (the number of Ray actors)")
+    if args.shards is None:
+        return
+    if args.agents < 1:
+        return  # ExecutionConfig names the bad --agents
+    if not 1 <= args.shards <= args.agents:
+        raise SystemExit(f"cmarl run: --shards {args.shards} is out of range; allowed 1..{args.agents} "
+                         f"(at least one agent per shard, --agents {args.agents})")
+    if args.graph_redraw > 0:
+        raise SystemExit(f"cmarl run: --graph-redraw {args.graph_redraw} is not supported with --shards "
+                         "(the cut between shards would change at every redraw); allowed: --graph-redraw 0")
+    if args.address is not None and not args.address.strip():
+        raise SystemExit("cmarl run: --address '' is empty; give a Ray address such as auto or ray://head:10001")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise SystemExit("cmarl run: --shards needs Ray; install the [scale] extra (pip install 'cmarl-env[scale]')") from None
 
 
 def _comm_suffix(args: argparse.Namespace) -> str:

@@ -268,10 +268,12 @@ def run_trial(config: GridSearchConfig, lam: float, nu: float) -> dict[str, Any]
 
 
 def train_ippo(config: GridSearchConfig, lam: float, nu: float, *, seed: int | None = None,
-               data=None) -> dict[float, Any] | list[Any]:
+               data=None, out_dir: Path | None = None) -> dict[float, Any] | list[Any]:
     """PPO on plain observations and the fixed-penalty reward at (lam, nu), ``config.train_steps`` env steps per
     learner: one policy per agent on its own building and demand scale (``per_agent``, returned as a list in
-    agent order), or one per agent type on copies cycling through every building (``per_type``, a mapping)."""
+    agent order), or one per agent type on copies cycling through every building (``per_type``, a mapping).
+    With ``out_dir`` each learner's training folder (checkpoint, config, training curve in ``metrics.json``)
+    is kept there (``agent<i>/`` or ``scale<s>/``); otherwise in a temporary folder."""
     from algorithms.train import TrainConfig, train
     from cmarl_env.config import paper_demand_scales
 
@@ -286,6 +288,7 @@ def train_ippo(config: GridSearchConfig, lam: float, nu: float, *, seed: int | N
         return train(train_config, progress=False, data=data).policy.act
 
     with tempfile.TemporaryDirectory(prefix="ippo_") as tmp:
+        tmp = str(out_dir) if out_dir is not None else tmp
         if config.sharing == "per_type":
             return {scale: learn(tmp, f"scale{scale:g}", scale, None)
                     for scale in sorted(set(paper_demand_scales(config.n_agents)))}

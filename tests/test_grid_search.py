@@ -229,3 +229,23 @@ def test_reduced_ippo_grid(tmp_path, sharing):
         assert r["controller"] == f"fixed({r['lambda']:g}, {r['nu']:g})" and r["grid_limit"] > 0
         v = judge(r["avg_grid_consumption"], r["grid_limit"], r["backlog_slope_kwh_per_step"], 7)
         assert r["feasible"] == v.feasible and r["infeasible_reason"] == v.reason
+
+
+def test_an_ippo_benchmark_run_keeps_every_learners_training_curve(tmp_path):
+    """A short-budget entry must show that it learned: each per-agent learner's curve is in the run folder."""
+    from benchmarks.runner import run_suite
+    from benchmarks.suite import parse_suite
+
+    suite = parse_suite({
+        "name": "ippo_curves", "defaults": {"scenario": {"steps": 48}, "seeds": [0], "rollouts": 1},
+        "methods": {"ippo": {"kind": "ippo", "budget": "short", "params": {"total_steps": 640}}},
+        "experiments": [{"name": "main", "methods": ["ippo"]}]})
+    run_suite(suite, tmp_path / "out", backend="serial", progress=False)
+    (run,) = (tmp_path / "out" / "runs").glob("*/ippo/seed_0")
+    for i in range(7):
+        metrics = json.loads((run / "training" / f"agent{i}" / "metrics.json").read_text())
+        curve = metrics["test_history"]
+        assert len(curve) >= 2 and curve[0]["env_step"] == 0 and all("return_mean" in row for row in curve)
+        assert metrics["eval_initial"] and metrics["eval_final"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["sharing"] == "per_agent" and config["train_steps_per_learner"] == 640

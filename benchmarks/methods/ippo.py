@@ -41,12 +41,12 @@ def _prepare(spec, ctx: RunContext) -> Prepared:
                               constraint=float(sc.constraint), n_agents=sc.n_agents, start_hour=spec.start_hours[0],
                               eval_steps=sc.steps, seed=sc.seed, train_seeds=(spec.seed,))
     t0 = time.perf_counter()
-    policies = train_ippo(config, lam, nu, data=ctx.data(sc.dataset))
+    policies = train_ippo(config, lam, nu, data=ctx.data(sc.dataset), out_dir=ctx.workdir / "training")
     wall = time.perf_counter() - t0
     learners = "per agent (own building)" if config.sharing == "per_agent" else "per agent type"
     return Prepared(controller=lambda: fixed_controller(lam, nu, policies),
                     config={"lambda": lam, "nu": nu, "train_steps_per_learner": steps, "sharing": config.sharing},
-                    train={"train_wall_time_s": wall, "env_steps": steps * len(policies),
+                    train={"train_wall_time_s": wall, "env_steps": steps * len(policies), "checkpoint": "training/",
                            "budget_detail": f"{spec.method.budget} budget: {steps:,} env steps per learner, "
                                             f"one PPO {learners}; fixed penalties ({lam:g}, {nu:g})"})
 

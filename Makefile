@@ -29,7 +29,7 @@ OLDEST    ?= numba==0.59.1 scipy==1.11.4 networkx==3.0
 # Tests that need nothing beyond the base package (and pytest, hypothesis).
 BASE_TESTS := tests/test_config.py tests/test_core.py tests/test_data.py tests/test_graphs.py \
 	tests/test_parallel_env.py tests/test_step_kernel.py tests/test_views.py tests/test_conventions.py \
-	tests/test_install.py tests/test_observation_bounds.py
+	tests/test_install.py tests/test_observation_bounds.py tests/test_ev_charging.py
 CITYLEARN_TESTS := $(BASE_TESTS) tests/test_battery.py
 
 .PHONY: demo test test-main test-py313 test-citylearn test-slow bench install-size venv venvs clean

@@ -43,7 +43,7 @@ use more slowly than the fixed-penalty MAPPO at the same multipliers (3 agents, 
 fitted grid critic values the backlog a postponement leaves behind (it is served from the grid later), so the
 per-hour advantage of not buying is only the discounting of that later cost; MAPPO's single critic lags its
 large combined return early on, and its advantages are closer to truncated Monte-Carlo returns, in which demand
-pushed past the 80-hour episode end is free. The primal-dual loop still learns (``tests/test_constrained_baselines.py``).
+pushed past the end of a training episode is free. The primal-dual loop still learns (``tests/test_constrained_baselines.py``).
 
 The two variants differ in the critic input, the multipliers and the advantage (``mappo_lagrangian.py``,
 ``networked_pd.py``). Multipliers are registered buffers of the Tianshou algorithm, so they are saved with and

@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("algorithms.run_cli", "execute trained policies with distributed dual consensus (Algorithm 1)"),
     "oracle": ("baselines.oracle_cli", "clairvoyant linear program: cost optimum and feasibility frontier"),
     "grid-search": ("baselines.grid_search_cli", "fixed-penalty IPPO grid search over (lambda, nu) on Ray Tune"),
-    "train-baseline": ("baselines.train_cli", "train a MAPPO / MADDPG / MASAC / ISAC baseline"),
+    "train-baseline": ("baselines.train_cli", "train a MARL baseline (MAPPO, MADDPG, MASAC, ISAC; MAPPO-L, networked PD)"),
     "bench": ("benchmarks.bench_cli", "run a benchmark suite and write the leaderboard"),
     "figures": ("benchmarks.figures_cli", "regenerate the paper's figures from a results folder"),
 }

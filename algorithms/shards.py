@@ -353,6 +353,10 @@ class Shard:
             torch.set_num_threads(int(spec.get("torch_threads", 1)))
         except ImportError:  # pragma: no cover - torch is a dependency of the algorithms
             pass
+        import numba
+
+        # one shard = one core: the physics kernels are agent by agent, so the thread count changes no result
+        numba.set_num_threads(max(1, min(int(spec.get("torch_threads", 1)), numba.config.NUMBA_NUM_THREADS)))
         self.spec = spec
         self.core: DemandResponseCore = spec["core"]
         self.plan: ShardPlan = spec["plan"]
@@ -694,6 +698,7 @@ def run_sharded(
         "diagnostics": diagnostics, "setup_s": setup_s, "wall_s": wall, "per_hour_s": wall / hours,
         "shard_compute_per_hour_s": driver.compute_max / hours,
         "shard_compute_mean_per_hour_s": driver.compute_mean / hours,
+        "per_hour_median_s": float(np.median(driver.hour_s)),
         "exchange_share": max(0.0, 1.0 - driver.compute_max / wall) if wall > 0 else None,
         "calls_per_hour": driver.calls / hours}
     return ExecutionResult(config, metrics, rollout.trajectories(), facts)
@@ -778,7 +783,9 @@ class _Driver:
             pending = outs if emit else None
             return refs
 
+        self.hour_s = np.empty(self.steps)
         for t in range(self.steps):
+            h0 = time.perf_counter()
             update = (t + 1) % period == 0
             stats = [call(True, update and L > 0)]
             if update:
@@ -786,6 +793,7 @@ class _Driver:
                     stats.append(call(False, True))
             for refs in stats:
                 self._absorb(ray.get(refs))
+            self.hour_s[t] = time.perf_counter() - h0
             if bar is not None:
                 bar.update(1)
         if pending is not None:

@@ -9,9 +9,11 @@ import math
 import time
 from typing import Any, Mapping
 
+from baselines.penalties import check_penalties
+from benchmarks.methods.marl import penalty_inputs
 from benchmarks.registry import MethodDef, Prepared, RunContext, register
 
-PARAMS = ("lambda_", "nu", "total_steps", "sharing")
+PARAMS = ("lambda_", "nu", "total_steps", "sharing", "penalties")
 
 
 def _validate(params: Mapping[str, Any]) -> None:
@@ -20,6 +22,7 @@ def _validate(params: Mapping[str, Any]) -> None:
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
             raise ValueError(f"{key}={v!r} must be a finite number")
     from baselines.grid_search import SHARING
+    check_penalties(params)
 
     if params.get("sharing", "per_agent") not in SHARING:
         raise ValueError(f"sharing={params.get('sharing')!r} is not allowed; choose one of {SHARING}")
@@ -35,7 +38,12 @@ def _prepare(spec, ctx: RunContext) -> Prepared:
 
     torch.set_num_threads(1)
     sc, p = spec.scenario, spec.method.params
-    lam, nu = float(p.get("lambda_", 6.0)), float(p.get("nu", -11.0))
+    if p.get("penalties") == "selected":
+        from baselines.penalties import selected_pair
+
+        lam, nu = selected_pair(sc.constraint)
+    else:
+        lam, nu = float(p.get("lambda_", 6.0)), float(p.get("nu", -11.0))
     steps = int(p.get("total_steps", 200_000))
     config = GridSearchConfig(method="ippo", sharing=p.get("sharing", "per_agent"), train_steps=steps,
                               constraint=float(sc.constraint), n_agents=sc.n_agents, start_hour=spec.start_hours[0],
@@ -58,4 +66,5 @@ def _scenario(scenario) -> str | None:
 
 
 register(MethodDef(kind="ippo", label="IPPO (independent PPO)", prepare=_prepare, params=PARAMS, validate=_validate,
-                   check_scenario=_scenario, budget="full", colour="tab:olive", seeded=True, trains=True))
+                   check_scenario=_scenario, budget="full", colour="tab:olive", seeded=True, trains=True,
+                   inputs=penalty_inputs))

@@ -5,14 +5,18 @@ during training (frozen into the policy, not used at execution). ``networked_pd`
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Mapping
 
 from baselines.marl_names import ALL_BASELINES, LABELS, LAGRANGIAN_BASELINES
-from benchmarks.registry import MethodDef, Prepared, RunContext, register
+from baselines.penalties import check_penalties, selected_inputs
+from benchmarks.registry import MethodDef, Prepared, RunContext, checkpoint_params, register
 
 # set by the scenario and the run (the graph fields: networked_pd trains on the scenario's graph)
 RESERVED = ("name", "n_agents", "constraint_fraction", "seed", "dataset", "graph", "graph_params", "graph_seed")
-EXTRA = ("checkpoint",)  # evaluate an existing checkpoint instead of training
+# checkpoint: evaluate an existing checkpoint instead of training; penalties: "selected" takes (lambda_, nu) from the
+# pair this repository's IPPO grid search selected at the scenario's level (baselines.penalties)
+EXTRA = ("checkpoint", "penalties")
 
 
 def _params() -> tuple[str, ...]:
@@ -33,6 +37,12 @@ def _validate(params: Mapping[str, Any]) -> None:
     ckpt = params.get("checkpoint")
     if ckpt is not None and not isinstance(ckpt, str):
         raise ValueError("checkpoint must be a checkpoint path (string)")
+    check_penalties(params)
+
+
+def penalty_inputs(params: Mapping[str, Any]) -> list[Path]:
+    """Files a run reads: its checkpoint, and the selected pairs when ``penalties`` is ``"selected"``."""
+    return checkpoint_params(params) + selected_inputs(params)
 
 
 def _scenario(scenario) -> str | None:
@@ -52,6 +62,13 @@ def _prepare(spec, ctx: RunContext) -> Prepared:
     data = ctx.data(sc.dataset)
     params = dict(spec.method.params)
     checkpoint = params.pop("checkpoint", None)
+    if params.pop("penalties", None) == "selected":
+        from baselines.penalties import selected_pair
+
+        if spec.method.kind in LAGRANGIAN_BASELINES:
+            raise ValueError(f"{spec.method.kind} learns its multipliers: penalties=\"selected\" applies to the "
+                             "fixed-penalty baselines only")
+        params["lambda_"], params["nu"] = selected_pair(sc.constraint)
     for key in ("hidden_sizes", "critic_hidden_sizes", "train_window"):
         if isinstance(params.get(key), list):
             params[key] = tuple(params[key])
@@ -93,4 +110,4 @@ _COLOURS = {"mappo": "tab:orange", "maddpg": "tab:olive", "masac": "tab:cyan", "
 for _kind in ALL_BASELINES:
     register(MethodDef(kind=_kind, label=LABELS[_kind], prepare=_prepare, params=_params(), validate=_validate,
                        check_scenario=_scenario, budget="full", colour=_COLOURS.get(_kind, "tab:gray"), seeded=True,
-                       trains=True))
+                       trains=True, inputs=penalty_inputs))

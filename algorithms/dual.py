@@ -463,17 +463,29 @@ class DualConsensus:
         return self.state.nu.copy()
 
     # -- Algorithm 1 -----------------------------------------------------------
-    def step(self, e_grid: np.ndarray, r2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def step(self, e_grid: np.ndarray, r2: np.ndarray, share: float | np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
         """Feed one environment step's signals; returns copies of ``(lam, nu)``.
 
         The signals are accumulated; every ``update_period``-th call their mean
         drives one update: dual step on ``lam``, ``rounds`` consensus rounds,
         local step on ``nu``.  In between, the multipliers are unchanged.
+
+        ``share``: this step's per-agent budget when it changes from step to step
+        (e.g. an hourly limit); ``None`` = the constructor's ``share``. The global
+        signal then enters as ``e_grid - share + self.share``, its excess over this
+        step's budget on the constructor's budget, so an averaged (or delayed,
+        asynchronous) update steps on the mean excess over the steps it covers.
         """
         e = np.asarray(e_grid, dtype=np.float64)
         r = np.asarray(r2, dtype=np.float64)
         if e.shape != (self.n,) or r.shape != (self.n,):
             raise ValueError(f"e_grid and r2 must have shape ({self.n},), got {e.shape} and {r.shape}")
+        if share is not None:
+            s = np.asarray(share, dtype=np.float64)
+            if s.ndim not in (0, 1) or (s.ndim == 1 and s.shape != (self.n,)) or not np.all(np.isfinite(s)):
+                raise ValueError(f"share must be a finite scalar or an array of shape ({self.n},), got {share!r}")
+            e = e - s + self.share
         st = self.state
         c = self.config
         if self.comm is not None:

@@ -28,6 +28,7 @@ from algorithms.comm import comm_settings
 from algorithms.dual import LAMBDA_RANGE, NU_RANGE, DualConfig, DualConsensus
 from cmarl_env import EnvConfig, graphs
 from cmarl_env.config import ConfigBase, check_range
+from cmarl_env.domains import domain_of
 from cmarl_env.evaluation import Controller, evaluation_config, rollout
 from cmarl_env.records import package_versions, publish_folder, write_json, write_trajectory_csv
 from cmarl_env.core import DemandResponseCore
@@ -113,6 +114,10 @@ def build_graph(graph: Any, graph_params: Mapping[str, Any], n_agents: int, seed
 def policies_for(core: DemandResponseCore, policies: Mapping[float, Policy] | None) -> list[tuple[np.ndarray, Policy]]:
     """(agent indices, policy) per agent type; the shipped policies for the types without one.
 
+    Agent types come from the core's domain (``domain.type_keys``/``type_mask``): demand scales for
+    demand response, site types (``"public"``, ...) for EV charging, which ships no policies yet (a
+    type without a policy there raises ``ValueError`` naming it).
+
     A checkpoint-backed policy (``algorithms.policy.AugmentedPolicy``) is checked against the core before
     anything runs: its demand scale must be one of the core's agent types (``UnknownDemandScaleError``) and
     the checkpoint must have been trained for that scale, this observation layout, these multiplier ranges
@@ -120,11 +125,18 @@ def policies_for(core: DemandResponseCore, policies: Mapping[float, Policy] | No
     the caller's responsibility.
     """
     policies = dict(policies or {})
+    domain = domain_of(core)
     for scale, policy in policies.items():
         if hasattr(policy, "check_assignment"):
             policy.check_assignment(core, scale)
     groups = []
-    for scale in core.type_scales.tolist():
+    keys = domain.type_keys(core)
+    if not domain.ships_policies:
+        missing = [k for k in keys if k not in policies]
+        if missing:
+            raise ValueError(f"no policy for agent type(s) {missing} of the {domain.name} domain (no shipped "
+                             f"policies there); pass policies={{type: policy}} for the types {keys}")
+    for scale in keys:
         if scale in policies:
             policy = policies[scale]
             if hasattr(policy, "check_assignment"):
@@ -137,7 +149,7 @@ def policies_for(core: DemandResponseCore, policies: Mapping[float, Policy] | No
             # where thread hand-offs cost more than the matrix products
             pretrained.num_threads = None if core.n_agents >= MULTITHREAD_MIN_AGENTS else 1
             policy = functools.partial(pretrained.act, chunk_size=INFERENCE_CHUNK)
-        groups.append((np.flatnonzero(core.layout.scale == scale), policy))
+        groups.append((np.flatnonzero(domain.type_mask(core, scale)), policy))
     return groups
 
 
@@ -145,9 +157,12 @@ def act(groups: list[tuple[np.ndarray, Policy]], obs: np.ndarray) -> np.ndarray:
     """Batched inference, one call per agent type."""
     if len(groups) == 1:
         return np.asarray(groups[0][1](obs), dtype=np.float64)
-    actions = np.empty((obs.shape[0], 2))
+    actions = None
     for idx, policy in groups:
-        actions[idx] = policy(obs[idx])
+        a = policy(obs[idx])
+        if actions is None:  # (N, action width): 2 for demand response, the ports for EV charging
+            actions = np.empty((obs.shape[0],) + np.shape(a)[1:])
+        actions[idx] = a
     return actions
 
 
@@ -159,12 +174,18 @@ class DualConsensusController(Controller):
     The communication graph is the scenario's (``core.config.graph``, seeded by ``core.config.seed``).
     ``record_agents`` agents' multipliers are kept per step, with the consensus error against the stationary
     weights of the consensus matrix and the Theorem 5.1 bound.
+
+    The signals come through the core's domain (:mod:`cmarl_env.domains`): the global signal, each agent's
+    share of the limit (read every step when the domain's limit changes from step to step) and the local
+    signal of the nu step (``domain.dual_local_signal``). ``dual=None`` takes ``DualConfig()`` with the
+    domain's ``dual_defaults`` (none for demand response).
     """
 
     augment = True
 
     def __init__(self, dual: DualConfig | None = None, policies: Mapping[float, Policy] | None = None, *,
                  record_agents: int = 1000, name: str | None = None, theory: bool = True):
+        self._dual_given = dual
         self.dual_config = dual or DualConfig()
         self.policies = policies
         self.record_agents = int(record_agents)
@@ -175,6 +196,9 @@ class DualConsensusController(Controller):
     def reset(self, core: DemandResponseCore) -> None:
         super().reset(core)
         cfg, n = core.config, core.n_agents
+        self.domain = domain = domain_of(core)
+        if self._dual_given is None and domain.dual_defaults:
+            self.dual_config = DualConfig(**domain.dual_defaults)
         graph, walk = build_graph(cfg.graph, cfg.graph_params, n, cfg.seed)
         # DualConsensus builds its consensus matrix from the graph's pattern with ``dual.weights``; the spectral
         # summary (rho, Theorem 5.1) must describe that same matrix
@@ -182,8 +206,9 @@ class DualConsensusController(Controller):
                          if n <= SPECTRAL_MAX_N else None)
         self.rho_l = self.spectral.rho ** self.dual_config.rounds if self.spectral is not None else float("nan")
         self.n_edges = int(walk.nnz // 2)
-        start = int(np.min(core.start_hour))
-        self.dual = DualConsensus(walk, self.dual_config, n_agents=n, share=core.share,
+        start = domain.episode_start(core)
+        share = core.share if not domain.share_varies else domain.limit(core, 0) / n
+        self.dual = DualConsensus(walk, self.dual_config, n_agents=n, share=share,
                                   comm_seed=(self.dual_config.comm_seed, int(cfg.seed), start),
                                   redraw=self._redraw(cfg, n) if self.dual_config.graph_redraw > 0 else None)
         self.weights = self.dual.weights
@@ -191,7 +216,7 @@ class DualConsensusController(Controller):
         core.lam, core.nu = self.dual.lam.copy(), self.dual.nu.copy()
         self.sigma = 0.0
         k = min(self.record_agents, n)
-        steps = cfg.episode_length
+        steps = domain.episode_steps(core)
         self._t = 0
         self._traces = {key: np.empty(steps) for key in (
             "unmet_r2", "consensus_error", "consensus_bound", "lambda_mean", "lambda_min", "lambda_max", "nu_mean")}
@@ -219,13 +244,16 @@ class DualConsensusController(Controller):
         return act(self.groups, obs)
 
     def observe(self, step) -> None:
-        sig, core, weights, cfg = step.signals, self.core, self.weights, self.dual_config
-        deviation = sig.e_grid - core.share
+        sig, core, weights, cfg, domain = step.signals, self.core, self.weights, self.dual_config, self.domain
+        g = domain.global_signal(sig)
+        share = domain.share(core, sig)
+        deviation = g - share
         self.sigma = max(self.sigma, theory.weighted_norm(deviation - weights @ deviation, weights))
-        lam, nu = self.dual.step(sig.e_grid, sig.r2)
+        lam, nu = self.dual.step(g, domain.dual_local_signal(core, sig),
+                                 share=share if domain.share_varies else None)
         core.lam, core.nu = lam, nu
         tr, t, k = self._traces, self._t, self._traces["lambda"].shape[1]
-        tr["unmet_r2"][t] = sig.r2.sum()
+        tr["unmet_r2"][t] = domain.local_signal(sig).sum()
         tr["consensus_error"][t] = theory.weighted_norm(lam - weights @ lam, weights)
         rho_l = self.rho_l
         tr["consensus_bound"][t] = (rho_l * cfg.alpha * self.sigma / (1.0 - rho_l)

@@ -151,6 +151,8 @@ def build_layout(config: EnvConfig, data: BuildingData, width: int) -> AgentLayo
 class DemandResponseCore:
     """N-agent demand-response dynamics on CityLearn data, with array in/array out."""
 
+    domain = "demand_response"  # its adapter to the domain seam: cmarl_env.domains.demand_response.domain
+
     def __init__(self, config: EnvConfig | None = None, data: BuildingData | None = None):
         self.config = config = config or EnvConfig()
         self.data = data if data is not None else load_dataset(config.dataset)

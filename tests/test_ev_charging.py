@@ -13,7 +13,7 @@ from cmarl_env.domains.ev_charging.core import EVActionTypeError, EVChargingCore
 from cmarl_env.domains.ev_charging.data import CATEGORIES, EV_DATA_DIR, load_tables
 from cmarl_env.domains.ev_charging.references import (
     UNMET_EPS, ClairvoyantLP, LeastLaxityFirst, Uncontrolled, binding_range)
-from cmarl_env.domains.ev_charging.rollout import ev_rollout
+from cmarl_env.evaluation import rollout
 from cmarl_env.evaluation.controller import Controller
 
 # Goodness-of-fit threshold: family-wise error 1e-3 over the 12 chi-square tests of this file (Bonferroni).
@@ -166,7 +166,7 @@ def test_energy_balance_per_ev():
 
 def test_uncontrolled_meets_every_request_and_sets_the_peak():
     core = EVChargingCore(EVConfig(n_agents=20, episode_length=72))
-    r = ev_rollout(Uncontrolled(), core, seed=core.config.seed, start_day=core.calibration_day)
+    r = rollout(Uncontrolled(), core, core.calibration_day, seed=core.config.seed)
     assert r.unmet.sum() == 0.0
     assert np.isclose(r.load.max(), core.peak_uncontrolled)
     assert np.allclose(r.load, core.uncontrolled_profile)
@@ -177,13 +177,13 @@ def test_uncontrolled_meets_every_request_and_sets_the_peak():
 def test_lp_is_a_lower_bound_on_every_controller(limit, calibration_episode):
     core = EVChargingCore(EVConfig(n_agents=20, episode_length=72, constraint_fraction=0.65, limit=limit))
     if calibration_episode:  # the episode whose uncontrolled peak sets the limit: c = 0.65 binds there
-        kw = dict(seed=core.config.seed, start_day=core.calibration_day)
-        core.reset(**kw)
+        kw = dict(seed=core.config.seed, start=core.calibration_day)
+        core.reset(seed=kw["seed"], start_day=kw["start"])
         frontier, threshold = binding_range(core)  # measured: peak (0.497, 0.802), hourly (0.587, 1.028)
         assert frontier < 0.65 < threshold
     else:  # another week and other cars under the same limit (it may be below this episode's frontier)
-        kw = dict(seed=11, start_day=core.window[0] + 30)
-    runs = {c.name: ev_rollout(c, core, **kw) for c in
+        kw = dict(seed=11, start=core.window[0] + 30)
+    runs = {c.name: rollout(c, core, **kw) for c in
             (Uncontrolled(), LeastLaxityFirst(), _RandomUnderLimit(), ClairvoyantLP(), ClairvoyantLP(limit=False))}
     lp, free = runs["lp"], runs["lp_unlimited"]
     # the replayed LP attains its optimum in the environment
@@ -208,7 +208,7 @@ def test_same_seed_same_cars_for_every_controller():
     a = core.episode_sessions(key=core.episode_key_for(7), start_day=core.window[0])
     core.record = True
     for controller in (Uncontrolled(), LeastLaxityFirst()):
-        ev_rollout(controller, core, seed=7, start_day=core.window[0])
+        rollout(controller, core, core.window[0], seed=7)
         met = core.state.draws
         arrivals = np.concatenate([d.arrival for _, d in met])
         assert np.array_equal(np.sort(arrivals[arrivals < 48]), np.sort(a.arrival))

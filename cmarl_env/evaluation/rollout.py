@@ -1,10 +1,16 @@
-"""The one roll-out loop and the typed record it produces.
+"""The one roll-out loop, for every domain, and demand response's typed record.
 
-Every method, learned or not, is evaluated by :func:`rollout`; the clairvoyant
-LP, which is not a controller, builds the same :class:`Rollout` from its
-solution (``baselines.oracle.lp_rollout``). All metrics (grid use over the
-limit, backlog slope, feasibility, cost with the terminal backlog) are derived
-here, once.
+Every method, learned or not, in every domain (:mod:`cmarl_env.domains`), is
+evaluated by :func:`rollout`: the domain of the core (``domain_of(core)``)
+resets it for the roll-out, and its recorder collects the per-step totals of
+the domain's signals and builds the domain's record, whose ``verdict`` is the
+domain's feasibility rule and ``metrics()`` its JSON-friendly metrics.
+
+Demand response's record is :class:`Rollout` (grid use over the limit,
+backlog slope, feasibility, cost with the terminal backlog, derived here
+once); the clairvoyant LP, which is not a controller, builds the same
+:class:`Rollout` from its solution (``baselines.oracle.lp_rollout``). EV
+charging's is :class:`cmarl_env.domains.ev_charging.evaluation.EVRollout`.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from cmarl_env.domains import domain_of
 from cmarl_env.evaluation.feasibility import Verdict, backlog_slope, judge, terminal_backlog_value
 
 
@@ -106,19 +113,21 @@ class Rollout:
                 "grid_limit": np.full(self.steps, self.grid_limit)} | dict(self.traces)
 
 
-def rollout(controller, core, start_hour: int, steps: int, *, progress: bool = False) -> Rollout:
-    """Run ``controller`` on ``core`` for ``steps`` hours from ``start_hour`` (see ``controller.py``).
+def rollout(controller, core, start=None, steps: int | None = None, *, seed: int | None = None,
+            progress: bool = False):
+    """Run ``controller`` on ``core`` for ``steps`` steps from ``start`` (see ``controller.py``).
 
+    ``start`` is in the domain's unit (``domain_of(core).start_unit``): the data hour for demand
+    response, the day for EV charging; ``None`` and ``steps=None`` take the core's defaults. ``seed``
+    reseeds the core's episode (the EV cars; demand response's episodes are not random once the start
+    is given). Returns the domain's record (:class:`Rollout` for demand response).
     ``progress=True`` shows a tqdm bar (when tqdm is installed).
     """
-    lo, hi = core.window
-    if not (lo <= start_hour and start_hour + steps <= hi):
-        raise ValueError(f"start_hour={start_hour} + steps={steps} leaves the core's data window [{lo}, {hi})")
-    core.reset(start_hour=start_hour, steps=steps)
+    domain = domain_of(core)
+    steps = domain.begin(core, start, steps, seed)
     controller.reset(core)
     obs = core.observe()
-    grid, demand, backlog, cost, price = (np.empty(steps) for _ in range(5))
-    max_backlog = 0.0
+    rec = domain.recorder(core, steps)
     augment = bool(getattr(controller, "augment", False))
     bar = _bar(steps) if progress else None
     t0 = time.perf_counter()
@@ -126,23 +135,14 @@ def rollout(controller, core, start_hour: int, steps: int, *, progress: bool = F
         out = core.step(controller.act(obs))
         controller.observe(out)
         obs = core.observe() if augment else out.obs
-        s = out.signals
-        grid[t] = s.e_grid.sum()
-        demand[t] = s.demand.sum()
-        backlog[t] = s.backlog.sum()
-        cost[t] = -s.r0.sum()
-        price[t] = s.price.max()
-        max_backlog = max(max_backlog, float(s.backlog.max()))
+        rec.record(t, out.signals)
         if bar is not None:
             bar.update(1)
     wall = time.perf_counter() - t0
     if bar is not None:
         bar.close()
-    return Rollout(controller=getattr(controller, "name", type(controller).__name__), start_hour=int(start_hour),
-                   n_agents=core.n_agents, grid_limit=float(core.grid_limit), peak_demand=float(core.peak_demand),
-                   total_grid=grid, total_demand=demand, total_backlog=backlog, energy_cost=cost, prices=price,
-                   max_agent_backlog=max_backlog, wall_time_s=wall, traces=dict(controller.trace()),
-                   info=dict(controller.summary()))
+    return rec.finish(controller=getattr(controller, "name", type(controller).__name__), wall_time_s=wall,
+                      traces=dict(controller.trace()), info=dict(controller.summary()))
 
 
 def _bar(total: int):

@@ -15,7 +15,7 @@ import sys
 from cmarl_env.domains.ev_charging.config import EVConfig
 from cmarl_env.domains.ev_charging.core import EVChargingCore
 from cmarl_env.domains.ev_charging.references import ClairvoyantLP, LeastLaxityFirst, Uncontrolled, binding_range
-from cmarl_env.domains.ev_charging.rollout import ev_rollout
+from cmarl_env.evaluation import rollout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'controller':<14} {'energy EUR':>10} {'unmet kWh':>10} {'pending kWh':>11} {'total EUR':>10} "
           f"{'peak/limit':>10} {'overload':>9} {'feasible':>8}")
     for controller in (Uncontrolled(), LeastLaxityFirst(), ClairvoyantLP(), ClairvoyantLP(limit=False)):
-        r = ev_rollout(controller, core, seed=a.seed, start_day=day)
+        r = rollout(controller, core, day, seed=a.seed)
         m = r.metrics()
         print(f"{m['controller']:<14} {m['energy_cost']:>10.2f} {m['unmet_kwh']:>10.1f} {m['pending_kwh']:>11.1f} "
               f"{m['total_cost']:>10.2f} {m['peak_ratio']:>10.3f} {m['overload_ratio']:>9.4f} {str(m['feasible']):>8}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
 from cmarl_env.config import MAX_AGENTS, ConfigBase, FieldTypeError, check_int, check_range, check_real
 
 SITE_TYPES = ("private", "public", "workplace")
@@ -40,6 +42,16 @@ class EVConfig(ConfigBase):
     charging (full power on arrival) on the calibration episode (the config's
     ``start_day`` or the window's first day, with ``seed``); ``limit="hourly"``
     multiplies that cap by ``limit_profile[local hour]``.
+
+    ``graph``/``graph_params``: the sites' communication graph for Algorithm 1
+    (a name of :data:`cmarl_env.graphs.GRAPH_NAMES`, seeded by ``seed``).
+    ``unmet_allowance``: the tolerance of the local constraint in Algorithm 1's
+    nu step, as a fraction of the energy the departing cars requested: nu reads
+    ``unmet - unmet_allowance x requested`` (``EVChargingDomain.dual_local_signal``).
+    Unmet energy is never negative, so without an allowance nu could only fall;
+    with it, nu rises back (to at most 0) while a site's cars leave with more than
+    ``1 - unmet_allowance`` of their energy. The default, half of the verdict's 1 %
+    (``ev_charging.evaluation.UNMET_TOLERANCE``), aims inside the feasible side.
     """
 
     n_agents: int = 10
@@ -61,6 +73,9 @@ class EVConfig(ConfigBase):
     nu_range: tuple[float, float] = (-20.0, 20.0)
     seed: int = 0
     render_mode: str | None = None
+    graph: str = "ring"
+    graph_params: Mapping[str, Any] = field(default_factory=dict)
+    unmet_allowance: float = 0.005
 
     def __post_init__(self) -> None:
         check_int("n_agents", self.n_agents, 1, MAX_AGENTS)
@@ -70,6 +85,17 @@ class EVConfig(ConfigBase):
         check_real("charger_kw", self.charger_kw, 0.0, 350.0, low_open=True)
         check_real("daily_use", self.daily_use, 0.0, 1.0, low_open=True)
         check_real("constraint_fraction", self.constraint_fraction, 0.0, 1.0, low_open=True)
+        check_real("unmet_allowance", self.unmet_allowance, 0.0, 1.0)
+        if not isinstance(self.graph, str):
+            raise FieldTypeError(f"graph={self.graph!r} must be a graph name (str) such as 'ring'")
+        from cmarl_env.graphs import GRAPH_NAMES, _normalize_name
+
+        try:
+            _normalize_name(self.graph)
+        except ValueError:
+            raise ValueError(f"graph={self.graph!r} is not a known graph; allowed: {', '.join(GRAPH_NAMES)}") from None
+        if not isinstance(self.graph_params, Mapping):
+            raise FieldTypeError(f"graph_params={self.graph_params!r} must be a mapping of graph parameters")
         if not isinstance(self.site_types, (tuple, list)) or len(self.site_types) == 0:
             raise FieldTypeError(f"site_types={self.site_types!r} must be a non-empty tuple of site categories "
                                  f"from {SITE_TYPES}")

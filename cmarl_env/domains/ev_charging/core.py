@@ -87,6 +87,7 @@ class EVSignals(NamedTuple):
     r2: np.ndarray         # = unmet (the local-constraint signal, as r2 of demand response: > 0 is bad)
     price: float           # EUR/kWh
     share: float           # this hour's limit / N [kWh]
+    requested: np.ndarray  # kWh the cars that left in the hour had requested (unmet <= requested)
 
     @property
     def cost(self) -> np.ndarray:
@@ -154,6 +155,8 @@ class PortState:
 
 class EVChargingCore:
     """N charging sites, each with K ports, under a shared transformer limit; arrays in, arrays out."""
+
+    domain = "ev_charging"  # its adapter to the domain seam: cmarl_env.domains.ev_charging.domain
 
     def __init__(self, config: EVConfig | None = None, tables: EVTables | None = None):
         self.config = config = config or EVConfig()
@@ -336,12 +339,13 @@ class EVChargingCore:
         load = e.reshape(n, k).sum(axis=1)
         unmet = unmet_port.reshape(n, k).sum(axis=1)
         departed = leaving.reshape(n, k).sum(axis=1)
+        requested = np.where(leaving, self.state.req, 0.0).reshape(n, k).sum(axis=1)
         self.state.advance(leaving)
         price = self.price_at(t)
         share = self.limit_at(t) / n
         r0 = -price * load
         lagrangian = r0 + self.lam * (share - load) + self.nu * unmet
-        sig = EVSignals(load, unmet, departed, r0, unmet, price, share)
+        sig = EVSignals(load, unmet, departed, r0, unmet, price, share, requested)
         self.t += 1
         obs = self.observe()
         reward = lagrangian if self._lagrangian_reward else r0

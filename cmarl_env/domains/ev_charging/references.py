@@ -1,7 +1,7 @@
 """Reference controllers of the EV domain: uncontrolled, least-laxity-first under the limit, clairvoyant LP.
 
 All three implement the controller protocol (``reset(core)``, ``act(obs)``) and
-run through :func:`cmarl_env.domains.ev_charging.rollout.ev_rollout`.
+run through the generic :func:`cmarl_env.evaluation.rollout`.
 
 * :class:`Uncontrolled`: every port at full power (a = 1): a car charges at
   min(charger, car) from its arrival until it has its energy. Its peak is the
@@ -193,7 +193,7 @@ def min_peak_fraction(core) -> float:
 def uncontrolled_threshold(core, tolerance: float | None = None) -> float:
     """The largest c at which uncontrolled charging of the current episode breaks the global rule
     (average hourly overload above ``tolerance`` of the average limit); bisection on its load profile."""
-    from cmarl_env.domains.ev_charging.rollout import GRID_TOLERANCE
+    from cmarl_env.domains.ev_charging.evaluation import GRID_TOLERANCE
 
     tol = GRID_TOLERANCE if tolerance is None else tolerance
     load = core.uncontrolled_load(core.episode_key, core.start_day, core.steps)

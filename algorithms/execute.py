@@ -197,6 +197,9 @@ class DualConsensusController(Controller):
         super().reset(core)
         cfg, n = core.config, core.n_agents
         self.domain = domain = domain_of(core)
+        if "lambda" not in core.layout_names:
+            raise ValueError(f"{type(self).__name__} needs a core whose observations carry the multipliers "
+                             f"(config augment=True); this core's columns are {list(core.layout_names)}")
         if self._dual_given is None and domain.dual_defaults:
             self.dual_config = DualConfig(**domain.dual_defaults)
         graph, walk = build_graph(cfg.graph, cfg.graph_params, n, cfg.seed)

@@ -213,3 +213,46 @@ def binding_range(core) -> tuple[float, float]:
     """(frontier, uncontrolled threshold) of the current episode: c binds strictly between them
     (some controller can meet it, uncontrolled charging does not)."""
     return min_peak_fraction(core), uncontrolled_threshold(core)
+
+
+class MultiplierRate:
+    """A hand-written state-augmented EV policy (``obs -> (N, K)`` actions), standing in for trained ones.
+
+    It reads the augmented observation (``augment=True``): each plugged port's minimum rate ``u = remaining /
+    (power x connected hours left)`` (the fraction of full power that delivers the car's energy exactly at its
+    departure) is scaled by the value of energy over its price in the Lagrangian of the site::
+
+        a = clip(u x (v - nu) / (price + lambda), 0, 1)      (a = 1 at ports with energy when price + lambda <= 0)
+
+    with ``v`` the window's largest absolute price (``core.price_norm``): without multipliers it charges faster in
+    cheap hours; a higher lambda (the shared limit is exceeded) slows every port below its minimum rate, and a more
+    negative nu (unmet energy) speeds it up again. Built from the core it acts on (its observation scales).
+    """
+
+    def __init__(self, core):
+        from cmarl_env.domains.ev_charging.core import TIME_NORM_H
+
+        if not core.config.augment:
+            raise ValueError("MultiplierRate reads lambda and nu from the observation: build the core with augment=True")
+        self.ports, self.value = core.ports, core.price_norm
+        self.price_norm, self.energy_norm = core.price_norm, core.energy_norm
+        self.time_norm, self.charger_kw = TIME_NORM_H, core.config.charger_kw
+        self.lambda_range, self.nu_range = core.lambda_range, core.nu_range
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float64)
+        n, k = obs.shape[0], self.ports
+        ports = obs[:, 4:4 + 4 * k].reshape(n, k, 4)
+        rem = ports[:, :, 1] * self.energy_norm
+        hours = ports[:, :, 2] * self.time_norm
+        power = ports[:, :, 3] * self.charger_kw
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.where((hours > 0) & (power > 0), rem / (power * hours), 0.0)
+        price = obs[:, 0] * self.price_norm
+        lam = self.lambda_range[0] + obs[:, -2] * (self.lambda_range[1] - self.lambda_range[0])
+        nu = self.nu_range[0] + obs[:, -1] * (self.nu_range[1] - self.nu_range[0])
+        cost = price + lam
+        free = (cost <= 1e-9)[:, None]  # energy costs nothing (or pays): full power
+        scale = ((self.value - nu) / np.maximum(cost, 1e-9))[:, None]
+        a = np.where(rem > 0, np.where(free, 1.0, np.minimum(u * scale, 1.0)), 0.0)
+        return np.clip(a, 0.0, 1.0)

@@ -3,7 +3,10 @@
 Nothing here imports torch, Tianshou or Ray. Methods (``algorithms``,
 ``baselines``, a user's own controller) implement :class:`Controller`;
 ``benchmarks`` runs them through :func:`rollout` and judges them with
-:func:`judge`.
+:func:`judge`. :func:`rollout` works for every registered domain
+(:mod:`cmarl_env.domains`, docs/domains.md): the core's domain supplies the
+signals, the limit per step and the verdict; ``feasibility`` holds demand
+response's rule, ``cmarl_env.domains.ev_charging.evaluation`` EV charging's.
 """
 
 from cmarl_env.evaluation.controller import Controller, GridOnly, RandomController, ServeAll

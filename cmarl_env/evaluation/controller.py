@@ -4,12 +4,15 @@ A controller is driven by :func:`cmarl_env.evaluation.rollout`::
 
     controller.reset(core)          # a new roll-out: read the scenario's facts from the core
     for every hour:
-        actions = controller.act(obs)   # (N, 2) actions in [0, 1]: battery fraction, grid fraction
+        actions = controller.act(obs)   # (N, K) actions in [0, 1]; K = domain_of(core).action_width(core):
+                                        # 2 for demand response (battery, grid), the ports for EV charging
         controller.observe(step)        # the hour's signals (a CoreStep): dual updates, budgets, ...
 
-``reset`` receives the :class:`~cmarl_env.core.DemandResponseCore` of the
-roll-out. A controller may read it (``share``, ``grid_limit``, ``layout``,
-the current ``demand``/``soc``/``backlog``) and, when it declares
+``reset`` receives the core of the roll-out, of any registered domain
+(:mod:`cmarl_env.domains`; ``domain_of(core)`` gives its global and local
+signals, limit and share). A controller may read it (for demand response
+``share``, ``grid_limit``, ``layout``, the current ``demand``/``soc``/``backlog``)
+and, when it declares
 ``augment = True``, write the agents' multipliers ``core.lam``/``core.nu``
 (the observation then carries them); it never steps the core. ``trace()``
 returns per-step arrays the controller recorded (stored with the roll-out),
@@ -45,7 +48,7 @@ class Controller:
         return {}
 
 
-class ServeAll(Controller):
+class ServeAll(Controller):  # demand-response controllers: (N, 2) actions
     """No control: battery first, then the grid for all the rest, never postpone (``a = (1, 1)``)."""
 
     name = "serve_all"

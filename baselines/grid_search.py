@@ -543,7 +543,7 @@ def write_outputs(config: GridSearchConfig, results: dict[str, dict], out: Path,
         rule = (f"feasible (cmarl_env.evaluation.judge, every roll-out): average grid use <= "
                 f"{1 + feasibility.GRID_TOLERANCE:g} x the grid limit and backlog slope <= "
                 f"{feasibility.BACKLOG_SLOPE_LIMIT:g} kWh/step/agent; grid limit c x the peak over each roll-out's "
-                f"hours (" + (", ".join(f"{v:.4f}" for v in limits) or "n/a") + " kWh/step)")
+                f"hours (mean over the roll-outs: " + (", ".join(f"{v:.4f}" for v in limits) or "n/a") + " kWh/step)")
         sel = summary["selected"].get(f"{c:g}")
         chosen = (f"Selected pair (feasible, lowest mean cost): **({sel['lambda']:g}, {sel['nu']:g})**, cost "
                   f"{sel['total_cost']:.1f}" if sel else "Selected pair: none (no point is feasible in every roll-out)")

@@ -43,6 +43,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="results folder (default results/grid_<method>)")
 
 
+def config_from_args(args: argparse.Namespace) -> GridSearchConfig:
+    """The search the parsed command line asks for (raises ValueError naming a bad value)."""
+    return GridSearchConfig(
+        method=args.method,
+        lambda_min=args.lambda_range[0], lambda_max=args.lambda_range[1], lambda_step=args.lambda_range[2],
+        nu_min=args.nu_range[0], nu_max=args.nu_range[1], nu_step=args.nu_range[2],
+        sharing=args.sharing, train_steps=args.train_steps, train_seeds=tuple(args.train_seeds),
+        eval_steps=args.eval_steps, start_hour=args.start_hour, rollouts=args.rollouts,
+        start_jitter=args.start_jitter, constraint=args.constraint,
+        extra_constraints=tuple(args.extra_constraints), n_agents=args.agents, seed=args.seed,
+        cpus_per_trial=args.cpus_per_trial,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from cmarl_env.records import FolderLockedError, check_output_dir
 
@@ -51,16 +65,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("results") / f"grid_{args.method}"
     try:
         check_output_dir(out, "--out")  # before any work
-        config = GridSearchConfig(
-            method=args.method,
-            lambda_min=args.lambda_range[0], lambda_max=args.lambda_range[1], lambda_step=args.lambda_range[2],
-            nu_min=args.nu_range[0], nu_max=args.nu_range[1], nu_step=args.nu_range[2],
-            sharing=args.sharing, train_steps=args.train_steps, train_seeds=tuple(args.train_seeds),
-            eval_steps=args.eval_steps, start_hour=args.start_hour, rollouts=args.rollouts,
-            start_jitter=args.start_jitter, constraint=args.constraint,
-            extra_constraints=tuple(args.extra_constraints), n_agents=args.agents, seed=args.seed,
-            cpus_per_trial=args.cpus_per_trial,
-        )
+        config = config_from_args(args)
         summary = run_grid_search(config, out, address=args.address, max_concurrent=args.max_concurrent)
     except (ValueError, FolderLockedError) as err:
         raise SystemExit(f"cmarl grid-search: {err}") from None

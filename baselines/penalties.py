@@ -76,7 +76,16 @@ def write_selected(results_dir: Path, path: Path | None = None) -> dict[str, Any
     if summary["finished"] != summary["points"]:
         raise ValueError(f"{results_dir}: only {summary['finished']} of {summary['points']} points finished; "
                          "finish the search (run the same command again) first")
-    data = {"format": FORMAT, "source": str(results_dir), "grid_config": config,
+    command = (f"cmarl grid-search --method ippo --sharing {config['sharing']} "
+               f"--lambda-range {config['lambda_min']:g} {config['lambda_max']:g} {config['lambda_step']:g} "
+               f"--nu-range {config['nu_min']:g} {config['nu_max']:g} {config['nu_step']:g} "
+               f"--train-steps {config['train_steps']} --train-seeds {' '.join(str(v) for v in config['train_seeds'])} "
+               f"--eval-steps {config['eval_steps']} --start-hour {config['start_hour']} --rollouts {config['rollouts']} "
+               f"--start-jitter {config['start_jitter']} --constraint {config['constraint']:g}"
+               + (" --extra-constraints " + " ".join(f"{c:g}" for c in config["extra_constraints"])
+                  if config["extra_constraints"] else "")
+               + f" --agents {config['n_agents']} --seed {config['seed']}")
+    data = {"format": FORMAT, "source": str(results_dir), "command": command, "grid_config": config,
             "start_hours": summary["start_hours"], "train_seeds": summary["train_seeds"],
             "levels": summary["selected"]}
     target = Path(path or SELECTED_FILE)

@@ -51,6 +51,9 @@ INPUT_CLIP = 10.0
 BACKLOG_CAP = 60.0  # in observation units (backlog / demand_norm)
 
 PRETRAINED_FILES: dict[float, str] = {1.0: "normal.pt", 2.0: "double.pt"}
+# EV charging (cmarl_env.domains.ev_charging): one shipped policy per site category, algorithms/pretrained/ev/<type>.pt
+EV_PRETRAINED_DIR = "ev"
+EV_DATASET = "elaadnl"
 AGENT_TYPE_NAMES: dict[float, str] = {1.0: "normal", 2.0: "double"}
 
 # Fields compared by ``load_policy(path, expected=...)`` (a mismatch is an error) ...
@@ -344,7 +347,7 @@ def build_metadata(
     lambda_range: Sequence[float],
     nu_range: Sequence[float],
     dataset: str,
-    demand_scale: float,
+    demand_scale: float | None,
     hidden_sizes: Sequence[int],
     reward_scale: float,
     train_config: Mapping[str, Any] | None = None,
@@ -360,8 +363,8 @@ def build_metadata(
         "lambda_range": [float(v) for v in lambda_range],
         "nu_range": [float(v) for v in nu_range],
         "dataset": str(dataset),
-        "demand_scale": float(demand_scale),
-        "agent_type": agent_type_name(demand_scale),
+        "demand_scale": None if demand_scale is None else float(demand_scale),
+        "agent_type": None if demand_scale is None else agent_type_name(demand_scale),
         "hidden_sizes": [int(h) for h in hidden_sizes],
         "reward_scale": float(reward_scale),
         "train_config": dict(train_config or {}),
@@ -453,6 +456,7 @@ def load_policy(
         net = ActorNet(
             obs_dim=int(meta["obs_dim"]),
             hidden_sizes=[int(h) for h in meta["hidden_sizes"]],
+            act_dim=int(state["mu.bias"].shape[0]) if "mu.bias" in state else 2,
             backlog_index=meta.get("backlog_index", 1),
             mean_bound=float(meta.get("mean_bound", 1.5)),
             min_log_std=float(meta.get("min_log_std", -1.6)),
@@ -492,6 +496,9 @@ def expected_from(obj: Any) -> dict[str, Any]:
     core = getattr(obj, "core", None)
     if core is not None and hasattr(core, "layout_names"):
         obj = core
+    if getattr(obj, "domain", None) == "ev_charging" and hasattr(obj, "layout_names"):
+        return {"observation_layout": list(obj.layout_names), "lambda_range": list(obj.lambda_range),
+                "nu_range": list(obj.nu_range), "dataset": EV_DATASET}
     if hasattr(obj, "layout_names") and hasattr(obj, "lambda_range"):
         out = {
             "observation_layout": list(obj.layout_names),
@@ -572,6 +579,8 @@ def load_pretrained(
 
     ``expected`` / ``expected_layout`` are checked as in ``load_policy``.
     """
+    if isinstance(demand_scale, str) and not _is_number(demand_scale):  # an EV site category (the domain seam's key)
+        return load_ev_pretrained(demand_scale, expected)
     scale = float(demand_scale)
     if scale not in PRETRAINED_FILES:
         raise ValueError(
@@ -581,6 +590,14 @@ def load_pretrained(
     resource = importlib.resources.files("algorithms") / "pretrained" / PRETRAINED_FILES[scale]
     with importlib.resources.as_file(resource) as p:
         return load_policy(p, expected, expected_layout=expected_layout, demand_scale=scale)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_policies_by_scale(paths: Mapping[float, str | os.PathLike] | None = None, expected: Any = None) -> dict[float, AugmentedPolicy]:
@@ -703,3 +720,67 @@ def format_response_table(rows: Sequence[Mapping[str, float]]) -> str:
     for r in rows:
         lines.append(f"| {r['lambda']:g} | {r['nu']:g} | {r['e_grid']:.3f} | {r['r2']:.3f} | {r['e_bat']:.3f} | {r['backlog_end']:.1f} |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------ EV charging
+def ev_pretrained_paths() -> dict[str, Path]:
+    """Shipped EV policy files by site category: {"private": .../pretrained/ev/private.pt, ...} (those that exist)."""
+    from cmarl_env.domains.ev_charging.config import SITE_TYPES
+
+    root = importlib.resources.files("algorithms") / "pretrained" / EV_PRETRAINED_DIR
+    out = {t: Path(str(root / f"{t}.pt")) for t in SITE_TYPES}
+    return {t: p for t, p in out.items() if p.is_file()}
+
+
+class EVPolicy(AugmentedPolicy):
+    """A shipped or trained EV-charging policy bound to the core it acts on.
+
+    The price column of an EV observation is the price over the core's window's largest absolute price
+    (``core.price_norm``), which differs between windows (0.50 EUR/kWh in 2023, the training split; 0.87 in 2024);
+    ``act`` rescales it to the training window's divisor (the checkpoint's ``obs_norms.price_norm``) so that the
+    network reads the same price for the same EUR/kWh. ``price_factor`` = core's divisor / training divisor.
+    """
+
+    def __init__(self, net: ActorNet, metadata: Mapping[str, Any] | None = None, num_threads: int | None = 1,
+                 price_factor: float = 1.0):
+        super().__init__(net, metadata, num_threads)
+        self.price_factor = float(price_factor)
+
+    @classmethod
+    def bind(cls, policy: AugmentedPolicy, core: Any = None) -> "EVPolicy":
+        trained = (policy.metadata.get("obs_norms") or {}).get("price_norm")
+        factor = float(core.price_norm) / float(trained) if trained and core is not None else 1.0
+        return cls(policy.net, policy.metadata, policy.num_threads, factor)
+
+    def act(self, obs: np.ndarray, chunk_size: int = DEFAULT_CHUNK) -> np.ndarray:
+        if self.price_factor != 1.0 and np.ndim(obs) == 2:
+            obs = np.array(obs, dtype=np.float32, copy=True)
+            obs[:, 0] *= self.price_factor
+        return super().act(obs, chunk_size)
+
+    __call__ = act
+
+
+def load_ev_pretrained(site_type: str, expected: Any = None) -> EVPolicy:
+    """The shipped state-augmented policy of an EV site category (``private``, ``public``, ``workplace``).
+
+    ``expected`` (an ``EVChargingCore`` or a mapping) is checked as in ``load_policy``: the observation layout (so
+    the number of ports), the multiplier ranges and the dataset. With a core the policy is bound to it
+    (``EVPolicy``: the price column rescaled to the training window's).
+    """
+    paths = ev_pretrained_paths()
+    if site_type not in paths:
+        raise ValueError(f"site_type={site_type!r} has no shipped EV policy; allowed: {sorted(paths)} "
+                         "(train one with `cmarl train --domain ev_charging --site-type ...`)")
+    policy = load_policy(paths[site_type], expected)
+    if policy.metadata.get("site_type") != site_type:
+        raise CheckpointMismatchError("site_type", policy.metadata.get("site_type"), site_type, paths[site_type],
+                                      where="for the sites it is assigned to")
+    core = getattr(expected, "core", expected)
+    return EVPolicy.bind(policy, core if hasattr(core, "price_norm") else None)
+
+
+def ev_policy_fn(policy: AugmentedPolicy, core: Any, chunk_size: int = DEFAULT_CHUNK):
+    """``obs -> (n, K)`` actions of an EV checkpoint on ``core``'s observations (``EVPolicy.bind``)."""
+    bound = EVPolicy.bind(policy, core)
+    return lambda obs: bound.act(obs, chunk_size=chunk_size)

@@ -75,7 +75,11 @@ TENSORBOARD_DIR = "tensorboard"
 SIGNALS = ("lagrangian_reward", "r0", "e_grid", "r2", "e_bat", "backlog")
 MULTIPLIER_SAMPLING = ("uniform", "skewed")
 REWARD_NORMALIZATION = ("fixed", "multipliers")
-REWARD_SHAPING = ("none", "backlog_potential")
+REWARD_SHAPING = ("none", "backlog_potential", "shortfall_potential")
+DOMAINS = ("demand_response", "ev_charging")
+# TrainConfig fields that only the EV-charging domain reads (left out of a demand-response config's to_dict)
+EV_FIELDS = ("domain", "site_type", "ports", "imitation_steps")
+EV_DATASET = "elaadnl"  # what an EV checkpoint records as its dataset (the ElaadNL tables of cmarl_env.domains.ev_charging)
 
 
 def multiplier_sampler(config: "TrainConfig"):
@@ -92,6 +96,7 @@ def multiplier_sampler(config: "TrainConfig"):
     if config.multiplier_sampling == "uniform":
         return None
     power, wide = float(config.multiplier_power), float(config.wide_fraction)
+    one_sided = config.domain == "ev_charging"  # EV's local constraint is an inequality: Algorithm 1 keeps nu <= 0
 
     def sample(rng: np.random.Generator, n: int, lambda_range, nu_range) -> tuple[np.ndarray, np.ndarray]:
         lam_lo, lam_hi = lambda_range
@@ -100,7 +105,7 @@ def multiplier_sampler(config: "TrainConfig"):
         nu = min(nu_hi, 0.0) + (nu_lo - min(nu_hi, 0.0)) * rng.uniform(size=n) ** power
         broad = rng.uniform(size=n) < wide
         lam[broad] = rng.uniform(lam_lo, lam_hi, size=int(broad.sum()))
-        nu[broad] = rng.uniform(nu_lo, nu_hi, size=int(broad.sum()))
+        nu[broad] = rng.uniform(nu_lo, min(nu_hi, 0.0) if one_sided else nu_hi, size=int(broad.sum()))
         return lam, nu
 
     return sample
@@ -169,8 +174,27 @@ class TrainConfig(ConfigBase):
     device: str = "cpu"
     num_threads: int = 1
     out_dir: str = "runs/train"
+    # the domain whose agent type is trained: "demand_response" (the paper's; every field above) or "ev_charging"
+    # (one site category ``site_type`` with ``ports`` ports; see ``ev_env_config``)
+    domain: str = "demand_response"
+    site_type: str = "public"
+    ports: int = 4
+    # EV only: before PPO, fit the actor's mean to the hand-written MultiplierRate policy on this many minibatches
+    # (imitation warm start, ``imitate_multiplier_rate``); 0 = PPO from a random actor
+    imitation_steps: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.domain, str) or self.domain not in DOMAINS:
+            raise ValueError(f"domain={self.domain!r} is not allowed; choose one of {list(DOMAINS)}")
+        from cmarl_env.domains.ev_charging.config import MAX_PORTS, SITE_TYPES
+
+        if self.site_type not in SITE_TYPES:
+            raise ValueError(f"site_type={self.site_type!r} is not an EV site category; allowed: {list(SITE_TYPES)}")
+        check_int("ports", self.ports, 1, MAX_PORTS)
+        check_int("imitation_steps", self.imitation_steps, 0, 10**7)
+        if self.imitation_steps and not self.is_ev:
+            raise ValueError(f"imitation_steps={self.imitation_steps!r} is for domain 'ev_charging' only; "
+                             f"with domain={self.domain!r} allowed: 0")
         check_real("demand_scale", self.demand_scale, 0.0, 1000.0, low_open=True)
         check_int("num_envs", self.num_envs, 1, 1_000_000)
         check_int("total_steps", self.total_steps, 1, 10**10)
@@ -214,6 +238,11 @@ class TrainConfig(ConfigBase):
         check_real("multiplier_power", self.multiplier_power, 1.0, 20.0)
         if self.reward_shaping not in REWARD_SHAPING:
             raise ValueError(f"reward_shaping={self.reward_shaping!r} is not allowed; choose one of {list(REWARD_SHAPING)}")
+        shaping_domain = {"backlog_potential": "demand_response", "shortfall_potential": "ev_charging"}
+        if self.reward_shaping in shaping_domain and shaping_domain[self.reward_shaping] != self.domain:
+            raise ValueError(f"reward_shaping={self.reward_shaping!r} is for domain {shaping_domain[self.reward_shaping]!r}; "
+                             f"with domain={self.domain!r} choose one of "
+                             f"{['none'] + [k for k, d in shaping_domain.items() if d == self.domain]}")
         if self.reward_normalization not in REWARD_NORMALIZATION:
             raise ValueError(f"reward_normalization={self.reward_normalization!r} is not allowed; choose one of "
                              f"{list(REWARD_NORMALIZATION)}")
@@ -240,8 +269,19 @@ class TrainConfig(ConfigBase):
     # derived values
     @property
     def resolved_reward_scale(self) -> float:
-        """The fixed divisor of r_L: ``reward_scale`` or, by default, 10 x the demand scale."""
-        return float(self.reward_scale) if self.reward_scale is not None else 10.0 * float(self.demand_scale)
+        """The fixed divisor of r_L: ``reward_scale`` or, by default, 10 x the demand scale (EV: 1)."""
+        if self.reward_scale is not None:
+            return float(self.reward_scale)
+        return 1.0 if self.is_ev else 10.0 * float(self.demand_scale)
+
+    @property
+    def is_ev(self) -> bool:
+        return self.domain == "ev_charging"
+
+    @property
+    def agent_type(self) -> str:
+        """The trained agent type's name: ``normal``/``double``/``scale_x`` (demand response) or the site category."""
+        return self.site_type if self.is_ev else agent_type_name(self.demand_scale)
 
     @property
     def collect_steps(self) -> int:
@@ -257,6 +297,9 @@ class TrainConfig(ConfigBase):
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out["out_dir"] = str(self.out_dir)
+        if not self.is_ev:  # a demand-response config reads as before the EV fields existed
+            for k in EV_FIELDS:
+                out.pop(k)
         return out
 
     @property
@@ -270,6 +313,8 @@ class TrainConfig(ConfigBase):
         With ``fixed_multipliers`` (the fixed-penalty IPPO baseline of the paper's
         grid search) the observation is not augmented and the multipliers stay fixed.
         """
+        if self.is_ev:
+            return self.ev_env_config()
         return EnvConfig(
             dataset=self.dataset,
             augment=self.augmented,
@@ -281,6 +326,19 @@ class TrainConfig(ConfigBase):
             buildings=self.buildings,
             seed=self.seed,
         )
+
+
+    def ev_env_config(self):
+        """The EV training scenario: sites of ``site_type`` with ``ports`` ports, augmented, multipliers sampled per
+        episode, the core's Lagrangian reward ``r0 + lambda (share - load) + nu unmet``, random days of the training
+        split (2023), the cap ``constraint_fraction`` x the copies' uncontrolled peak (it only shifts r_L by a
+        constant per episode)."""
+        from cmarl_env.domains.ev_charging.config import EVConfig
+
+        return EVConfig(n_agents=1, ports=self.ports, site_types=(self.site_type,), augment=self.augmented,
+                        multiplier_mode="sampled" if self.augmented else "fixed", reward="lagrangian",
+                        episode_length=self.episode_length, split="train",
+                        constraint_fraction=self.constraint_fraction, seed=self.seed)
 
 
 # ------------------------------------------------------------------ adapter
@@ -350,7 +408,7 @@ class TianshouBatchedEnv(ArrayVectorEnv):
         self._fixed_seed = bool(fixed_seed)
         self._pending_obs: np.ndarray | None = None
         self._pending_ids: set[int] = set()
-        self._neutral = np.zeros((self.env_num, 2), dtype=np.float64)
+        self._neutral = np.zeros((self.env_num, int(env.single_action_space.shape[0])), dtype=np.float64)
         self._empty_infos = np.array([{} for _ in range(self.env_num)], dtype=object)
         self.init_backlog_hours = float(init_backlog_hours)
         self.random_soc = bool(random_soc)
@@ -360,10 +418,14 @@ class TianshouBatchedEnv(ArrayVectorEnv):
         self._divisor = np.full(env.num_envs, self.reward_scale)
         self._start_rng = np.random.default_rng(seed)
         core = env.core
-        self._min_soc = np.asarray(core.params.minimum_soc, dtype=np.float64)[core.layout.building]
-        self._mean_demand = float(np.mean(core.data.demand_kwh[:, core.window[0] : core.window[1]])) * float(
-            np.mean(core.layout.scale)
-        )
+        self.signal_keys = tuple(getattr(env, "signal_keys", SIGNALS))
+        if hasattr(core, "params"):  # demand response: what the exploring starts draw from
+            self._min_soc = np.asarray(core.params.minimum_soc, dtype=np.float64)[core.layout.building]
+            self._mean_demand = float(np.mean(core.data.demand_kwh[:, core.window[0] : core.window[1]])) * float(
+                np.mean(core.layout.scale)
+            )
+        elif self.init_backlog_hours > 0.0 or self.random_soc:
+            raise ValueError("exploring starts (init_backlog_hours > 0, random_soc) exist for demand response only")
         self.reset_signal_sums()
 
     # gym attributes (action_space, observation_space, ...) are per-copy lists, as Tianshou expects
@@ -387,7 +449,7 @@ class TianshouBatchedEnv(ArrayVectorEnv):
         return self.env.core
 
     def reset_signal_sums(self) -> None:
-        self.signal_sums = {k: 0.0 for k in SIGNALS}
+        self.signal_sums = {k: 0.0 for k in self.signal_keys}
         self.signal_count = 0
 
     def signal_means(self) -> dict[str, float]:
@@ -467,6 +529,8 @@ class TianshouBatchedEnv(ArrayVectorEnv):
             ids = np.asarray(id, dtype=np.int64)
             full = self._scatter(act, ids)
         core = self.env.core
+        if self.shaping_gamma is not None and hasattr(self.env, "shortfall"):
+            return self._step_shortfall(full, ids)
         if self.shaping_gamma is not None:
             nu, backlog = np.array(core.nu, dtype=np.float64), np.array(core.backlog, dtype=np.float64)
         obs, reward, terminated, truncated, infos = self.env.step(full)
@@ -475,7 +539,32 @@ class TianshouBatchedEnv(ArrayVectorEnv):
             r2 = _step_signal(infos, bool(truncated.any()), "r2")
             reward = reward - nu * r2 + (1.0 - self.shaping_gamma) * nu * (backlog + r2)
         reward = reward / self._divisor  # the finished episode's divisor, before a reset redraws the multipliers
-        for k in SIGNALS:
+        for k in self.signal_keys:
+            self.signal_sums[k] += float(np.mean(infos[k]))
+        self.signal_count += 1
+        if truncated.any():
+            self._pending_obs = self._randomize_start(obs)
+            self._pending_ids = set(range(self.env_num))
+            obs = infos["final_observation"]
+        return (
+            obs[ids],
+            reward[ids].astype(np.float64),
+            terminated[ids],
+            truncated[ids],
+            self._empty_infos[ids].copy(),
+        )
+
+    def _step_shortfall(self, full: np.ndarray, ids: np.ndarray):
+        """EV: potential-based shaping with ``Phi(s) = nu x shortfall(s)`` (``EVBatchedEnv.shortfall``, nu <= 0):
+        the reward gains ``gamma Phi(s') - Phi(s)``, so unmet energy is charged when it becomes unavoidable instead
+        of at the car's departure, hours later (same optimal policy; the episode's return changes by ``-Phi(s_0)``)."""
+        core = self.env.core
+        nu = np.array(core.nu, dtype=np.float64)
+        phi0 = nu * self.env.shortfall()
+        obs, reward, terminated, truncated, infos = self.env.step(full)
+        phi1 = nu * _step_signal(infos, bool(truncated.any()), "shortfall")
+        reward = (reward + self.shaping_gamma * phi1 - phi0) / self._divisor
+        for k in self.signal_keys:
             self.signal_sums[k] += float(np.mean(infos[k]))
         self.signal_count += 1
         if truncated.any():
@@ -593,6 +682,8 @@ def seed_everything(seed: int, num_threads: int = 1) -> None:
 
 
 def make_networks(config: TrainConfig, obs_dim: int, core=None) -> tuple[ActorNet, CriticNet]:
+    if config.is_ev:
+        return _make_ev_networks(config, obs_dim, core)
     layout = observation_layout(config.augmented)
     backlog = layout.index("backlog")
     raw = None
@@ -605,7 +696,26 @@ def make_networks(config: TrainConfig, obs_dim: int, core=None) -> tuple[ActorNe
     return actor.to(config.device), critic.to(config.device)
 
 
+def _make_ev_networks(config: TrainConfig, obs_dim: int, core) -> tuple[ActorNet, CriticNet]:
+    """EV: no backlog column; one action per port; the multipliers in their own units with ``raw_multipliers``."""
+    raw = None
+    if config.raw_multipliers and config.augmented:
+        raw = multiplier_raw_columns(core.layout_names, core.lambda_range, core.nu_range)
+    actor = ActorNet(obs_dim, config.hidden_sizes, act_dim=core.ports, backlog_index=None,
+                     init_log_std=config.init_log_std, mean_bound=config.mean_bound, min_log_std=config.min_log_std,
+                     raw_columns=raw)
+    critic = CriticNet(obs_dim, config.hidden_sizes, backlog_index=None, raw_columns=raw)
+    return actor.to(config.device), critic.to(config.device)
+
+
 def make_batched_env(config: TrainConfig, num_envs: int, data: BuildingData | None = None) -> BatchedEnv:
+    if config.is_ev:
+        from cmarl_env.views import EVBatchedEnv
+
+        env = EVBatchedEnv(config.ev_env_config(), num_envs=num_envs, site_type=config.site_type)
+        if config.fixed_multipliers is not None:
+            env.set_multipliers(*config.fixed_multipliers)
+        return env
     env = BatchedEnv(config.env_config(), num_envs=num_envs, demand_scale=config.demand_scale, data=data)
     if config.fixed_multipliers is not None:
         env.set_multipliers(*config.fixed_multipliers)
@@ -624,6 +734,8 @@ def evaluate_lagrangian_return(
     The episodes (start hours and sampled multipliers) are fixed by ``seed``
     (default: the config's seed + 1), so two policies are compared on the same ones.
     """
+    if config.is_ev:
+        return _evaluate_ev(policy, config, episodes, seed)
     n = int(episodes or config.eval_episodes)
     env = make_batched_env(config, n, data)
     seed = config.seed + 1 if seed is None else seed
@@ -643,6 +755,68 @@ def evaluate_lagrangian_return(
     return out
 
 
+def imitate_multiplier_rate(actor: ActorNet, config: TrainConfig, epochs: int = 1) -> dict[str, float]:
+    """EV warm start: fit the actor's mean to ``MultiplierRate`` (``cmarl_env.domains.ev_charging.references``).
+
+    States come from ``num_envs`` training copies driven by that policy with the training draw of the multipliers
+    (a fresh draw every episode); the actor's pre-clip mean is regressed on ``2 a - 1`` (mean squared error, Adam,
+    ``imitation_steps`` minibatches of ``batch_size``). PPO then trains on the Lagrangian from this actor.
+    """
+    from cmarl_env.domains.ev_charging.references import MultiplierRate
+
+    t0 = time.perf_counter()
+    env = make_batched_env(config, config.num_envs)
+    core = env.core
+    teacher = MultiplierRate(core)
+    sampler = multiplier_sampler(config)
+    rng = np.random.default_rng(config.seed + 7)
+    obs, _ = env.reset(seed=config.seed + 7)
+    xs, ys = [], []
+    steps = max(1, math.ceil(config.imitation_steps * config.batch_size / config.num_envs / 4))
+    for t in range(steps):
+        if t % config.episode_length == 0 and sampler is not None:
+            core.lam, core.nu = sampler(rng, core.n_agents, core.lambda_range, core.nu_range)
+            obs = core.observe()
+        a = teacher(obs)
+        xs.append(obs.copy())
+        ys.append(a.astype(np.float32))
+        obs, _, _, _, _ = env.step(a)
+    x = torch.as_tensor(np.concatenate(xs), device=config.device)
+    y = torch.as_tensor(np.concatenate(ys) * 2.0 - 1.0, device=config.device)
+    opt = torch.optim.Adam(actor.parameters(), lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    loss = torch.tensor(float("nan"))
+    for _ in range(config.imitation_steps):
+        idx = torch.randint(0, x.shape[0], (config.batch_size,), generator=gen)
+        loss = torch.mean((actor.mean(x[idx]) - y[idx]) ** 2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return {"teacher": "MultiplierRate", "samples": int(x.shape[0]), "steps": config.imitation_steps,
+            "final_mse": float(loss.detach()), "seconds": time.perf_counter() - t0}
+
+
+def _evaluate_ev(policy: AugmentedPolicy, config: TrainConfig, episodes: int | None, seed: int | None) -> dict[str, float]:
+    """EV: mean undiscounted episode return of r_L (unscaled) per site on fixed episodes (day, cars, multipliers)."""
+    n = int(episodes or config.eval_episodes)
+    env = make_batched_env(config, n)
+    seed = config.seed + 1 if seed is None else seed
+    obs, _ = env.reset(seed=seed)
+    sampler = multiplier_sampler(config) if config.augmented else None
+    core = env.core
+    if sampler is not None:
+        core.lam, core.nu = sampler(np.random.default_rng(seed), n, core.lambda_range, core.nu_range)
+        obs = core.observe()
+    totals = {k: np.zeros(n) for k in ("lagrangian_reward", "r0", "load", "unmet")}
+    for _ in range(config.episode_length):
+        obs, _, _, _, infos = env.step(policy.act(obs))
+        for k in totals:
+            totals[k] += infos[k]
+    out = {"lagrangian_return": float(totals["lagrangian_reward"].mean())}
+    out |= {f"mean_{k}": float(totals[k].mean() / config.episode_length) for k in ("r0", "load", "unmet")}
+    return out
+
+
 def train(config: TrainConfig, *, progress: bool = True, data: BuildingData | None = None) -> TrainResult:
     """Train one agent type's state-augmented policy with Tianshou's PPO; write the run folder.
 
@@ -659,7 +833,8 @@ def train(config: TrainConfig, *, progress: bool = True, data: BuildingData | No
     seed_everything(config.seed, config.num_threads)
     run_dir = Path(config.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = data if data is not None else load_dataset(config.dataset)
+    if not config.is_ev:
+        data = data if data is not None else load_dataset(config.dataset)
 
     train_batched = make_batched_env(config, config.num_envs, data)
     core = train_batched.core
@@ -667,7 +842,7 @@ def train(config: TrainConfig, *, progress: bool = True, data: BuildingData | No
     reward_scale = config.resolved_reward_scale
     sampler = multiplier_sampler(config) if config.augmented else None
     scaled = config.reward_normalization == "multipliers"
-    shaping = config.gamma if config.reward_shaping == "backlog_potential" else None
+    shaping = config.gamma if config.reward_shaping in ("backlog_potential", "shortfall_potential") else None
     train_env = TianshouBatchedEnv(train_batched, reward_scale, seed=config.seed,
                                    init_backlog_hours=config.init_backlog_hours, random_soc=config.random_soc,
                                    sampler=sampler, multiplier_scaled=scaled, shaping_gamma=shaping)
@@ -676,17 +851,21 @@ def train(config: TrainConfig, *, progress: bool = True, data: BuildingData | No
                                   shaping_gamma=shaping)
 
     actor, critic = make_networks(config, core.obs_dim, core)
+    imitation = imitate_multiplier_rate(actor, config) if config.is_ev and config.imitation_steps else None
     meta_kwargs = dict(
         observation_layout=layout,
         lambda_range=core.lambda_range,
         nu_range=core.nu_range,
-        dataset=core.data.name,
-        demand_scale=config.demand_scale,
+        dataset=EV_DATASET if config.is_ev else core.data.name,
+        demand_scale=None if config.is_ev else config.demand_scale,
         hidden_sizes=config.hidden_sizes,
         reward_scale=reward_scale,
         train_config=config.to_dict(),
         fixed_multipliers=None if config.fixed_multipliers is None else list(config.fixed_multipliers),
     )
+    if config.is_ev:
+        meta_kwargs |= dict(domain="ev_charging", agent_type=config.site_type, site_type=config.site_type,
+                            ports=int(core.ports), action_layout=[f"port{k}" for k in range(core.ports)])
     initial = AugmentedPolicy(_copy_actor(actor, config), build_metadata(**meta_kwargs))
     eval_initial = evaluate_lagrangian_return(initial, config, data=data)
 
@@ -741,15 +920,16 @@ def train(config: TrainConfig, *, progress: bool = True, data: BuildingData | No
         env_steps=int(info.train_step),
         eval_initial=eval_initial,
         eval_final=eval_final,
-        share_kwh=float(core.share),
-        obs_norms=obs_norms(core),
+        share_kwh=float(core.grid_limit / core.n_agents) if config.is_ev else float(core.share),
+        obs_norms={"price_norm": float(core.price_norm)} if config.is_ev else obs_norms(core),
         window=list(core.window),
+        **({"imitation": imitation} if imitation is not None else {}),
     )
     final = AugmentedPolicy(final.net, metadata)
     checkpoint = save_checkpoint(run_dir / CHECKPOINT_NAME, final, metadata)
     final.metadata["path"] = str(checkpoint)
     _write_json(run_dir / CONFIG_NAME, {"train_config": config.to_dict(), "env_config": config.env_config().to_dict(),
-                                         "env": core.describe(), "agent_type": agent_type_name(config.demand_scale),
+                                         "env": core.describe(), "agent_type": config.agent_type,
                                          "reward_scale": reward_scale, "versions": metadata["versions"]})
     _write_json(run_dir / METRICS_NAME, {
         "wall_time_s": wall,

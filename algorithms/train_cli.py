@@ -6,6 +6,11 @@ Example::
 
 writes ``policy.pt`` (checkpoint), ``config.json``, ``metrics.json`` and
 ``tensorboard/`` into the out folder and prints where they are.
+
+EV charging (one site category per run; the shipped EV policies' recipe)::
+
+    cmarl train --domain ev_charging --site-type public --config algorithms/pretrained/ev/recipe.json \
+        --out runs/train_ev_public --export algorithms/pretrained/ev/public.pt
 """
 
 from __future__ import annotations
@@ -39,6 +44,13 @@ def _pair(text: str) -> tuple[float, float]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = DEFAULTS_NOTE
+    parser.add_argument("--domain", choices=("demand_response", "ev_charging"), default=None,
+                        help="the domain whose agent type is trained (default demand_response)")
+    parser.add_argument("--site-type", choices=("private", "public", "workplace"), default=None,
+                        help="ev_charging: the site category trained (default public)")
+    parser.add_argument("--ports", type=int, default=None, help="ev_charging: ports per site (default 4)")
+    parser.add_argument("--imitation-steps", type=int, default=None,
+                        help="ev_charging: minibatches of the MultiplierRate imitation warm start before PPO (0: none)")
     parser.add_argument("--demand-scale", type=float, default=None, help="agent type: 1.0 normal, 2.0 double (default 1.0)")
     parser.add_argument("--steps", type=int, default=None, help="total environment steps (all copies)")
     parser.add_argument("--envs", type=int, default=None, help="parallel copies stepped as one array")
@@ -74,7 +86,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reward-normalization", choices=("fixed", "multipliers"), default=None,
                         help="divide r_L by the reward scale only (fixed), or also by the episode's "
                              "(price_norm + lambda + |nu|) / price_norm (multipliers)")
-    parser.add_argument("--reward-shaping", choices=("none", "backlog_potential"), default=None,
+    parser.add_argument("--reward-shaping", choices=("none", "backlog_potential", "shortfall_potential"), default=None,
                         help="backlog_potential: nu r2 becomes the holding cost (1 - gamma) nu B' (potential-based "
                              "shaping with Phi = -nu B; same optimal policy, far less reward noise)")
     parser.add_argument("--eval-episodes", type=int, default=None, help="fixed evaluation episodes per epoch")
@@ -87,6 +99,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 FLAG_FIELDS = {
+    "domain": "domain",
+    "site_type": "site_type",
+    "ports": "ports",
+    "imitation_steps": "imitation_steps",
     "demand_scale": "demand_scale",
     "steps": "total_steps",
     "envs": "num_envs",
@@ -133,8 +149,11 @@ def config_from_args(args: argparse.Namespace):
     if args.out:
         values["out_dir"] = args.out
     elif "out_dir" not in values:
-        scale = float(values.get("demand_scale", 1.0))
-        values["out_dir"] = f"runs/train_{agent_type_name(scale)}_seed{values.get('seed', 0)}"
+        if values.get("domain") == "ev_charging":
+            values["out_dir"] = f"runs/train_ev_{values.get('site_type', 'public')}_seed{values.get('seed', 0)}"
+        else:
+            scale = float(values.get("demand_scale", 1.0))
+            values["out_dir"] = f"runs/train_{agent_type_name(scale)}_seed{values.get('seed', 0)}"
     return TrainConfig.from_dict(values)
 
 
@@ -149,6 +168,8 @@ def _check_outputs(config, export: str | None) -> None:
         if target.is_dir():
             raise ValueError(f"--export {export!r} is a folder; give the checkpoint file to write")
         check_output_dir(target.parent, "--export")
+    if config.is_ev:
+        return  # the EV tables ship with the package
     try:
         load_dataset(config.dataset)
     except ImportError as err:  # an unknown name, or a CityLearn dataset without the [citylearn] extra
@@ -165,8 +186,10 @@ def run(args: argparse.Namespace) -> int:
     from algorithms.train import CONFIG_NAME, METRICS_NAME, TENSORBOARD_DIR, train
 
     progress = not args.no_progress
+    what = (f"the EV {config.site_type!r}-site policy ({config.ports} ports)" if config.is_ev
+            else f"the {config.demand_scale:g}x-demand policy")
     print(
-        f"training the {config.demand_scale:g}x-demand policy: {config.total_steps} steps on {config.num_envs} copies, "
+        f"training {what}: {config.total_steps} steps on {config.num_envs} copies, "
         f"seed {config.seed}, run folder {config.out_dir}",
         flush=True,
     )

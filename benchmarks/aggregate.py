@@ -64,7 +64,24 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("exec_seconds_per_step", "Exec ms/step", "execution wall time per step, ms", True, 1000.0, 3, False),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
-_INTERVAL = {m.key for m in METRICS if m.interval}
+# The columns of an EV-charging leaderboard (benchmarks.run.EV_MEAN_KEYS; the EV rule in
+# cmarl_env/domains/ev_charging/evaluation.py)
+EV_METRICS: tuple[MetricDef, ...] = (
+    MetricDef("total_cost", "Cost", "energy + unmet and pending energy at the horizon's highest price, per roll-out",
+              True, 1.0, 1),
+    MetricDef("cost_ratio", "Cost / LP", "total cost over the clairvoyant LP's under the hourly cap", True, 1.0, 3),
+    MetricDef("grid_use_ratio", "Load / cap", "average load over the average cap", None, 1.0, 3),
+    MetricDef("overload_ratio", "Overload", "average hourly overload over the average cap", True, 1.0, 4),
+    MetricDef("unmet_fraction", "Unmet", "unmet energy over the energy the departed cars requested", True, 1.0, 4),
+    MetricDef("peak_ratio", "Peak / cap", "largest hourly load over its cap", True, 1.0, 2, False),
+    MetricDef("infeasible_fraction", "Infeasible", "fraction of roll-outs", True, 1.0, 2),
+    MetricDef("consensus_error_final", "Consensus err", "final weighted consensus error of lambda", True, 1.0, 3,
+              False),
+    MetricDef("train_wall_time_s", "Train s", "training wall time, s", True, 1.0, 0, False),
+    MetricDef("exec_seconds_per_step", "Exec ms/step", "execution wall time per step, ms", True, 1000.0, 3, False),
+)
+EV_METRIC_KEYS = tuple(m.key for m in EV_METRICS)
+_INTERVAL = {m.key for m in METRICS if m.interval} | {m.key for m in EV_METRICS if m.interval}
 
 
 @dataclass
@@ -362,6 +379,8 @@ def rank_methods(stats: Mapping[str, Mapping[str, Stat]]) -> dict[str, float]:
 def load_aggregate(results_dir: str | Path, **kwargs: Any) -> Aggregate:
     """Aggregate every finished run under ``results_dir``, with the scenario facts the runner recorded."""
     records, failures = load_runs(results_dir)
+    if records and all(r.metrics.get("domain") == "ev_charging" for r in records):
+        kwargs.setdefault("metrics", EV_METRIC_KEYS)  # an EV suite: the EV columns
     return aggregate(records, failures, scenario_facts=load_scenario_facts(results_dir), **kwargs)
 
 

@@ -768,6 +768,9 @@ def make_figures(results_dir: str | Path, out_dir: str | Path | None = None, *,
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir / "figures"
     records, _ = load_runs(results_dir) if results_dir.is_dir() else ([], [])
+    # the paper's figures read demand-response trajectories (grid, backlog): EV-charging runs are left out (their
+    # results are the leaderboard)
+    records = [r for r in records if r.metrics.get("domain", "demand_response") == "demand_response"]
     scaling_data = None
     if scaling is not None:
         sp = Path(scaling)

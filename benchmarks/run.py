@@ -48,6 +48,13 @@ MEAN_KEYS = ("total_cost", "energy_cost", "terminal_backlog_value", "cost_ratio"
              "backlog_slope_kwh_per_step", "backlog_slope_per_agent", "final_backlog_kwh", "max_agent_backlog_kwh",
              "consensus_error_final", "consensus_error_mean", "consensus_error_rms", "consensus_bound_final",
              "fault_bound", "lambda_mean_final", "lambda_spread_final", "lambda_at_cap_fraction", "seconds_per_step")
+# ... of an EV-charging run (``cmarl_env.domains.ev_charging.evaluation.EVRollout.metrics`` plus grid_use_ratio,
+# average load over average limit, and the LP's cost and the ratio to it)
+EV_MEAN_KEYS = ("total_cost", "energy_cost", "cost_ratio", "lp_cost", "energy_kwh", "unmet_kwh", "pending_kwh",
+                "unmet_fraction", "overload_ratio", "peak_ratio", "peak_fraction_of_uncontrolled", "grid_use_ratio",
+                "consensus_error_final", "consensus_error_mean", "consensus_error_rms", "consensus_bound_final",
+                "lambda_mean_final", "lambda_spread_final", "lambda_at_cap_fraction", "nu_mean_final",
+                "seconds_per_step")
 
 
 def lp_cost(scenario: ScenarioSpec, start_hour: int, data, cache_dir: Path | None) -> dict[str, Any]:
@@ -71,6 +78,77 @@ def lp_cost(scenario: ScenarioSpec, start_hour: int, data, cache_dir: Path | Non
     return summary
 
 
+def ev_lp_cost(scenario: ScenarioSpec, k: int, start_hour: int, cache_dir: Path | None) -> dict[str, Any]:
+    """EV: the clairvoyant LP's total cost on roll-out k's cars under the hourly cap, cached by scenario and roll-out."""
+    from cmarl_env.domains.ev_charging.core import EVChargingCore
+    from cmarl_env.domains.ev_charging.references import ClairvoyantLP
+
+    key = hashlib.sha256(f"{scenario.cache_key()}/ev/{int(k)}/{int(start_hour)}".encode()).hexdigest()[:20]
+    path = None if cache_dir is None else Path(cache_dir) / "lp" / f"{key}.json"
+    if path is not None and path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            pass
+    core = EVChargingCore(scenario.ev_config())
+    ro = rollout(ClairvoyantLP(), core, scenario.rollout_day(start_hour), scenario.steps, seed=scenario.rollout_seed(k))
+    summary = {"status": "optimal", "min_cost": ro.total_cost, "objective": ro.info.get("lp_objective"),
+               "start_day": scenario.rollout_day(start_hour), "seed": scenario.rollout_seed(k)}
+    if path is not None:
+        atomic_write_text(path, dump_json(summary))
+    return summary
+
+
+def _execute_ev(spec: RunSpec, workdir: Path, cache_dir: Path | None, t0: float) -> dict[str, Any]:
+    """An EV-charging run: the same loop (``rollout``) on ``EVChargingCore``; roll-out k on its day with its cars."""
+    from cmarl_env.domains.ev_charging.core import EVChargingCore
+
+    sc = spec.scenario
+    mdef = registry.get(spec.method.kind)
+    ctx = RunContext(workdir=workdir, cache_dir=cache_dir)
+    prepared: Prepared = mdef.prepare(spec, ctx)
+    if prepared.controller is None:
+        raise ValueError(f"method kind {spec.method.kind!r} has no controller for EV scenario {sc.name!r}")
+    records: list[dict[str, Any]] = []
+    traj: dict[str, np.ndarray] = {}
+    facts: dict[str, Any] = {}
+    wall = 0.0
+    for k, h in enumerate(spec.start_hours):
+        controller = prepared.controller()
+        core = EVChargingCore(sc.ev_config(augment=bool(controller.augment)))
+        ro = rollout(controller, core, sc.rollout_day(h), sc.steps, seed=sc.rollout_seed(k))
+        wall += ro.wall_time_s
+        rec = {"rollout": k} | ro.metrics() | {"grid_use_ratio": float(ro.load.mean() / ro.limit.mean()),
+                                               "seed": sc.rollout_seed(k)}
+        if spec.oracle:
+            lp = ev_lp_cost(sc, k, h, cache_dir)
+            rec["lp_cost"] = lp.get("min_cost")
+            rec["cost_ratio"] = rec["total_cost"] / lp["min_cost"] if lp.get("min_cost") else None
+        records.append(rec)
+        if k == 0:
+            traj = ro.trajectories()
+            facts = core.describe() | prepared.facts
+            if hasattr(controller, "facts"):
+                facts |= controller.facts()
+    metrics = summarize(spec, records, prepared, wall, time.perf_counter() - t0)
+    _write_run(workdir, prepared, facts, records, traj, metrics)
+    return metrics
+
+
+def _write_run(workdir: Path, prepared: Prepared, facts, records, traj, metrics) -> None:
+    atomic_write_text(workdir / "config.json", dump_json(prepared.config))
+    atomic_write_text(workdir / "facts.json", dump_json(facts))
+    atomic_write_text(workdir / "versions.json", dump_json(package_versions()))
+    atomic_write_text(workdir / "rollouts.json", dump_json(records))
+    if traj:
+        fd, tmp = tempfile.mkstemp(dir=workdir, prefix=".trajectories.", suffix=".npz")
+        os.close(fd)
+        np.savez_compressed(tmp, **traj)
+        os.replace(tmp, workdir / "trajectories.npz")
+        write_trajectory_csv(workdir / "trajectories.csv", traj)
+    atomic_write_text(workdir / "metrics.json", dump_json(metrics))
+
+
 def execute_run(spec: RunSpec, workdir: Path, cache_dir: Path | None = None) -> dict[str, Any]:
     """Run one spec into ``workdir`` (metrics.json last); returns the metrics. Raises on failure."""
     from cmarl_env.core import DemandResponseCore
@@ -80,6 +158,8 @@ def execute_run(spec: RunSpec, workdir: Path, cache_dir: Path | None = None) -> 
     t0 = time.perf_counter()
     atomic_write_text(workdir / "spec.json", dump_json(spec.to_dict()))
     sc = spec.scenario
+    if sc.is_ev:
+        return _execute_ev(spec, workdir, cache_dir, t0)
     mdef = registry.get(spec.method.kind)
     ctx = RunContext(workdir=workdir, cache_dir=cache_dir)
     data = ctx.data(sc.dataset)
@@ -110,17 +190,7 @@ def execute_run(spec: RunSpec, workdir: Path, cache_dir: Path | None = None) -> 
             if prepared.controller is not None and hasattr(controller, "facts"):
                 facts |= controller.facts()
     metrics = summarize(spec, records, prepared, wall, time.perf_counter() - t0)
-    atomic_write_text(workdir / "config.json", dump_json(prepared.config))
-    atomic_write_text(workdir / "facts.json", dump_json(facts))
-    atomic_write_text(workdir / "versions.json", dump_json(package_versions()))
-    atomic_write_text(workdir / "rollouts.json", dump_json(records))
-    if traj:
-        fd, tmp = tempfile.mkstemp(dir=workdir, prefix=".trajectories.", suffix=".npz")
-        os.close(fd)
-        np.savez_compressed(tmp, **traj)
-        os.replace(tmp, workdir / "trajectories.npz")
-        write_trajectory_csv(workdir / "trajectories.csv", traj)
-    atomic_write_text(workdir / "metrics.json", dump_json(metrics))
+    _write_run(workdir, prepared, facts, records, traj, metrics)
     return metrics
 
 
@@ -155,7 +225,9 @@ def summarize(spec: RunSpec, records: list[Mapping[str, Any]], prepared: Prepare
         "steps": spec.scenario.steps,
         "n_rollouts": len(records),
         "start_hours": list(spec.start_hours),
-        **{k: mean(k) for k in MEAN_KEYS},
+        **({"domain": spec.scenario.domain, "start_days": [spec.scenario.rollout_day(h) for h in spec.start_hours]}
+           if spec.scenario.is_ev else {}),
+        **{k: mean(k) for k in (EV_MEAN_KEYS if spec.scenario.is_ev else MEAN_KEYS)},
         "infeasible_fraction": n_inf / len(records) if records else None,
         "n_infeasible": n_inf,
         "train_wall_time_s": _finite(train.get("train_wall_time_s", 0.0)),
@@ -165,8 +237,8 @@ def summarize(spec: RunSpec, records: list[Mapping[str, Any]], prepared: Prepare
         "budget": method.budget,
         "budget_detail": train.pop("budget_detail", method.budget),
         "note": method.note,
-        "thresholds": {"grid_tolerance": GRID_TOLERANCE, "backlog_slope_limit_kwh_per_step_per_agent":
-                       BACKLOG_SLOPE_LIMIT},
+        "thresholds": _ev_thresholds() if spec.scenario.is_ev else {
+            "grid_tolerance": GRID_TOLERANCE, "backlog_slope_limit_kwh_per_step_per_agent": BACKLOG_SLOPE_LIMIT},
         "train": train,
     }
 
@@ -190,3 +262,9 @@ def _finite(v: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+def _ev_thresholds() -> dict[str, float]:
+    from cmarl_env.domains.ev_charging.evaluation import UNMET_TOLERANCE
+
+    return {"overload_tolerance": GRID_TOLERANCE, "unmet_tolerance": UNMET_TOLERANCE}

@@ -70,6 +70,11 @@ def scenario_facts(scenario: ScenarioSpec, cache_dir: Path | None = None, data=N
             return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             pass
+    if scenario.is_ev:
+        facts = ev_scenario_facts(scenario)
+        if path is not None:
+            atomic_write_text(path, dump_json(facts))
+        return facts
     data = data if data is not None else load_dataset(scenario.dataset)
     h0 = scenario.start_hour
     core = DemandResponseCore(scenario.env_config(h0, data.n_steps, constraint=1.0), data)
@@ -95,11 +100,48 @@ def scenario_facts(scenario: ScenarioSpec, cache_dir: Path | None = None, data=N
     return facts
 
 
+def ev_scenario_facts(scenario: ScenarioSpec) -> dict[str, Any]:
+    """EV: where the cap binds on roll-out 0's cars (``binding_range``): the LP frontier (the smallest c under which
+    every departing car can get its energy) and the uncontrolled threshold (the largest c at which charging at full
+    power on arrival breaks the average-overload rule); calibrated level = frontier + calibrate x (threshold -
+    frontier); the level binds strictly between them."""
+    from cmarl_env.domains.ev_charging.core import EVChargingCore
+    from cmarl_env.domains.ev_charging.evaluation import UNMET_TOLERANCE
+    from cmarl_env.domains.ev_charging.references import binding_range
+    from cmarl_env.evaluation import GRID_TOLERANCE
+
+    t0 = time.perf_counter()
+    core = EVChargingCore(scenario.ev_config(constraint=1.0))
+    day, seed = scenario.start_day, scenario.rollout_seed(0)
+    core.reset(seed=seed, start_day=day, steps=scenario.steps)
+    frontier, threshold = binding_range(core)
+    if scenario.calibrated:
+        constraint = frontier + scenario.calibrate * (threshold - frontier)
+        rule = (f"frontier + {scenario.calibrate:g} x (uncontrolled threshold - frontier) = {frontier:.4f} + "
+                f"{scenario.calibrate:g} x ({threshold:.4f} - {frontier:.4f})")
+    else:
+        constraint, rule = float(scenario.constraint), "given by the suite"
+    return {"format": SCENARIO_FORMAT, "scenario": scenario.name, "domain": scenario.domain,
+            "days": [day, day + -(-scenario.steps // 24)], "hours": [0, scenario.steps], "rollout0_seed": seed,
+            "peak_uncontrolled_kwh": core.peak_uncontrolled, "lp_frontier": frontier,
+            "lp_frontier_method": "exact (one LP over every car of roll-out 0)",
+            "uncontrolled_threshold": threshold, "constraint": constraint, "calibrated": scenario.calibrated,
+            "calibrate": scenario.calibrate, "constraint_rule": rule,
+            "grid_limit": constraint * core.peak_uncontrolled, "limit": core.config.limit,
+            "binding": bool(frontier <= constraint < threshold), "grid_tolerance": GRID_TOLERANCE,
+            "unmet_tolerance": UNMET_TOLERANCE, "seconds": time.perf_counter() - t0}
+
+
 def resolve_scenarios(suite: Suite, out_dir: Path, *, write: bool = True) -> dict[str, dict[str, Any]]:
     """The facts of every scenario of the suite (cached in OUT/_cache, recorded in OUT/scenarios/)."""
     out: dict[str, dict[str, Any]] = {}
     data = None
     for sc in suite.scenarios():
+        if sc.is_ev:
+            out[sc.name] = scenario_facts(sc, Path(out_dir) / "_cache")
+            if write:
+                atomic_write_text(Path(out_dir) / "scenarios" / f"{sc.name}.json", dump_json(out[sc.name]))
+            continue
         if data is None or data.name != sc.dataset:
             from cmarl_env.data import load_dataset
 

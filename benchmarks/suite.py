@@ -75,7 +75,16 @@ GRAPHS = ("ring", "line", "two_clusters", "complete", "erdos_renyi", "random_geo
 CALIBRATED = "calibrated"  # scenario "constraint": placed between the LP frontier and serve-all use (``calibrate``)
 
 SCENARIO_KEYS = ("name", "n_agents", "graph", "graph_params", "constraint", "calibrate", "steps", "start_hour",
-                 "start_jitter", "demand_scales", "dataset", "record_agents", "seed", "label")
+                 "start_jitter", "demand_scales", "dataset", "record_agents", "seed", "label", "domain", "start_day",
+                 "domain_params")
+# Domains the benchmarks run (cmarl_env.domains): the paper's demand response (default) and EV charging
+DEFAULT_DOMAIN = "demand_response"
+DOMAINS = ("demand_response", "ev_charging")
+EV_DATASET = "elaadnl"  # the EV domain's data (ElaadNL sessions, NL day-ahead prices; cmarl_env.domains.ev_charging)
+# EVConfig fields an EV scenario may set in ``domain_params`` (the others come from the scenario's own keys)
+EV_PARAMS = ("ports", "site_types", "charger_kw", "daily_use", "limit", "limit_profile", "split", "unmet_allowance")
+# the EV dual kinds read these shipped checkpoints (algorithms/pretrained/ev/<site type>.pt)
+EV_POLICY_KINDS = ("consensus", "no_consensus")
 TOP_KEYS = ("format", "name", "description", "defaults", "methods", "experiments", "resources")
 DEFAULTS_KEYS = ("scenario", "seeds", "rollouts", "oracle")
 METHOD_KEYS = ("kind", "params", "sweep", "budget", "label", "note")
@@ -107,6 +116,44 @@ class ScenarioSpec:
     seed: int = 0                    # the scenario's own randomness: agent offsets, random graphs, start hours
     calibrate: float | None = None   # constraint = frontier + calibrate * (serve-all use - frontier), computed
     label: str = ""                  # shown in the table header (e.g. "paper; not binding")
+    # the domain (``DOMAINS``); demand response is the default and is left out of to_dict (unchanged spec hashes).
+    # EV charging: ``steps`` hours from local midnight of ``start_day`` (day index of the EV data; roll-out k starts
+    # on day start_day + (start_hours[k] - 24 start_day) // 24), ``constraint`` = c of the cap c x the uncontrolled
+    # peak of roll-out 0, ``domain_params`` = further EVConfig fields (``EV_PARAMS``)
+    domain: str = DEFAULT_DOMAIN
+    start_day: int | None = None
+    domain_params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_ev(self) -> bool:
+        return self.domain == "ev_charging"
+
+    def rollout_day(self, start_hour: int) -> int:
+        """EV: the day a roll-out starts on, from its start hour (``start_hours`` count hours from 24 x start_day)."""
+        return int(start_hour) // 24
+
+    def rollout_seed(self, k: int) -> int:
+        """EV: the seed of roll-out k's cars (the same for every method: paired comparison)."""
+        import numpy as np
+
+        return int(np.random.default_rng([self.seed, k, 0xE7]).integers(2**31))
+
+    def ev_config(self, *, augment: bool = False, constraint: float | None = None):
+        """EV: the scenario's ``EVConfig``; its cap is calibrated on roll-out 0 (start day, seed of roll-out 0)."""
+        from cmarl_env.domains.ev_charging.config import EVConfig
+
+        c = self.constraint if constraint is None else constraint
+        if not isinstance(c, (int, float)):
+            raise ValueError(f"scenario {self.name!r}: constraint {c!r} is not resolved yet (calibrated scenarios "
+                             "get theirs from the runner)")
+        extra = dict(self.domain_params)
+        if isinstance(extra.get("site_types"), list):
+            extra["site_types"] = tuple(extra["site_types"])
+        if isinstance(extra.get("limit_profile"), list):
+            extra["limit_profile"] = tuple(extra["limit_profile"])
+        return EVConfig(n_agents=self.n_agents, constraint_fraction=float(c), episode_length=self.steps,
+                        start_day=self.start_day, seed=self.rollout_seed(0), graph=self.graph,
+                        graph_params=dict(self.graph_params), augment=augment, **extra)
 
     @property
     def calibrated(self) -> bool:
@@ -135,6 +182,11 @@ class ScenarioSpec:
         out["graph_params"] = dict(self.graph_params)
         if isinstance(self.demand_scales, tuple):
             out["demand_scales"] = list(self.demand_scales)
+        if self.domain == DEFAULT_DOMAIN:  # demand-response scenarios read (and hash) as before domains existed
+            for k in ("domain", "start_day", "domain_params"):
+                out.pop(k)
+        else:
+            out["domain_params"] = _plain(dict(self.domain_params))
         return out
 
     def physics_key(self) -> dict[str, Any]:
@@ -216,6 +268,10 @@ class RunSpec:
         retraining a policy changes the spec hash, so the runner reruns instead of reusing the old result."""
         from benchmarks.registry import file_digest, get
 
+        if self.scenario.is_ev and self.method.kind in EV_POLICY_KINDS:
+            from algorithms.policy import ev_pretrained_paths
+
+            return [[f"ev/{p.name}", file_digest(p)] for _, p in sorted(ev_pretrained_paths().items())]
         return [[p.name, file_digest(p)] for p in get(self.method.kind).input_files(self.method.params)]
 
     @classmethod
@@ -301,6 +357,9 @@ def start_hours(scenario: ScenarioSpec, rollouts: int) -> tuple[int, ...]:
     and seed): the same hours for every method and every training seed."""
     from cmarl_env.evaluation import rollout_start_hours
 
+    if scenario.is_ev:  # hours from local midnight of the start day; roll-outs start at the midnight of their day
+        return tuple(24 * (h // 24) for h in rollout_start_hours(24 * scenario.start_day, rollouts,
+                                                                  scenario.start_jitter, scenario.seed))
     return rollout_start_hours(scenario.start_hour, rollouts, scenario.start_jitter, scenario.seed)
 
 
@@ -521,6 +580,14 @@ def _short(field_name: str) -> str:
 
 
 def _scenario(values: dict[str, Any], key: str, where: str, extra_name_fields: Sequence[str]) -> ScenarioSpec:
+    domain = values.get("domain", DEFAULT_DOMAIN)
+    if not isinstance(domain, str) or domain not in DOMAINS:
+        raise SuiteError(f"{where}: {key}.domain={domain!r} is not allowed; choose one of {list(DOMAINS)}")
+    if domain == "ev_charging":
+        return _ev_scenario(values, key, where, extra_name_fields)
+    for k in ("start_day", "domain_params"):
+        if k in values:
+            raise SuiteError(f"{where}: {key}.{k} is only allowed with domain='ev_charging' (got domain={domain!r})")
     n = _int(values.get("n_agents", 7), f"{key}.n_agents", where, 1, 10_000_000)
     graph = values.get("graph", "two_clusters")
     if graph not in GRAPHS:
@@ -572,6 +639,53 @@ def _scenario(values: dict[str, Any], key: str, where: str, extra_name_fields: S
     return ScenarioSpec(name=name, n_agents=n, graph=graph, graph_params=dict(gparams), constraint=c, steps=steps,
                         start_hour=start, start_jitter=jitter, demand_scales=scales, dataset=dataset,
                         record_agents=record, seed=seed, calibrate=calibrate, label=label)
+
+
+def _ev_scenario(values: dict[str, Any], key: str, where: str, extra_name_fields: Sequence[str]) -> ScenarioSpec:
+    """An EV-charging scenario (``domain: "ev_charging"``); its EVConfig is built once here to check it fits."""
+    for k in ("demand_scales", "start_hour"):
+        if values.get(k) is not None and not (k == "start_hour" and values[k] == 0):
+            raise SuiteError(f"{where}: {key}.{k} is not used by domain 'ev_charging' (use start_day and "
+                             f"domain_params); remove it")
+    dataset = values.get("dataset", EV_DATASET)
+    if dataset in (DEFAULT_DATASET,):
+        dataset = EV_DATASET  # inherited from demand-response defaults
+    if dataset != EV_DATASET:
+        raise SuiteError(f"{where}: {key}.dataset={dataset!r} is not allowed for domain 'ev_charging'; allowed: "
+                         f"{EV_DATASET!r}")
+    params = values.get("domain_params", {})
+    _require_mapping(params, f"{key}.domain_params", where)
+    for p in params:
+        if p not in EV_PARAMS:
+            raise SuiteError(f"{where}: unknown key {key}.domain_params.{p}; allowed: {list(EV_PARAMS)}")
+    from cmarl_env.domains.ev_charging.config import SPLITS, EVConfig
+
+    split = params.get("split", "test")
+    if split not in SPLITS:
+        raise SuiteError(f"{where}: {key}.domain_params.split={split!r} is not allowed; choose one of {list(SPLITS)}")
+    params = dict(params) | {"split": split}
+    values = dict(values)
+    values.pop("start_hour", None)
+    values.pop("demand_scales", None)
+    values["dataset"] = DEFAULT_DATASET  # parsed below as a demand-response scenario (same checks), then replaced
+    values.pop("domain", None)
+    start_day = values.pop("start_day", None)
+    values.pop("domain_params", None)
+    base = _scenario(values | {"start_hour": 0, "start_jitter": 0}, key, where, extra_name_fields)
+    jitter = _int(values.get("start_jitter", 168), f"{key}.start_jitter", where, 0, 10**7)
+    lo = EVConfig(split=split).day_window[0]
+    if start_day is None:
+        start_day = lo
+    start_day = _int(start_day, f"{key}.start_day", where, 0, 10**6)
+    spec = replace(base, domain="ev_charging", start_day=start_day, domain_params=params, dataset=EV_DATASET,
+                   start_hour=0, start_jitter=jitter, demand_scales=None)
+    last = jitter // 24
+    try:
+        spec.ev_config(constraint=0.5)
+        replace(spec, start_day=start_day + last).ev_config(constraint=0.5)
+    except (ValueError, TypeError) as err:
+        raise SuiteError(f"{where}: {key}: {err}") from None
+    return spec
 
 
 def _check_compatible(method: MethodSpec, scenario: ScenarioSpec, key: str, where: str) -> None:

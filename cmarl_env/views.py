@@ -244,3 +244,107 @@ def final_observations(infos: dict[str, Any]) -> np.ndarray:
     if isinstance(final, np.ndarray) and final.dtype != object:
         return final
     return np.stack(list(final))
+
+
+# ----------------------------------------------------------------------------------------------- EV charging
+EV_SIGNAL_KEYS = ("lagrangian_reward", "r0", "load", "unmet", "shortfall")
+
+
+class EVBatchedEnv(VectorEnv):
+    """``num_envs`` charging sites of one site category, stepped as one array (the EV counterpart of ``BatchedEnv``).
+
+    One ``EVChargingCore`` with ``n_agents = num_envs`` sites of category ``site_type`` (``config.site_types`` is
+    replaced by it); each site is one copy. Every reset starts all copies at local midnight of one random day of the
+    config's window with new cars per port and, when ``config.multiplier_mode == "sampled"``, new multipliers per
+    copy. The reward is the core's: ``r0`` or, with ``reward="lagrangian"``, ``r0 + lambda (share - load) + nu
+    unmet`` (``EVChargingCore.step``; share = the hour's limit / N of these copies' calibrated cap). Infos carry
+    :data:`EV_SIGNAL_KEYS` plus ``lambda``/``nu`` with Gymnasium's masks; the copies finish together and are reset in
+    the same step, with the final observations and infos as in :class:`BatchedEnv`.
+    """
+
+    metadata: dict[str, Any] = BatchedEnv.metadata
+    signal_keys = EV_SIGNAL_KEYS
+
+    def __init__(self, config=None, num_envs: int = 64, site_type: str = "public"):
+        from cmarl_env.domains.ev_charging.config import SITE_TYPES, EVConfig
+        from cmarl_env.domains.ev_charging.core import EVChargingCore
+
+        if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
+            raise ValueError(f"num_envs={num_envs!r} must be an integer >= 1")
+        if site_type not in SITE_TYPES:
+            raise ValueError(f"site_type={site_type!r} is not a site category; allowed: {SITE_TYPES}")
+        config = (config or EVConfig()).replace(n_agents=num_envs, site_types=(site_type,))
+        self.site_type = site_type
+        self.core = EVChargingCore(config)
+        single_obs = spaces.Box(-1.0, 1.0, shape=(self.core.obs_dim,), dtype=np.float32)
+        single_act = spaces.Box(0.0, 1.0, shape=(self.core.ports,), dtype=np.float32)
+        if GYMNASIUM_1:
+            self.num_envs = num_envs
+            self.single_observation_space = single_obs
+            self.single_action_space = single_act
+            self.observation_space = batch_space(single_obs, num_envs)
+            self.action_space = batch_space(single_act, num_envs)
+            self.closed = False
+        else:
+            super().__init__(num_envs, single_obs, single_act)
+        self.render_mode = None
+        mask = np.ones(num_envs, dtype=bool)
+        mask.setflags(write=False)
+        self._mask = mask
+
+    _with_masks = BatchedEnv._with_masks
+
+    def shortfall(self) -> np.ndarray:
+        """(num_envs,) energy [kWh] each site can no longer deliver to its cars in the current state: per port
+        ``max(0, remaining - power x (departure - max(arrival, t)))``; it becomes unmet energy at the car's departure
+        whatever the actions (the potential of ``reward_shaping="shortfall_potential"`` in training)."""
+        core = self.core
+        st, t = core.state, float(core.t)
+        avail = st.pmax * np.maximum(st.dep - np.maximum(st.arr, t), 0.0)
+        return np.maximum(st.rem - avail, 0.0).reshape(core.n_agents, core.ports).sum(axis=1)
+
+    def _reset_infos(self) -> dict[str, Any]:
+        n = self.num_envs
+        values: dict[str, Any] = {k: np.zeros(n) for k in EV_SIGNAL_KEYS}
+        values["shortfall"] = self.shortfall()
+        values["lambda"] = self.core.lam.copy()
+        values["nu"] = self.core.nu.copy()
+        return self._with_masks(values)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs = self.core.reset(seed=seed)
+        return obs, self._reset_infos()
+
+    def step(self, actions):
+        out = self.core.step(actions)
+        s = out.signals
+        values: dict[str, Any] = {"lagrangian_reward": out.lagrangian, "r0": s.r0, "load": s.load, "unmet": s.unmet,
+                                  "shortfall": self.shortfall(), "lambda": self.core.lam.copy(),
+                                  "nu": self.core.nu.copy()}
+        obs = out.obs
+        truncated = np.full(self.num_envs, out.truncated)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        if not out.truncated:
+            return obs, out.reward, terminated, truncated, self._with_masks(values)
+        final_obs = obs
+        obs = self.core.reset()
+        infos = self._reset_infos()
+        if GYMNASIUM_1:
+            rows = np.empty(self.num_envs, dtype=object)
+            rows[:] = list(final_obs)
+            infos["final_obs"], infos["_final_obs"] = rows, self._mask
+            infos["final_info"], infos["_final_info"] = self._with_masks(values), self._mask
+            infos["final_observation"] = final_obs
+        else:
+            per_copy = np.empty(self.num_envs, dtype=object)
+            columns = {k: np.asarray(v).tolist() for k, v in values.items()}
+            per_copy[:] = [dict(zip(columns, row)) for row in zip(*columns.values())]
+            infos["final_observation"], infos["_final_observation"] = final_obs, self._mask
+            infos["final_info"], infos["_final_info"] = per_copy, self._mask
+        return obs, out.reward, terminated, truncated, infos
+
+    def set_multipliers(self, lam=None, nu=None) -> None:
+        self.core.set_multipliers(lam, nu)
+
+    def close_extras(self, **kwargs):
+        pass

@@ -158,8 +158,10 @@ def test_per_step_share_in_the_dual_update():
 
 def test_ev_policies_and_observations_are_checked():
     core = _ev_core()
-    with pytest.raises(ValueError, match=r"no policy for agent type\(s\) \['workplace'\] of the ev_charging domain"):
-        policies_for(core, {"private": MultiplierRate(core), "public": MultiplierRate(core)})
+    # EV ships one policy per site type (algorithms/pretrained/ev): a type without a given policy gets the shipped one
+    groups = policies_for(core, {"private": MultiplierRate(core), "public": MultiplierRate(core)})
+    assert [len(idx) for idx, _ in groups] == [int(get_domain("ev_charging").type_mask(core, t).sum())
+                                               for t in SITE_TYPES]
     plain = EVChargingCore(EVConfig(n_agents=4, episode_length=24))
     with pytest.raises(ValueError, match="needs a core whose observations carry the multipliers"):
         rollout(DualConsensusController(None, {t: (lambda o: o) for t in SITE_TYPES}), plain, plain.calibration_day)
@@ -167,3 +169,98 @@ def test_ev_policies_and_observations_are_checked():
         MultiplierRate(plain)
     with pytest.raises(ValueError, match=r"unmet_allowance=2 is out of range; allowed: \[0.0, 1.0\]"):
         EVConfig(unmet_allowance=2)
+
+
+# ------------------------------------------------------------------------------------- suites: the domain key
+def _suite(scenario: dict, methods=("consensus", "uncontrolled"), **defaults) -> dict:
+    return {"name": "t", "defaults": {"scenario": defaults, "seeds": [0], "rollouts": 1},
+            "methods": {"consensus": {"kind": "consensus"}, "uncontrolled": {"kind": "serve_all"},
+                        "grid_only": {"kind": "grid_only"}, "price_rule": {"kind": "price_rule"}, "mappo": {"kind": "mappo"}, "ippo": {"kind": "ippo"},
+                        "lp": {"kind": "lp_oracle"}, "random": {"kind": "random"}},
+            "experiments": [{"name": "e", "scenarios": [scenario], "methods": list(methods)}]}
+
+
+def test_suite_domain_key_bad_values_list_the_known_ones():
+    from benchmarks.suite import SuiteError, parse_suite
+
+    with pytest.raises(SuiteError, match=r"experiments\[0\].scenarios\[0\].domain='traffic' is not allowed; "
+                                         r"choose one of \['demand_response', 'ev_charging'\]"):
+        parse_suite(_suite({"name": "x", "domain": "traffic"}))
+    with pytest.raises(SuiteError, match=r"start_day is only allowed with domain='ev_charging'"):
+        parse_suite(_suite({"name": "x", "start_day": 3300}, methods=("consensus",)))
+    with pytest.raises(SuiteError, match=r"unknown key experiments\[0\].scenarios\[0\].domain_params.battery; "
+                                         r"allowed: \['ports'"):
+        parse_suite(_suite({"name": "x", "domain": "ev_charging", "domain_params": {"battery": 3}}))
+    with pytest.raises(SuiteError, match=r"start_day=3648 \+ 7 days of episode runs past the end of the day window"):
+        parse_suite(_suite({"name": "x", "domain": "ev_charging", "start_day": 3648, "steps": 168,
+                            "start_jitter": 0}))
+
+
+def test_methods_refuse_scenarios_of_the_other_domain_with_a_reason():
+    from benchmarks.suite import SuiteError, parse_suite
+
+    ev = {"name": "x", "domain": "ev_charging", "steps": 48}
+    for kind, why in (("mappo", "the MARL baselines run on domain 'demand_response' only"),
+                      ("ippo", "IPPO runs on domain 'demand_response' only"),
+                      ("grid_only", "a demand-response reference; scenario domain is 'ev_charging'"),
+                      ("price_rule", "a demand-response reference; scenario domain is 'ev_charging'")):
+        with pytest.raises(SuiteError, match=f"method '{kind}' \\(kind '{kind}'\\) cannot run scenario 'x': {why}"):
+            parse_suite(_suite(ev, methods=(kind,)))
+    suite = parse_suite(_suite(ev, methods=("consensus", "uncontrolled", "lp", "random")))
+    assert {r.method.kind for r in suite.runs({"x": 0.5})} == {"consensus", "serve_all", "lp_oracle", "random"}
+
+
+def test_demand_response_scenarios_hash_as_before_the_domain_key():
+    """A demand-response scenario's dict (what spec hashes and caches read) has no domain keys; its cache key is the
+    one the suite code gave before domains existed (recorded from that commit)."""
+    from benchmarks.suite import ScenarioSpec, load_suite
+
+    sc = ScenarioSpec(name="x")
+    assert sorted(sc.to_dict()) == ["calibrate", "constraint", "dataset", "demand_scales", "graph", "graph_params",
+                                    "label", "n_agents", "name", "record_agents", "seed", "start_hour",
+                                    "start_jitter", "steps"]
+    assert sc.cache_key() == "d017a75b7817b5a852cb"
+    assert all(not s.is_ev and "domain" not in s.to_dict() for s in load_suite("quick").scenarios())
+
+
+def test_ev_suite_parses_and_its_runs_share_days_and_cars():
+    from benchmarks.suite import load_suite
+
+    suite = load_suite("ev")
+    scenarios = suite.scenarios()
+    assert {s.n_agents for s in scenarios} == {10, 100} and all(s.is_ev and s.calibrated for s in scenarios)
+    runs = suite.runs({s.name: 0.5 for s in scenarios})
+    assert {r.method.kind for r in runs} == {"consensus", "no_consensus", "serve_all", "rule_based", "random",
+                                             "lp_oracle"}
+    sc = scenarios[0]
+    days = [sc.rollout_day(h) for h in runs[0].start_hours]
+    assert days[0] == sc.start_day and len(set(days)) == 3 and all(r.start_hours == runs[0].start_hours for r in runs)
+    assert sc.ev_config(constraint=0.5).seed == sc.rollout_seed(0)  # the cap is calibrated on roll-out 0's cars
+    digests = [r.input_digests() for r in runs if r.method.kind == "consensus"][0]
+    assert sorted(name for name, _ in digests) == ["ev/private.pt", "ev/public.pt", "ev/workplace.pt"]
+
+
+@pytest.mark.slow
+def test_ev_suite_runs_end_to_end(tmp_path):
+    """A small EV suite through the runner: calibrated binding facts, every method's metrics, the EV leaderboard."""
+    import json
+
+    from benchmarks.leaderboard import write_leaderboard
+    from benchmarks.runner import run_suite
+    from benchmarks.suite import parse_suite
+
+    raw = _suite({"name": "ev10", "domain": "ev_charging", "n_agents": 6, "steps": 48, "constraint": "calibrated",
+                  "start_jitter": 96}, methods=("consensus", "uncontrolled", "lp", "random"))
+    raw["defaults"]["rollouts"] = 2
+    report = run_suite(parse_suite(raw), tmp_path, backend="serial", progress=False)
+    assert not report.failed and len(report.completed) == 4
+    facts = json.loads((tmp_path / "scenarios" / "ev10.json").read_text())
+    assert facts["domain"] == "ev_charging" and facts["lp_frontier"] <= facts["constraint"] < facts["uncontrolled_threshold"]
+    m = json.loads((tmp_path / "runs" / "ev10" / "lp" / "seed_0" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "runs" / "ev10" / "uncontrolled" / "seed_0" / "config.json").read_text()) == {
+        "controller": "uncontrolled"}
+    assert m["cost_ratio"] == pytest.approx(1.0, abs=1e-6) and m["overload_ratio"] < 1e-6
+    u = json.loads((tmp_path / "runs" / "ev10" / "uncontrolled" / "seed_0" / "metrics.json").read_text())
+    assert u["infeasible_fraction"] > 0 and u["unmet_fraction"] == 0
+    md = write_leaderboard(tmp_path)["markdown"].read_text()
+    assert "| Overload | Unmet |" in md and "Serve-all (no control)" in md

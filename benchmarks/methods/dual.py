@@ -43,7 +43,46 @@ def _validate(params: Mapping[str, Any], *, rounds_zero: bool = False) -> None:
                 raise ValueError(f"{POLICY_PARAM}.{s} must be a checkpoint path (non-empty string)")
 
 
+def _prepare_ev(spec, ctx: RunContext, *, rounds: int | None) -> Prepared:
+    """EV charging: the shipped EV policies (one per site category, ``algorithms/pretrained/ev``) under Algorithm 1
+    with the EV domain's dual defaults (``EVChargingDomain.dual_defaults``) and the suite's params on top."""
+    from algorithms.dual import DualConfig
+    from algorithms.execute import INFERENCE_CHUNK, DualConsensusController
+    from algorithms.policy import ev_policy_fn, load_ev_pretrained
+    from cmarl_env.domains import get_domain
+    from cmarl_env.domains.ev_charging.core import EVChargingCore
+
+    _one_thread()
+    sc = spec.scenario
+    params = dict(spec.method.params)
+    if params.pop(POLICY_PARAM, None):
+        raise ValueError(f"method {spec.method.name!r}: {POLICY_PARAM} (checkpoints by demand scale) is for "
+                         "demand-response scenarios; EV scenarios use the shipped EV policies (allowed: none)")
+    if rounds is not None:
+        params["rounds"] = rounds
+    domain = get_domain("ev_charging")
+    dual = DualConfig(**(dict(domain.dual_defaults) | params))
+    core0 = EVChargingCore(sc.ev_config(augment=True))
+    loaded = {t: load_ev_pretrained(t, expected=core0) for t in domain.type_keys(core0)}
+    policies = {t: ev_policy_fn(p, core0, chunk_size=INFERENCE_CHUNK) for t, p in loaded.items()}
+    train_time = sum(float(p.metadata.get("train_wall_time_s", math.nan)) for p in loaded.values())
+    source = {t: f"algorithms/pretrained/ev/{t}.pt" for t in loaded}
+    record = min(sc.record_agents, sc.n_agents)
+    made = []
+
+    def controller() -> DualConsensusController:
+        made.append(1)
+        return DualConsensusController(dual, policies, record_agents=record if len(made) == 1 else 0,
+                                       name=spec.method.kind, theory=len(made) == 1)
+
+    return Prepared(controller=controller, config={"dual": dual.to_dict(), "policies": source},
+                    train={"train_wall_time_s": train_time, "policies": source,
+                           "budget_detail": "shipped pretrained EV policies"})
+
+
 def _prepare(spec, ctx: RunContext, *, rounds: int | None) -> Prepared:
+    if spec.scenario.is_ev:
+        return _prepare_ev(spec, ctx, rounds=rounds)
     from algorithms.dual import DualConfig
     from algorithms.execute import INFERENCE_CHUNK, DualConsensusController
     from algorithms.policy import load_policies_by_scale, load_pretrained

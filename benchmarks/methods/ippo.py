@@ -60,6 +60,9 @@ def _prepare(spec, ctx: RunContext) -> Prepared:
 
 
 def _scenario(scenario) -> str | None:
+    if getattr(scenario, "domain", "demand_response") != "demand_response":
+        return (f"IPPO runs on domain 'demand_response' only (scenario domain {scenario.domain!r}; EV charging is "
+                "not wired into the IPPO baseline yet, issue 15)")
     if scenario.demand_scales is not None:
         return "IPPO trains on the paper's demand layout: demand_scales must be null"
     return None

@@ -46,6 +46,9 @@ def penalty_inputs(params: Mapping[str, Any]) -> list[Path]:
 
 
 def _scenario(scenario) -> str | None:
+    if getattr(scenario, "domain", "demand_response") != "demand_response":
+        return (f"the MARL baselines run on domain 'demand_response' only (scenario domain {scenario.domain!r}; "
+                "EV charging is not wired into baselines/marl yet, issue 15)")
     if scenario.demand_scales is not None:
         return "the MARL baselines train on the paper's demand layout: scenario key demand_scales must be null"
     return None

@@ -9,15 +9,29 @@ from benchmarks.registry import MethodDef, Prepared, RunContext, register
 from cmarl_env.config import TRAIN_HOURS
 
 
-def _fixed(controller_cls):
+def _dr_only(scenario) -> str | None:
+    """Demand-response references without an EV counterpart (grid-only, the tuned price rule) refuse other domains."""
+    if getattr(scenario, "domain", "demand_response") != "demand_response":
+        return (f"a demand-response reference; scenario domain is {scenario.domain!r} (references on EV charging: "
+                "serve_all = uncontrolled charging, rule_based = least-laxity-first under the cap, random, lp_oracle)")
+    return None
+
+
+def _fixed(controller_cls, ev_cls=None):
+    """A fixed controller; ``ev_cls`` is the kind's EV-charging counterpart (used on EV scenarios)."""
     def prepare(spec, ctx: RunContext) -> Prepared:
-        return Prepared(controller=controller_cls, config={"controller": controller_cls.name})
+        cls = ev_cls if ev_cls is not None and getattr(spec.scenario, "is_ev", False) else controller_cls
+        return Prepared(controller=cls, config={"controller": cls.name})
     return prepare
 
 
 def _prepare_random(spec, ctx: RunContext) -> Prepared:
     from cmarl_env.evaluation import RandomController
 
+    if spec.scenario.is_ev:
+        from cmarl_env.domains.ev_charging.references import RandomRate
+
+        return Prepared(controller=lambda: RandomRate(spec.seed), config={"controller": "random", "seed": spec.seed})
     return Prepared(controller=lambda: RandomController(spec.seed), config={"controller": "random", "seed": spec.seed})
 
 
@@ -63,6 +77,16 @@ def _prepare_lp(spec, ctx: RunContext) -> Prepared:
     from cmarl_env.evaluation import Rollout
 
     cap = spec.method.params.get("backlog_cap")
+    if spec.scenario.is_ev:
+        from cmarl_env.domains.ev_charging.references import ClairvoyantLP
+
+        if cap is not None:
+            raise ValueError(f"backlog_cap={cap!r} is a demand-response LP setting; EV scenarios allow: null")
+        return Prepared(controller=ClairvoyantLP,
+                        config={"solver": "HiGHS (scipy.optimize.linprog)", "objective":
+                                "min energy cost + the horizon's highest price x (unmet + pending energy) s.t. every "
+                                "hour's load <= its cap, every car's power and presence (clairvoyant: every car of "
+                                "the episode known in advance)"})
 
     def run(core, start_hour: int, steps: int):
         ro, res = lp_rollout(core, steps, start_hour, backlog_cap=cap)
@@ -89,14 +113,20 @@ def _register() -> None:
     from baselines.rule_based import ShareRule
     from cmarl_env.evaluation import GridOnly, ServeAll
 
-    register(MethodDef(kind="serve_all", label="Serve-all (no control)", prepare=_fixed(ServeAll),
+    from cmarl_env.domains.ev_charging.references import LeastLaxityFirst, Uncontrolled
+
+    # On EV-charging scenarios the references that control nothing or follow a price-blind rule under the limit have
+    # their EV counterparts (cmarl_env/domains/ev_charging/references.py): serve_all = uncontrolled charging (every
+    # car at full power on arrival), rule_based = least-laxity-first under the hourly cap (centralised); the EV suite
+    # labels them so. grid_only and the price rule (tuned on demand-response hours) have none.
+    register(MethodDef(kind="serve_all", label="Serve-all (no control)", prepare=_fixed(ServeAll, Uncontrolled),
                        colour="tab:gray", family="reference"))
     register(MethodDef(kind="grid_only", label="Grid only", prepare=_fixed(GridOnly), colour="tab:brown",
-                       family="reference"))
-    register(MethodDef(kind="rule_based", label="Share rule (price-blind)", prepare=_fixed(ShareRule),
+                       family="reference", check_scenario=_dr_only))
+    register(MethodDef(kind="rule_based", label="Share rule (price-blind)", prepare=_fixed(ShareRule, LeastLaxityFirst),
                        colour="tab:purple", family="reference"))
     register(MethodDef(kind="price_rule", label="Price rule (tuned on training hours)", prepare=_prepare_price_rule,
-                       colour="tab:pink", family="reference"))
+                       colour="tab:pink", family="reference", check_scenario=_dr_only))
     register(MethodDef(kind="random", label="Random", prepare=_prepare_random, colour="0.6", seeded=True,
                        family="reference"))
     register(MethodDef(kind="lp_oracle", label="Clairvoyant LP", prepare=_prepare_lp, params=("backlog_cap",),

@@ -27,6 +27,7 @@ class EVChargingDomain(Domain):
     # cap 1 % over on average, 0.05 meets it); nu_max = 0: the local constraint is an inequality (unmet <= allowance),
     # so its multiplier keeps one sign (nu <= 0 penalises unmet energy; it never pays a site to leave cars uncharged).
     dual_defaults = {"nu_max": 0.0}
+    ships_policies = True  # algorithms/pretrained/ev/<site type>.pt (algorithms.policy.load_ev_pretrained)
 
     @property
     def config_type(self):

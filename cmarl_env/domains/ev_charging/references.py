@@ -59,6 +59,23 @@ class Uncontrolled(Controller):
         return np.ones((self.core.n_agents, self.core.ports))
 
 
+class RandomRate(Controller):
+    """Uniformly random port actions in [0, 1], seeded (the EV floor; ``cmarl_env.evaluation.RandomController``'s
+    counterpart with K = ports actions per site)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+
+    def reset(self, core) -> None:
+        super().reset(core)
+        self.rng = np.random.default_rng([self.seed, 0x5A11D])
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self.rng.random((self.core.n_agents, self.core.ports))
+
+
 class LeastLaxityFirst(Controller):
     """Pooled least-laxity-first under the hour's limit (see the module docstring)."""
 

@@ -105,6 +105,7 @@ def input_features(
     backlog_index: int | None = 1,
     backlog_cap: float = BACKLOG_CAP,
     raw_columns: Sequence[Sequence[float]] | None = None,
+    rate_features: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Fixed input transform of the networks.
 
@@ -115,9 +116,11 @@ def input_features(
     normalisation of the multipliers (lambda and nu in their own units, the
     units of the price). Without it, the multipliers that execution visits
     (lambda around 0-3, nu around -3-0) differ by a few thousandths of an input
-    unit, far below what a small network resolves next to the price. Then every
-    input is clamped to [-10, 10].
+    unit, far below what a small network resolves next to the price.
+    ``rate_features`` (EV charging) appends each port's minimum rate
+    (``ev_minimum_rates``). Then every input is clamped to [-10, 10].
     """
+    raw_obs = obs
     if raw_columns:
         scale = torch.ones(obs.shape[1], dtype=obs.dtype, device=obs.device)
         offset = torch.zeros(obs.shape[1], dtype=obs.dtype, device=obs.device)
@@ -128,7 +131,28 @@ def input_features(
         i = backlog_index
         b = torch.log1p(obs[:, i : i + 1].clamp(min=0.0, max=backlog_cap))
         obs = torch.cat([obs[:, :i], b, obs[:, i + 1 :]], dim=1)
+    if rate_features:
+        obs = torch.cat([obs, ev_minimum_rates(raw_obs, rate_features)], dim=1)
     return obs.clamp(-INPUT_CLIP, INPUT_CLIP)
+
+
+RATE_CAP = 3.0  # minimum rates above this (cars that can no longer get their energy) all look alike
+
+
+def ev_minimum_rates(obs: torch.Tensor, spec: Mapping[str, Any]) -> torch.Tensor:
+    """(n, K) EV input features: each port's minimum rate ``u = remaining / (power x connected hours left)``, the
+    fraction of full power that delivers the car's energy exactly at its departure (0 without a car; capped at
+    ``RATE_CAP``), from the observation's port columns (``cmarl_env.domains.ev_charging.core``: per port plugged,
+    energy / energy_norm, hours left / time_norm, power / charger_kw, from column ``first``)."""
+    k, first = int(spec["ports"]), int(spec.get("first", 4))
+    ports = obs[:, first:first + 4 * k].reshape(obs.shape[0], k, 4)
+    rem = ports[:, :, 1] * float(spec["energy_norm"])
+    hours = ports[:, :, 2] * float(spec["time_norm"])
+    power = ports[:, :, 3] * float(spec["charger_kw"])
+    denom = power * hours
+    ok = denom > 1e-9
+    u = torch.where(ok, rem / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(denom))
+    return u.clamp(0.0, RATE_CAP)
 
 
 MULTIPLIER_UNIT = 2.0  # raw multipliers enter the networks divided by this, so [-20, 20] stays inside the [-10, 10] clamp
@@ -179,8 +203,10 @@ class ActorNet(nn.Module):
         min_log_std: float = -1.6,
         backlog_cap: float = BACKLOG_CAP,
         raw_columns: Sequence[Sequence[float]] | None = None,
+        rate_features: Mapping[str, Any] | None = None,
     ):
         super().__init__()
+        self.rate_features = dict(rate_features) if rate_features else None
         self.backlog_cap = float(backlog_cap)
         self.raw_columns = [[int(c[0]), float(c[1]), float(c[2])] for c in (raw_columns or ())]
         self.mean_bound = float(mean_bound)
@@ -190,7 +216,7 @@ class ActorNet(nn.Module):
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.backlog_index = backlog_index
         layers: list[nn.Module] = []
-        width = self.obs_dim
+        width = self.obs_dim + (int(self.rate_features["ports"]) if self.rate_features else 0)
         for h in self.hidden_sizes:
             lin = nn.Linear(width, h)
             nn.init.orthogonal_(lin.weight, gain=math.sqrt(2.0))
@@ -204,6 +230,8 @@ class ActorNet(nn.Module):
         self.log_std = nn.Parameter(torch.full((self.act_dim,), float(init_log_std)))
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.rate_features:
+            return input_features(obs, self.backlog_index, self.backlog_cap, self.raw_columns, self.rate_features)
         return input_features(obs, self.backlog_index, self.backlog_cap, self.raw_columns)
 
     def mean(self, obs: torch.Tensor) -> torch.Tensor:
@@ -395,6 +423,8 @@ def save_checkpoint(path: str | os.PathLike, policy: AugmentedPolicy | ActorNet,
     meta["min_log_std"] = net.min_log_std
     meta["backlog_cap"] = net.backlog_cap
     meta["raw_columns"] = [list(c) for c in net.raw_columns]
+    if net.rate_features:
+        meta["rate_features"] = dict(net.rate_features)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -462,6 +492,7 @@ def load_policy(
             min_log_std=float(meta.get("min_log_std", -1.6)),
             backlog_cap=float(meta.get("backlog_cap", BACKLOG_CAP)),
             raw_columns=meta.get("raw_columns") or None,
+            rate_features=meta.get("rate_features") or None,
         )
         net.load_state_dict(state)
     except (KeyError, RuntimeError, TypeError, ValueError) as err:

@@ -17,6 +17,19 @@ The shipped policies use the recipe ``algorithms/pretrained/recipe.json``
 both reward transforms, gamma 0.993); the ``TrainConfig`` defaults are the
 original paper-style settings, which the fixed-penalty IPPO baseline keeps.
 
+EV charging (``TrainConfig(domain="ev_charging", site_type=...)``; issue 15): one
+site category is trained on ``num_envs`` sites of that category stepped as one
+array (``cmarl_env.views.EVBatchedEnv``), every 48-hour episode on a random day
+of 2023 with new cars and multipliers drawn per site (skewed, nu <= 0), the core's
+Lagrangian reward ``r0 + lambda (share - load) + nu unmet``, optionally
+potential-shaped with ``Phi = nu x shortfall`` (``reward_shaping="shortfall_potential"``:
+unmet energy is charged when it becomes unavoidable, not at the car's departure),
+the networks reading each port's minimum rate (``rate_features``) and, with
+``imitation_steps``, an actor first fitted to ``MultiplierRate``. The shipped EV
+policies use ``algorithms/pretrained/ev/recipe.json``. With the default
+``domain="demand_response"`` nothing of this is read: the demand-response path
+is the code below, unchanged.
+
 The learner is Tianshou 2.0's own PPO (``tianshou.algorithm.PPO`` with a
 ``ProbabilisticActorPolicy``), its ``Collector``, ``VectorReplayBuffer`` and
 ``OnPolicyTrainer``. ``TianshouBatchedEnv`` is the thin adapter that presents
@@ -78,7 +91,7 @@ REWARD_NORMALIZATION = ("fixed", "multipliers")
 REWARD_SHAPING = ("none", "backlog_potential", "shortfall_potential")
 DOMAINS = ("demand_response", "ev_charging")
 # TrainConfig fields that only the EV-charging domain reads (left out of a demand-response config's to_dict)
-EV_FIELDS = ("domain", "site_type", "ports", "imitation_steps")
+EV_FIELDS = ("domain", "site_type", "ports", "imitation_steps", "rate_features")
 EV_DATASET = "elaadnl"  # what an EV checkpoint records as its dataset (the ElaadNL tables of cmarl_env.domains.ev_charging)
 
 
@@ -182,6 +195,8 @@ class TrainConfig(ConfigBase):
     # EV only: before PPO, fit the actor's mean to the hand-written MultiplierRate policy on this many minibatches
     # (imitation warm start, ``imitate_multiplier_rate``); 0 = PPO from a random actor
     imitation_steps: int = 0
+    # EV only: the networks also read each port's minimum rate (algorithms.policy.ev_minimum_rates)
+    rate_features: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.domain, str) or self.domain not in DOMAINS:
@@ -192,6 +207,8 @@ class TrainConfig(ConfigBase):
             raise ValueError(f"site_type={self.site_type!r} is not an EV site category; allowed: {list(SITE_TYPES)}")
         check_int("ports", self.ports, 1, MAX_PORTS)
         check_int("imitation_steps", self.imitation_steps, 0, 10**7)
+        if not isinstance(self.rate_features, bool):
+            raise ValueError(f"rate_features={self.rate_features!r} must be a bool")
         if self.imitation_steps and not self.is_ev:
             raise ValueError(f"imitation_steps={self.imitation_steps!r} is for domain 'ev_charging' only; "
                              f"with domain={self.domain!r} allowed: 0")
@@ -596,12 +613,13 @@ class CriticNet(nn.Module):
     """State-value network over the augmented observation (same input transform as the actor)."""
 
     def __init__(self, obs_dim: int, hidden_sizes: Sequence[int] = (64, 64), backlog_index: int | None = 1,
-                 raw_columns: Sequence[Sequence[float]] | None = None):
+                 raw_columns: Sequence[Sequence[float]] | None = None, rate_features: dict | None = None):
         super().__init__()
         self.backlog_index = backlog_index
         self.raw_columns = [list(c) for c in (raw_columns or ())]
+        self.rate_features = rate_features
         layers: list[nn.Module] = []
-        width = obs_dim
+        width = obs_dim + (int(rate_features["ports"]) if rate_features else 0)
         for h in hidden_sizes:
             lin = nn.Linear(width, h)
             nn.init.orthogonal_(lin.weight, gain=math.sqrt(2.0))
@@ -616,6 +634,9 @@ class CriticNet(nn.Module):
     def forward(self, obs, **kwargs) -> torch.Tensor:
         device = self.net[0].weight.device
         obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        if self.rate_features:
+            return self.net(input_features(obs, self.backlog_index, raw_columns=self.raw_columns,
+                                           rate_features=self.rate_features))
         return self.net(input_features(obs, self.backlog_index, raw_columns=self.raw_columns))
 
 
@@ -701,10 +722,16 @@ def _make_ev_networks(config: TrainConfig, obs_dim: int, core) -> tuple[ActorNet
     raw = None
     if config.raw_multipliers and config.augmented:
         raw = multiplier_raw_columns(core.layout_names, core.lambda_range, core.nu_range)
+    rates = None
+    if config.rate_features:
+        from cmarl_env.domains.ev_charging.core import TIME_NORM_H
+
+        rates = {"ports": int(core.ports), "first": 4, "energy_norm": float(core.energy_norm),
+                 "time_norm": TIME_NORM_H, "charger_kw": float(core.config.charger_kw)}
     actor = ActorNet(obs_dim, config.hidden_sizes, act_dim=core.ports, backlog_index=None,
                      init_log_std=config.init_log_std, mean_bound=config.mean_bound, min_log_std=config.min_log_std,
-                     raw_columns=raw)
-    critic = CriticNet(obs_dim, config.hidden_sizes, backlog_index=None, raw_columns=raw)
+                     raw_columns=raw, rate_features=rates)
+    critic = CriticNet(obs_dim, config.hidden_sizes, backlog_index=None, raw_columns=raw, rate_features=rates)
     return actor.to(config.device), critic.to(config.device)
 
 

@@ -196,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
     result = train(config, progress=progress)
     run_dir = result.run_dir
     print(f"done in {result.wall_time_s:.1f} s ({result.env_steps} env steps)")
-    print(f"Lagrangian return on fixed evaluation episodes: {result.eval_return_initial:.1f} (untrained) -> "
+    start = "after the imitation warm start" if config.imitation_steps else "untrained"
+    print(f"Lagrangian return on fixed evaluation episodes: {result.eval_return_initial:.1f} ({start}) -> "
           f"{result.eval_return_final:.1f}")
     print(f"checkpoint:  {result.checkpoint}")
     print(f"config:      {run_dir / CONFIG_NAME}")

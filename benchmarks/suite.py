@@ -269,9 +269,10 @@ class RunSpec:
         from benchmarks.registry import file_digest, get
 
         if self.scenario.is_ev and self.method.kind in EV_POLICY_KINDS:
-            from algorithms.policy import ev_pretrained_paths
+            import importlib.resources  # torch-free, as the demand-response inputs
 
-            return [[f"ev/{p.name}", file_digest(p)] for _, p in sorted(ev_pretrained_paths().items())]
+            root = Path(str(importlib.resources.files("algorithms") / "pretrained" / "ev"))
+            return [[f"ev/{p.name}", file_digest(p)] for p in sorted(root.glob("*.pt"))]
         return [[p.name, file_digest(p)] for p in get(self.method.kind).input_files(self.method.params)]
 
     @classmethod

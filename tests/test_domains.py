@@ -240,7 +240,6 @@ def test_ev_suite_parses_and_its_runs_share_days_and_cars():
     assert sorted(name for name, _ in digests) == ["ev/private.pt", "ev/public.pt", "ev/workplace.pt"]
 
 
-@pytest.mark.slow
 def test_ev_suite_runs_end_to_end(tmp_path):
     """A small EV suite through the runner: calibrated binding facts, every method's metrics, the EV leaderboard."""
     import json

@@ -556,6 +556,11 @@ class TianshouBatchedEnv(ArrayVectorEnv):
             r2 = _step_signal(infos, bool(truncated.any()), "r2")
             reward = reward - nu * r2 + (1.0 - self.shaping_gamma) * nu * (backlog + r2)
         reward = reward / self._divisor  # the finished episode's divisor, before a reset redraws the multipliers
+        return self._finish_step(obs, reward, terminated, truncated, infos, ids)
+
+    def _finish_step(self, obs, reward, terminated, truncated, infos, ids: np.ndarray):
+        """Accumulate the step's signal means; on truncation keep the reset observations for the Collector's
+        reset and return the final ones; return the rows of ``ids``."""
         for k in self.signal_keys:
             self.signal_sums[k] += float(np.mean(infos[k]))
         self.signal_count += 1
@@ -581,20 +586,7 @@ class TianshouBatchedEnv(ArrayVectorEnv):
         obs, reward, terminated, truncated, infos = self.env.step(full)
         phi1 = nu * _step_signal(infos, bool(truncated.any()), "shortfall")
         reward = (reward + self.shaping_gamma * phi1 - phi0) / self._divisor
-        for k in self.signal_keys:
-            self.signal_sums[k] += float(np.mean(infos[k]))
-        self.signal_count += 1
-        if truncated.any():
-            self._pending_obs = self._randomize_start(obs)
-            self._pending_ids = set(range(self.env_num))
-            obs = infos["final_observation"]
-        return (
-            obs[ids],
-            reward[ids].astype(np.float64),
-            terminated[ids],
-            truncated[ids],
-            self._empty_infos[ids].copy(),
-        )
+        return self._finish_step(obs, reward, terminated, truncated, infos, ids)
 
     def _scatter(self, act: np.ndarray, ids: np.ndarray) -> np.ndarray:
         if np.array_equal(ids, np.arange(self.env_num)):

@@ -337,7 +337,7 @@ def derive_dataset(name: str = DEFAULT_DATASET, *, cache_dir: str | os.PathLike[
         return _load_schema_path(directory / "schema.json", name=name)
 
 
-def _deterministic_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+def deterministic_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """``np.savez_compressed`` without timestamps: the same arrays always give the same bytes (per zlib)."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, array in arrays.items():
@@ -360,7 +360,7 @@ def write_embedded(data: BuildingData, directory: str | os.PathLike[str]) -> dic
     schema = copy.deepcopy(data.schema)
     schema["root_directory"] = None
     license_text = data.license_notice.split(_LICENSE_HEADING, 1)[1]
-    _deterministic_npz(out / EMBEDDED_NPZ, {name: getattr(data, name) for name in _ARRAY_FIELDS})
+    deterministic_npz(out / EMBEDDED_NPZ, {name: getattr(data, name) for name in _ARRAY_FIELDS})
     meta = {
         "format_version": EMBEDDED_FORMAT_VERSION,
         "name": data.name,

@@ -173,6 +173,10 @@ class BatchedEnv(VectorEnv):
         low, high = observation_bounds(self.core)
         single_obs = spaces.Box(low, high, dtype=np.float32)
         single_act = spaces.Box(0.0, 1.0, shape=(2,), dtype=np.float32)
+        self._init_spaces(num_envs, single_obs, single_act)
+
+    def _init_spaces(self, num_envs: int, single_obs: spaces.Box, single_act: spaces.Box) -> None:
+        """The vector spaces and the all-true info mask, under Gymnasium 1.x or 0.28-0.29."""
         if GYMNASIUM_1:
             self.num_envs = num_envs
             self.single_observation_space = single_obs
@@ -181,7 +185,7 @@ class BatchedEnv(VectorEnv):
             self.action_space = batch_space(single_act, num_envs)
             self.closed = False
         else:
-            super().__init__(num_envs, single_obs, single_act)
+            VectorEnv.__init__(self, num_envs, single_obs, single_act)
         self.render_mode = None
         mask = np.ones(num_envs, dtype=bool)
         mask.setflags(write=False)
@@ -278,20 +282,9 @@ class EVBatchedEnv(VectorEnv):
         self.core = EVChargingCore(config)
         single_obs = spaces.Box(-1.0, 1.0, shape=(self.core.obs_dim,), dtype=np.float32)
         single_act = spaces.Box(0.0, 1.0, shape=(self.core.ports,), dtype=np.float32)
-        if GYMNASIUM_1:
-            self.num_envs = num_envs
-            self.single_observation_space = single_obs
-            self.single_action_space = single_act
-            self.observation_space = batch_space(single_obs, num_envs)
-            self.action_space = batch_space(single_act, num_envs)
-            self.closed = False
-        else:
-            super().__init__(num_envs, single_obs, single_act)
-        self.render_mode = None
-        mask = np.ones(num_envs, dtype=bool)
-        mask.setflags(write=False)
-        self._mask = mask
+        self._init_spaces(num_envs, single_obs, single_act)
 
+    _init_spaces = BatchedEnv._init_spaces
     _with_masks = BatchedEnv._with_masks
 
     def shortfall(self) -> np.ndarray:

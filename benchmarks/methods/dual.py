@@ -47,7 +47,7 @@ def _prepare_ev(spec, ctx: RunContext, *, rounds: int | None) -> Prepared:
     """EV charging: the shipped EV policies (one per site category, ``algorithms/pretrained/ev``) under Algorithm 1
     with the EV domain's dual defaults (``EVChargingDomain.dual_defaults``) and the suite's params on top."""
     from algorithms.dual import DualConfig
-    from algorithms.execute import INFERENCE_CHUNK, DualConsensusController
+    from algorithms.execute import INFERENCE_CHUNK
     from algorithms.policy import ev_policy_fn, load_ev_pretrained
     from cmarl_env.domains import get_domain
     from cmarl_env.domains.ev_charging.core import EVChargingCore
@@ -65,26 +65,15 @@ def _prepare_ev(spec, ctx: RunContext, *, rounds: int | None) -> Prepared:
     core0 = EVChargingCore(sc.ev_config(augment=True))
     loaded = {t: load_ev_pretrained(t, expected=core0) for t in domain.type_keys(core0)}
     policies = {t: ev_policy_fn(p, core0, chunk_size=INFERENCE_CHUNK) for t, p in loaded.items()}
-    train_time = sum(float(p.metadata.get("train_wall_time_s", math.nan)) for p in loaded.values())
     source = {t: f"algorithms/pretrained/ev/{t}.pt" for t in loaded}
-    record = min(sc.record_agents, sc.n_agents)
-    made = []
-
-    def controller() -> DualConsensusController:
-        made.append(1)
-        return DualConsensusController(dual, policies, record_agents=record if len(made) == 1 else 0,
-                                       name=spec.method.kind, theory=len(made) == 1)
-
-    return Prepared(controller=controller, config={"dual": dual.to_dict(), "policies": source},
-                    train={"train_wall_time_s": train_time, "policies": source,
-                           "budget_detail": "shipped pretrained EV policies"})
+    return _prepared(spec, dual, policies, loaded, source, "shipped pretrained EV policies")
 
 
 def _prepare(spec, ctx: RunContext, *, rounds: int | None) -> Prepared:
     if spec.scenario.is_ev:
         return _prepare_ev(spec, ctx, rounds=rounds)
     from algorithms.dual import DualConfig
-    from algorithms.execute import INFERENCE_CHUNK, DualConsensusController
+    from algorithms.execute import INFERENCE_CHUNK
     from algorithms.policy import load_policies_by_scale, load_pretrained
     from cmarl_env.core import DemandResponseCore
 
@@ -111,8 +100,17 @@ def _prepare(spec, ctx: RunContext, *, rounds: int | None) -> Prepared:
         loaded = {s: load_pretrained(s, expected=core0) for s in scales}
         source = "shipped pretrained policies (algorithms/pretrained)"
     policies = {s: (lambda obs, p=p: p.act(obs, chunk_size=INFERENCE_CHUNK)) for s, p in loaded.items()}
+    return _prepared(spec, dual, policies, loaded, source,
+                     "shipped pretrained policies" if not paths else "custom policies")
+
+
+def _prepared(spec, dual, policies, loaded, source, detail: str) -> Prepared:
+    """Algorithm 1 with these policies: a fresh controller per roll-out (the first records the multipliers and
+    the theory), the training time the checkpoints recorded."""
+    from algorithms.execute import DualConsensusController
+
     train_time = sum(float(p.metadata.get("train_wall_time_s", math.nan)) for p in loaded.values())
-    record = min(sc.record_agents, sc.n_agents)
+    record = min(spec.scenario.record_agents, spec.scenario.n_agents)
     made = []
 
     def controller() -> DualConsensusController:
@@ -121,8 +119,7 @@ def _prepare(spec, ctx: RunContext, *, rounds: int | None) -> Prepared:
                                        name=spec.method.kind, theory=len(made) == 1)
 
     return Prepared(controller=controller, config={"dual": dual.to_dict(), "policies": source},
-                    train={"train_wall_time_s": train_time, "policies": source,
-                           "budget_detail": "shipped pretrained policies" if not paths else "custom policies"})
+                    train={"train_wall_time_s": train_time, "policies": source, "budget_detail": detail})
 
 
 def _inputs(params) -> list[Path]:

@@ -49,6 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cmarl_env.data import deterministic_npz
+
 WHEEL_NAME = "ev2gym-2.0.0-py3-none-any.whl"
 WHEEL_SHA256 = "b1f22280d9ae9da93bb26031730412d952845014cd2718f92bc030b78cddcb58"
 CATEGORIES = ("private", "public", "workplace")
@@ -157,16 +159,7 @@ def derive(wheel: str | Path) -> tuple[dict[str, np.ndarray], dict, str]:
     return arrays, facts | {"wheel_sha256": digest}, text["license"]
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez_compressed`` without timestamps (the same arrays give the same bytes with the same zlib)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, array in arrays.items():
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, buffer.getvalue(), compresslevel=9)
+write_npz = deterministic_npz  # the demand-response embedding's writer: same bytes for the same arrays
 
 
 def main(argv: list[str] | None = None) -> int:

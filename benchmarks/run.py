@@ -59,41 +59,47 @@ EV_MEAN_KEYS = ("total_cost", "energy_cost", "cost_ratio", "lp_cost", "energy_kw
 
 def lp_cost(scenario: ScenarioSpec, start_hour: int, data, cache_dir: Path | None) -> dict[str, Any]:
     """The unbounded clairvoyant LP's cost on one roll-out's hours, cached on disk by scenario physics and hour."""
+    return _cached_lp(cache_dir, f"{scenario.cache_key()}/{int(start_hour)}",
+                      lambda: _solve_lp(scenario, start_hour, data))
+
+
+def _solve_lp(scenario: ScenarioSpec, start_hour: int, data) -> dict[str, Any]:
     from baselines.oracle import solve_min_cost
     from cmarl_env.core import DemandResponseCore
 
-    key = hashlib.sha256(f"{scenario.cache_key()}/{int(start_hour)}".encode()).hexdigest()[:20]
-    path = None if cache_dir is None else Path(cache_dir) / "lp" / f"{key}.json"
-    if path is not None and path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            pass
     core = DemandResponseCore(scenario.env_config(start_hour, data.n_steps), data)
     res = solve_min_cost(core, scenario.steps, start_hour)
-    summary = {"status": res.status, "min_cost": res.min_cost, "grid_limit": res.grid_limit,
-               "message": res.message, "start_hour": int(start_hour)}
-    if path is not None:
-        atomic_write_text(path, dump_json(summary))
-    return summary
+    return {"status": res.status, "min_cost": res.min_cost, "grid_limit": res.grid_limit,
+            "message": res.message, "start_hour": int(start_hour)}
 
 
 def ev_lp_cost(scenario: ScenarioSpec, k: int, start_hour: int, cache_dir: Path | None) -> dict[str, Any]:
     """EV: the clairvoyant LP's total cost on roll-out k's cars under the hourly cap, cached by scenario and roll-out."""
+    return _cached_lp(cache_dir, f"{scenario.cache_key()}/ev/{int(k)}/{int(start_hour)}",
+                      lambda: _solve_ev_lp(scenario, k, start_hour))
+
+
+def _solve_ev_lp(scenario: ScenarioSpec, k: int, start_hour: int) -> dict[str, Any]:
     from cmarl_env.domains.ev_charging.core import EVChargingCore
     from cmarl_env.domains.ev_charging.references import ClairvoyantLP
 
-    key = hashlib.sha256(f"{scenario.cache_key()}/ev/{int(k)}/{int(start_hour)}".encode()).hexdigest()[:20]
-    path = None if cache_dir is None else Path(cache_dir) / "lp" / f"{key}.json"
+    core = EVChargingCore(scenario.ev_config())
+    ro = rollout(ClairvoyantLP(), core, scenario.rollout_day(start_hour), scenario.steps, seed=scenario.rollout_seed(k))
+    return {"status": "optimal", "min_cost": ro.total_cost, "objective": ro.info.get("lp_objective"),
+            "start_day": scenario.rollout_day(start_hour), "seed": scenario.rollout_seed(k)}
+
+
+def _cached_lp(cache_dir: Path | None, key: str, solve) -> dict[str, Any]:
+    """``solve()``'s summary, read from or written to ``cache_dir/lp/<sha256(key)>.json`` (no cache without a dir;
+    an unreadable entry is solved again)."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    path = None if cache_dir is None else Path(cache_dir) / "lp" / f"{digest}.json"
     if path is not None and path.is_file():
         try:
             return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             pass
-    core = EVChargingCore(scenario.ev_config())
-    ro = rollout(ClairvoyantLP(), core, scenario.rollout_day(start_hour), scenario.steps, seed=scenario.rollout_seed(k))
-    summary = {"status": "optimal", "min_cost": ro.total_cost, "objective": ro.info.get("lp_objective"),
-               "start_day": scenario.rollout_day(start_hour), "seed": scenario.rollout_seed(k)}
+    summary = solve()
     if path is not None:
         atomic_write_text(path, dump_json(summary))
     return summary

@@ -26,7 +26,30 @@ INFO_KEYS = (
 _ALL_INFO_KEYS = INFO_KEYS + ("grid_share", "action_clipped", "clipped_actions")
 
 
-class DemandResponseParallelEnv(ParallelEnv):
+class AgentIndexed:
+    """Per-agent spaces and name lookup of a parallel env whose agents are ``<agent_prefix>_<i>`` and share one
+    observation space and one action space (``_observation_space``, ``_action_space``)."""
+
+    agent_prefix = "agent"
+
+    def observation_space(self, agent: str) -> spaces.Box:
+        self._index(agent)
+        return self._observation_space
+
+    def action_space(self, agent: str) -> spaces.Box:
+        self._index(agent)
+        return self._action_space
+
+    def _index(self, agent: str) -> int:
+        try:
+            return self.agent_name_mapping[agent]
+        except KeyError:
+            last = len(self.agent_name_mapping) - 1
+            raise ValueError(f"unknown agent {agent!r}; agents are {self.agent_prefix}_0 .. "
+                             f"{self.agent_prefix}_{last}") from None
+
+
+class DemandResponseParallelEnv(AgentIndexed, ParallelEnv):
     """Constrained demand response: N buildings share a grid-capacity limit.
 
     Observations (per agent, float32): demand, backlog, state of charge, solar,
@@ -45,6 +68,8 @@ class DemandResponseParallelEnv(ParallelEnv):
     an alias of ``episode_length``. ``render_mode="human"`` prints one line
     at ``reset()`` and one per ``step()``; ``render()`` then returns None.
     """
+
+    agent_prefix = "building"
 
     metadata = {
         "name": "demand_response_v0",
@@ -71,7 +96,7 @@ class DemandResponseParallelEnv(ParallelEnv):
         else:
             self.graph = config.graph
         graphs.check_connected(self.graph, config.n_agents)
-        self.possible_agents = [f"building_{i}" for i in range(config.n_agents)]
+        self.possible_agents = [f"{self.agent_prefix}_{i}" for i in range(config.n_agents)]
         self.agent_name_mapping = {name: i for i, name in enumerate(self.possible_agents)}
         self.agents: list[str] = []
         self.history = EpisodeHistory()
@@ -88,19 +113,6 @@ class DemandResponseParallelEnv(ParallelEnv):
         self._last_obs = self.core.observe()
 
     # ------------------------------------------------------------------ spaces
-    def observation_space(self, agent: str) -> spaces.Box:
-        self._index(agent)
-        return self._observation_space
-
-    def action_space(self, agent: str) -> spaces.Box:
-        self._index(agent)
-        return self._action_space
-
-    def _index(self, agent: str) -> int:
-        try:
-            return self.agent_name_mapping[agent]
-        except KeyError:
-            raise ValueError(f"unknown agent {agent!r}; agents are building_0 .. building_{self.config.n_agents - 1}") from None
 
     # ------------------------------------------------------------------- API
     def reset(self, seed: int | None = None, options: Mapping[str, Any] | None = None):

@@ -191,6 +191,23 @@ class BatchedEnv(VectorEnv):
         mask.setflags(write=False)
         self._mask = mask
 
+    def _final_infos(self, infos: dict[str, Any], final_obs: np.ndarray, values: dict[str, Any]) -> dict[str, Any]:
+        """The reset step's infos plus the finished episodes' last observations and infos, under the installed
+        Gymnasium's keys (see the class docstring)."""
+        if GYMNASIUM_1:
+            rows = np.empty(self.num_envs, dtype=object)
+            rows[:] = list(final_obs)
+            infos["final_obs"], infos["_final_obs"] = rows, self._mask
+            infos["final_info"], infos["_final_info"] = self._with_masks(values), self._mask
+            infos["final_observation"] = final_obs
+        else:
+            per_copy = np.empty(self.num_envs, dtype=object)
+            columns = {k: np.asarray(v).tolist() for k, v in values.items()}
+            per_copy[:] = [dict(zip(columns, row)) for row in zip(*columns.values())]
+            infos["final_observation"], infos["_final_observation"] = final_obs, self._mask
+            infos["final_info"], infos["_final_info"] = per_copy, self._mask
+        return infos
+
     def _with_masks(self, values: dict[str, Any]) -> dict[str, Any]:
         infos: dict[str, Any] = {}
         for key, value in values.items():
@@ -220,19 +237,7 @@ class BatchedEnv(VectorEnv):
             return obs, out.reward, np.zeros(self.num_envs, dtype=bool), truncated, self._with_masks(values)
         final_obs = obs
         obs = self.core.reset(per_agent_start=True)
-        infos = self._reset_infos()
-        if GYMNASIUM_1:
-            rows = np.empty(self.num_envs, dtype=object)
-            rows[:] = list(final_obs)
-            infos["final_obs"], infos["_final_obs"] = rows, self._mask
-            infos["final_info"], infos["_final_info"] = self._with_masks(values), self._mask
-            infos["final_observation"] = final_obs
-        else:
-            per_copy = np.empty(self.num_envs, dtype=object)
-            columns = {k: np.asarray(v).tolist() for k, v in values.items()}
-            per_copy[:] = [dict(zip(columns, row)) for row in zip(*columns.values())]
-            infos["final_observation"], infos["_final_observation"] = final_obs, self._mask
-            infos["final_info"], infos["_final_info"] = per_copy, self._mask
+        infos = self._final_infos(self._reset_infos(), final_obs, values)
         return obs, out.reward, np.zeros(self.num_envs, dtype=bool), truncated, infos
 
     def set_multipliers(self, lam=None, nu=None) -> None:
@@ -285,6 +290,7 @@ class EVBatchedEnv(VectorEnv):
         self._init_spaces(num_envs, single_obs, single_act)
 
     _init_spaces = BatchedEnv._init_spaces
+    _final_infos = BatchedEnv._final_infos
     _with_masks = BatchedEnv._with_masks
 
     def shortfall(self) -> np.ndarray:
@@ -321,19 +327,7 @@ class EVBatchedEnv(VectorEnv):
             return obs, out.reward, terminated, truncated, self._with_masks(values)
         final_obs = obs
         obs = self.core.reset()
-        infos = self._reset_infos()
-        if GYMNASIUM_1:
-            rows = np.empty(self.num_envs, dtype=object)
-            rows[:] = list(final_obs)
-            infos["final_obs"], infos["_final_obs"] = rows, self._mask
-            infos["final_info"], infos["_final_info"] = self._with_masks(values), self._mask
-            infos["final_observation"] = final_obs
-        else:
-            per_copy = np.empty(self.num_envs, dtype=object)
-            columns = {k: np.asarray(v).tolist() for k, v in values.items()}
-            per_copy[:] = [dict(zip(columns, row)) for row in zip(*columns.values())]
-            infos["final_observation"], infos["_final_observation"] = final_obs, self._mask
-            infos["final_info"], infos["_final_info"] = per_copy, self._mask
+        infos = self._final_infos(self._reset_infos(), final_obs, values)
         return obs, out.reward, terminated, truncated, infos
 
     def set_multipliers(self, lam=None, nu=None) -> None:

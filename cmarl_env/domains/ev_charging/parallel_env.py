@@ -11,12 +11,13 @@ from pettingzoo import ParallelEnv
 from cmarl_env.domains.ev_charging.config import EVConfig
 from cmarl_env.domains.ev_charging.core import EVActionTypeError, EVChargingCore, NonFiniteActionError
 from cmarl_env.domains.ev_charging.data import EVTables
+from cmarl_env.parallel_env import AgentIndexed
 
 INFO_KEYS = ("load", "cost", "unmet", "departed", "r0", "r2", "price", "share", "lambda", "nu",
              "lagrangian_reward", "action_clipped", "clipped_actions")
 
 
-class EVChargingParallelEnv(ParallelEnv):
+class EVChargingParallelEnv(AgentIndexed, ParallelEnv):
     """EV charging sites under a shared transformer limit (``ev_charging_v0``).
 
     Agents ``site_0 .. site_{N-1}``, each a charging site with K ports.
@@ -30,6 +31,8 @@ class EVChargingParallelEnv(ParallelEnv):
     ``"unmet"`` (the local-constraint signal), from ``reset()`` on.
     ``max_cycles`` is an alias of ``episode_length``.
     """
+
+    agent_prefix = "site"
 
     metadata = {"name": "ev_charging_v0", "render_modes": ["human", "ansi"], "is_parallelizable": True,
                 "render_fps": 4}
@@ -46,7 +49,7 @@ class EVChargingParallelEnv(ParallelEnv):
         self.render_mode = config.render_mode
         self.core = EVChargingCore(config, tables)
         n, k = config.n_agents, config.ports
-        self.possible_agents = [f"site_{i}" for i in range(n)]
+        self.possible_agents = [f"{self.agent_prefix}_{i}" for i in range(n)]
         self.agent_name_mapping = {a: i for i, a in enumerate(self.possible_agents)}
         self.agents: list[str] = []
         low, high = observation_bounds(self.core)
@@ -56,20 +59,6 @@ class EVChargingParallelEnv(ParallelEnv):
         self._clip_counts = np.zeros(n, dtype=np.int64)
         self._last_obs = self.core.observe()
         self._last_line = ""
-
-    def observation_space(self, agent: str) -> spaces.Box:
-        self._index(agent)
-        return self._observation_space
-
-    def action_space(self, agent: str) -> spaces.Box:
-        self._index(agent)
-        return self._action_space
-
-    def _index(self, agent: str) -> int:
-        try:
-            return self.agent_name_mapping[agent]
-        except KeyError:
-            raise ValueError(f"unknown agent {agent!r}; agents are site_0 .. site_{self.config.n_agents - 1}") from None
 
     def reset(self, seed: int | None = None, options: Mapping[str, Any] | None = None):
         """Options: ``start_day`` (int day index) and ``multipliers`` ({"lambda": ..., "nu": ...})."""

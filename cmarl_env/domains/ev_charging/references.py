@@ -40,7 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-from cmarl_env.evaluation.controller import Controller
+from cmarl_env.evaluation.controller import Controller, RandomController
 
 # Tie-break on unmet energy (EUR/kWh). Unmet energy of a car leaving inside the horizon and energy still pending
 # at the end cost the same (v per kWh) in the roll-out's total cost; the LP adds UNMET_EPS per unmet kWh so that
@@ -59,18 +59,9 @@ class Uncontrolled(Controller):
         return np.ones((self.core.n_agents, self.core.ports))
 
 
-class RandomRate(Controller):
-    """Uniformly random port actions in [0, 1], seeded (the EV floor; ``cmarl_env.evaluation.RandomController``'s
-    counterpart with K = ports actions per site)."""
-
-    name = "random"
-
-    def __init__(self, seed: int = 0):
-        self.seed = int(seed)
-
-    def reset(self, core) -> None:
-        super().reset(core)
-        self.rng = np.random.default_rng([self.seed, 0x5A11D])
+class RandomRate(RandomController):
+    """Uniformly random port actions in [0, 1], seeded (the EV floor): ``RandomController`` with K = ports actions
+    per site."""
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return self.rng.random((self.core.n_agents, self.core.ports))

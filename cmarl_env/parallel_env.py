@@ -27,8 +27,9 @@ _ALL_INFO_KEYS = INFO_KEYS + ("grid_share", "action_clipped", "clipped_actions")
 
 
 class AgentIndexed:
-    """Per-agent spaces and name lookup of a parallel env whose agents are ``<agent_prefix>_<i>`` and share one
-    observation space and one action space (``_observation_space``, ``_action_space``)."""
+    """What the parallel envs over a vectorized core share: agents named ``<agent_prefix>_<i>`` with one
+    observation space and one action space (``_observation_space``, ``_action_space``), the name lookup, and a core
+    step that reports the core's non-finite-action error (``_non_finite_error``) by agent name."""
 
     agent_prefix = "agent"
 
@@ -39,6 +40,15 @@ class AgentIndexed:
     def action_space(self, agent: str) -> spaces.Box:
         self._index(agent)
         return self._action_space
+
+    def _step_core(self, batch: np.ndarray):
+        """One core step; a non-finite action (the core's ``NonFiniteActionError``) is reported by agent name."""
+        try:
+            return self.core.step(batch)
+        except self._non_finite_error as err:
+            names = [self.possible_agents[i] for i in err.agents]
+            raise ValueError(f"non-finite (NaN or infinite) action for agent(s) {names}; "
+                             "actions must be finite numbers in [0, 1]") from None
 
     def _index(self, agent: str) -> int:
         try:
@@ -70,6 +80,7 @@ class DemandResponseParallelEnv(AgentIndexed, ParallelEnv):
     """
 
     agent_prefix = "building"
+    _non_finite_error = NonFiniteActionError
 
     metadata = {
         "name": "demand_response_v0",
@@ -148,12 +159,7 @@ class DemandResponseParallelEnv(AgentIndexed, ParallelEnv):
     def step(self, actions: Mapping[str, Any]):
         if not self.agents:
             raise RuntimeError("step() called on a finished episode; call reset() first")
-        batch = self._stack_actions(actions)
-        try:
-            out = self.core.step(batch)
-        except NonFiniteActionError as err:
-            names = [self.possible_agents[i] for i in err.agents]
-            raise ValueError(f"non-finite (NaN or infinite) action for agent(s) {names}; actions must be finite numbers in [0, 1]") from None
+        out = self._step_core(self._stack_actions(actions))
         self._clip_counts += out.clipped
         sig = out.signals
         if self.render_mode is not None:

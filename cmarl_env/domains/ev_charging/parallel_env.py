@@ -33,6 +33,7 @@ class EVChargingParallelEnv(AgentIndexed, ParallelEnv):
     """
 
     agent_prefix = "site"
+    _non_finite_error = NonFiniteActionError
 
     metadata = {"name": "ev_charging_v0", "render_modes": ["human", "ansi"], "is_parallelizable": True,
                 "render_fps": 4}
@@ -84,13 +85,7 @@ class EVChargingParallelEnv(AgentIndexed, ParallelEnv):
     def step(self, actions: Mapping[str, Any]):
         if not self.agents:
             raise RuntimeError("step() called on a finished episode; call reset() first")
-        batch = self._stack(actions)
-        try:
-            out = self.core.step(batch)
-        except NonFiniteActionError as err:
-            names = [self.possible_agents[i] for i in err.agents]
-            raise ValueError(f"non-finite (NaN or infinite) action for agent(s) {names}; "
-                             "actions must be finite numbers in [0, 1]") from None
+        out = self._step_core(self._stack(actions))
         self._clip_counts += out.clipped
         s, n = out.signals, len(self.agents)
         load = s.load.tolist()

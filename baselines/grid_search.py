@@ -33,6 +33,7 @@ place results are written.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -65,7 +66,15 @@ class GridSearchConfig(ConfigBase):
     building of the dataset: the earlier, cheaper variant). Each point is judged on ``rollouts`` start hours
     (``cmarl_env.evaluation.rollout_start_hours`` with ``start_jitter`` and the scenario ``seed``) for each of
     ``train_seeds``, at ``constraint`` and at each of ``extra_constraints``: with fixed multipliers the level
-    only shifts the reward by the constant ``lambda c / N``, so one training per seed serves every level."""
+    only shifts the reward by the constant ``lambda c / N``, so one training per seed serves every level.
+
+    ``grid_values`` adds, for every lambda on the lambda axis, the points ``(lambda, -lambda - v)``: with
+    ``r2 = d - e_grid - e_bat`` the fixed-penalty reward is ``(v - price) e_grid + (lambda + v) e_bat`` plus terms
+    the action does not change, so ``v`` is what the reward pays for a kWh of grid energy. A learner that
+    converges buys in the hours whose price is below ``v`` and not in the others: ``v`` below the cheapest price
+    makes it stop buying (the degenerate pairs, :func:`degenerate_reason`), ``v`` above the dearest makes it
+    serve everything at once, and only ``v`` inside the tariff's range (0.21-0.54) asks for a trade-off. The
+    rectangle's nu step of 3 never lands in that band of width 0.33; ``rectangle=False`` searches the band alone."""
 
     method: str = "ippo"
     sharing: str = "per_agent"
@@ -86,6 +95,8 @@ class GridSearchConfig(ConfigBase):
     seed: int = 0
     train_seeds: tuple[int, ...] = (0,)
     cpus_per_trial: float = 1.0
+    grid_values: tuple[float, ...] = ()
+    rectangle: bool = True
     fail_points: tuple[tuple[float, float], ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -122,6 +133,19 @@ class GridSearchConfig(ConfigBase):
         object.__setattr__(self, "train_seeds", tuple(int(v) for v in self.train_seeds))
         if not self.cpus_per_trial > 0:
             raise ValueError(f"cpus_per_trial={self.cpus_per_trial!r} must be > 0")
+        if not isinstance(self.grid_values, (tuple, list)):
+            raise ValueError(f"grid_values={self.grid_values!r} must be a sequence of values per kWh of grid energy")
+        object.__setattr__(self, "grid_values", tuple(float(v) for v in self.grid_values))
+        if not isinstance(self.rectangle, bool):
+            raise ValueError(f"rectangle={self.rectangle!r} must be true or false")
+        if not self.rectangle and not self.grid_values:
+            raise ValueError("rectangle=False leaves no point to search: give grid_values (the diagonal band)")
+        lams = _axis(self.lambda_min, self.lambda_max, self.lambda_step)
+        for v in self.grid_values:
+            bad = [lam for lam in lams if not -20.0 <= -lam - v <= 20.0]
+            if not math.isfinite(v) or bad:
+                raise ValueError(f"grid value {v!r} puts nu = -lambda - v outside [-20, 20] (lambda in {bad}); "
+                                 "allowed: finite values with every -lambda - v in [-20, 20]")
 
     @property
     def levels(self) -> tuple[float, ...]:
@@ -138,9 +162,12 @@ class GridSearchConfig(ConfigBase):
         return "agent" if self.sharing == "per_agent" else "agent type"
 
     def points(self) -> list[tuple[float, float]]:
+        """The rectangle lambda-axis x nu-axis (if ``rectangle``), then the band ``(lambda, -lambda - v)``."""
         lams = _axis(self.lambda_min, self.lambda_max, self.lambda_step)
         nus = _axis(self.nu_min, self.nu_max, self.nu_step)
-        return [(lam, nu) for lam in lams for nu in nus]
+        points = [(lam, nu) for lam in lams for nu in nus] if self.rectangle else []
+        band = [(lam, round(-lam - v, 10)) for lam in lams for v in self.grid_values]
+        return points + [p for p in band if p not in points]
 
 
 def _axis(lo: float, hi: float, step: float) -> list[float]:
@@ -462,9 +489,36 @@ def level_results(config: GridSearchConfig, results: dict[str, dict], level: flo
     return out
 
 
+def grid_value(lam: float, nu: float) -> float:
+    """What the fixed-penalty reward pays per kWh of grid energy before its price: ``-(lambda + nu)``."""
+    return -(float(lam) + float(nu))
+
+
+@functools.lru_cache(maxsize=None)
+def cheapest_price(dataset: str = DEFAULT_DATASET) -> float:
+    """The dataset's lowest tariff (0.21 per kWh in the embedded CityLearn data)."""
+    from cmarl_env.data import load_dataset
+
+    return float(np.min(load_dataset(dataset).price))
+
+
+def degenerate_reason(lam: float, nu: float, min_price: float | None = None) -> str:
+    """Why a pair cannot be a fixed-penalty baseline's ('' if it can): the reward pays less for a kWh of grid
+    energy than its cheapest price, so a learner that converges stops buying and postpones demand without end;
+    it can look feasible only while under-trained (the grid search's budget), not at the suites' budgets."""
+    v = grid_value(lam, nu)
+    min_price = cheapest_price() if min_price is None else min_price
+    if v < min_price:
+        return (f"degenerate: the reward pays {v:g} per kWh of grid energy, below the cheapest price {min_price:g}, "
+                "so a converged learner stops buying")
+    return ""
+
+
 def selected_pair(config: GridSearchConfig, results: dict[str, dict], level: float) -> dict[str, Any] | None:
-    """The fixed-penalty pair a baseline should use at ``level``: feasible in every roll-out, lowest mean cost."""
-    rows = [r for r in level_results(config, results, level).values() if r.get("feasible")]
+    """The fixed-penalty pair a baseline should use at ``level``: not degenerate (:func:`degenerate_reason`),
+    feasible in every roll-out of every training seed, lowest mean cost."""
+    rows = [r for r in level_results(config, results, level).values()
+            if r.get("feasible") and not degenerate_reason(r["lambda"], r["nu"])]
     if not rows:
         return None
     best = min(rows, key=lambda r: (r["total_cost"], r["lambda"], r["nu"]))
@@ -545,12 +599,15 @@ def write_outputs(config: GridSearchConfig, results: dict[str, dict], out: Path,
                 f"{feasibility.BACKLOG_SLOPE_LIMIT:g} kWh/step/agent; grid limit c x the peak over each roll-out's "
                 f"hours (mean over the roll-outs: " + (", ".join(f"{v:.4f}" for v in limits) or "n/a") + " kWh/step)")
         sel = summary["selected"].get(f"{c:g}")
-        chosen = (f"Selected pair (feasible, lowest mean cost): **({sel['lambda']:g}, {sel['nu']:g})**, cost "
-                  f"{sel['total_cost']:.1f}" if sel else "Selected pair: none (no point is feasible in every roll-out)")
-        table = ["| lambda | nu | avg grid / limit | backlog slope [kWh/step/agent] | total cost | feasible roll-outs |",
-                 "|---|---|---|---|---|---|"]
-        table += [f"| {r['lambda']:g} | {r['nu']:g} | {r['grid_use_ratio']:.3f} | {r['backlog_slope_per_agent']:+.5f} "
-                  f"| {r['total_cost']:.1f} | {r.get('feasible_fraction', 1.0):.0%} |"
+        chosen = (f"Selected pair (not degenerate, feasible, lowest mean cost): **({sel['lambda']:g}, {sel['nu']:g})**, "
+                  f"cost {sel['total_cost']:.1f}" if sel
+                  else "Selected pair: none (no pair that is not degenerate is feasible in every roll-out)")
+        table = ["| lambda | nu | grid value -(lambda+nu) | avg grid / limit | backlog slope [kWh/step/agent] | total cost "
+                 "| feasible roll-outs | degenerate |",
+                 "|---|---|---|---|---|---|---|---|"]
+        table += [f"| {r['lambda']:g} | {r['nu']:g} | {grid_value(r['lambda'], r['nu']):g} | {r['grid_use_ratio']:.3f} "
+                  f"| {r['backlog_slope_per_agent']:+.5f} | {r['total_cost']:.1f} | {r.get('feasible_fraction', 1.0):.0%} "
+                  f"| {'yes' if degenerate_reason(r['lambda'], r['nu']) else 'no'} |"
                   for r in sorted(feasible, key=lambda r: r["total_cost"])]
         sections.append(f"## c = {c:g}: {len(feasible)} of {len(ids)} points feasible\n\n{rule}\n\n{chosen}\n\n"
                         + "\n".join(table) + "\n")

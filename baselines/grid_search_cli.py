@@ -20,6 +20,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambda-range", type=float, nargs=3, metavar=("MIN", "MAX", "STEP"),
                         default=[d.lambda_min, d.lambda_max, d.lambda_step])
     parser.add_argument("--nu-range", type=float, nargs=3, metavar=("MIN", "MAX", "STEP"), default=[d.nu_min, d.nu_max, d.nu_step])
+    parser.add_argument("--grid-values", type=float, nargs="+", default=list(d.grid_values), metavar="V",
+                        help="also search the band (lambda, -lambda - V) for every lambda on the lambda axis: V is what "
+                             "the reward pays per kWh of grid energy before its price (the tariff is 0.21-0.54)")
+    parser.add_argument("--no-rectangle", dest="rectangle", action="store_false",
+                        help="search only the --grid-values band, not the lambda x nu rectangle")
     parser.add_argument("--sharing", choices=SHARING, default=d.sharing,
                         help="IPPO learners: per_agent (independent PPO per agent on its own building; default) or "
                              "per_type (one PPO per agent type on every building, the cheaper variant)")
@@ -53,7 +58,7 @@ def config_from_args(args: argparse.Namespace) -> GridSearchConfig:
         eval_steps=args.eval_steps, start_hour=args.start_hour, rollouts=args.rollouts,
         start_jitter=args.start_jitter, constraint=args.constraint,
         extra_constraints=tuple(args.extra_constraints), n_agents=args.agents, seed=args.seed,
-        cpus_per_trial=args.cpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial, grid_values=tuple(args.grid_values), rectangle=args.rectangle,
     )
 
 
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{summary['finished']}/{summary['points']} points finished ({summary['ran_this_call']} run now, "
           f"{len(summary['failed'])} failed); grid limit {summary['grid_limit']} kWh/step; "
           f"feasible pairs (cmarl_env.evaluation.judge): {summary['feasible_pairs']}; "
-          f"selected (feasible, lowest cost) by level: {summary['selected']}")
+          f"selected (not degenerate, feasible, lowest cost) by level: {summary['selected']}")
     print(f"results: {out}/grid.csv, {out}/table1.md, {out}/figure_A1_{args.method}.png")
     print(json.dumps(summary))
     return 0 if not summary["failed"] else 1

@@ -1,8 +1,10 @@
 """The fixed penalties the fixed-penalty baselines train with: chosen by this repository's own IPPO grid search.
 
 ``selected_penalties.json`` (beside this module) holds, per constraint level, the
-pair the faithful IPPO grid search (``baselines.grid_search``) selected: feasible
-in every roll-out under the one feasibility rule, with the lowest mean cost. It
+pair the faithful IPPO grid search (``baselines.grid_search``) selected: not
+degenerate (the reward pays at least the cheapest price for a kWh of grid energy,
+``baselines.grid_search.degenerate_reason``), feasible in every roll-out of every
+training seed under the one feasibility rule, with the lowest mean cost. It
 records the command and the budget that produced it, so a reviewer can rerun the
 search and compare. A suite asks for it with the method parameter
 ``"penalties": "selected"`` instead of ``lambda_`` and ``nu``; a level the file
@@ -84,6 +86,9 @@ def write_selected(results_dir: Path, path: Path | None = None) -> dict[str, Any
                f"--start-jitter {config['start_jitter']} --constraint {config['constraint']:g}"
                + (" --extra-constraints " + " ".join(f"{c:g}" for c in config["extra_constraints"])
                   if config["extra_constraints"] else "")
+               + (" --grid-values " + " ".join(f"{v:g}" for v in config["grid_values"])
+                  if config.get("grid_values") else "")
+               + ("" if config.get("rectangle", True) else " --no-rectangle")
                + f" --agents {config['n_agents']} --seed {config['seed']}")
     data = {"format": FORMAT, "source": str(results_dir), "command": command, "grid_config": config,
             "start_hours": summary["start_hours"], "train_seeds": summary["train_seeds"],

@@ -249,3 +249,36 @@ def test_an_ippo_benchmark_run_keeps_every_learners_training_curve(tmp_path):
         assert metrics["eval_initial"] and metrics["eval_final"]
     config = json.loads((run / "config.json").read_text())
     assert config["sharing"] == "per_agent" and config["train_steps_per_learner"] == 640
+
+
+def test_the_grid_value_band_and_its_validation():
+    """--grid-values adds (lambda, -lambda - v) per lambda; without the rectangle only the band is searched."""
+    config = GridSearchConfig(lambda_min=0, lambda_max=15, lambda_step=7.5, grid_values=(0.3, 0.6), rectangle=False)
+    assert config.points() == [(0.0, -0.3), (0.0, -0.6), (7.5, -7.8), (7.5, -8.1), (15.0, -15.3), (15.0, -15.6)]
+    both = GridSearchConfig(lambda_min=0, lambda_max=3, lambda_step=3, nu_min=-3, nu_max=0, nu_step=3, grid_values=(0.0,))
+    assert both.points() == [(0.0, -3.0), (0.0, 0.0), (3.0, -3.0), (3.0, 0.0)]  # the band's points are already there
+    with pytest.raises(ValueError, match="rectangle=False leaves no point"):
+        GridSearchConfig(rectangle=False)
+    with pytest.raises(ValueError, match=r"grid value 6.0 puts nu = -lambda - v outside \[-20, 20\] \(lambda in \[15(\.0)?\]\)"):
+        GridSearchConfig(lambda_min=0, lambda_max=15, lambda_step=15, grid_values=(6.0,))
+    with pytest.raises(ValueError, match="grid value nan"):
+        GridSearchConfig(grid_values=(float("nan"),))
+
+
+def test_degenerate_pairs_are_never_selected():
+    """A pair whose reward pays less than the cheapest price per kWh of grid energy is feasible only while
+    under-trained: the selection skips it even when it is the cheapest feasible point."""
+    from baselines.grid_search import cheapest_price, degenerate_reason, selected_pair
+
+    assert cheapest_price() == pytest.approx(0.21)
+    assert "below the cheapest price 0.21" in degenerate_reason(15.0, -5.0)
+    assert "degenerate" in degenerate_reason(8.0, -8.0)  # the issue's cancelling pair
+    assert degenerate_reason(6.0, -11.0) == "" and degenerate_reason(6.0, -6.3) == ""
+    config = GridSearchConfig(lambda_min=6, lambda_max=15, lambda_step=9, nu_min=-11, nu_max=-5, nu_step=6)
+    row = {"feasible": True, "grid_use_ratio": 0.9}
+    results = {trial_id(15.0, -5.0): row | {"lambda": 15.0, "nu": -5.0, "total_cost": 4000.0},
+               trial_id(6.0, -11.0): row | {"lambda": 6.0, "nu": -11.0, "total_cost": 5000.0},
+               trial_id(6.0, -5.0): row | {"lambda": 6.0, "nu": -5.0, "total_cost": 4500.0, "feasible": False}}
+    assert selected_pair(config, results, 0.27)["lambda"] == 6.0
+    del results[trial_id(6.0, -11.0)]
+    assert selected_pair(config, results, 0.27) is None

@@ -106,6 +106,7 @@ except ModuleNotFoundError as _err:  # pragma: no cover - only without the learn
     raise ModuleNotFoundError(f"baselines.marl needs Tianshou and torch: pip install 'cmarl-env[learn]' "
                               f"(missing module {_err.name!r})", name=_err.name) from _err
 
+from baselines.marl.domain import DOMAIN_NAMES, baseline_domain, normalise_domain_params  # noqa: E402
 from baselines.marl_names import ALL_BASELINES, BASELINES, LAGRANGIAN_BASELINES  # noqa: E402,F401  (torch-free lists)
 
 # Default start hours of ``evaluate``: one roll-out from hour 0 (with 3,000 steps: the paper scenario's hours).
@@ -123,7 +124,7 @@ CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.json"
 VERSIONS_NAME = "versions.json"
 
-# How each actor's raw output becomes an action in [0, 1]^2 at execution.
+# How each actor's raw output becomes an action in [0, 1]^K at execution (K = the domain's action width).
 ACTOR_KINDS = {
     "gaussian_clip": "a = (clip(mu, -1, 1) + 1) / 2",      # PPO (Tianshou action_bound_method='clip')
     "gaussian_tanh": "a = (tanh(mu) + 1) / 2",             # SAC (tanh-squashed Gaussian, mode)
@@ -151,6 +152,10 @@ class BaselineConfig(ConfigBase):
 
     name: str = "mappo"
     n_agents: int = 7
+    # the problem: a registered domain the baselines support (``baselines.marl.domain``) and, for EV charging, the
+    # EVConfig fields of its training scenario (ports, site_types, limit, ...; split defaults to "train")
+    domain: str = "demand_response"
+    domain_params: tuple[tuple[str, Any], ...] = ()
     lambda_: float | None = None
     nu: float | None = None
     total_steps: int = 100_000
@@ -187,7 +192,9 @@ class BaselineConfig(ConfigBase):
     dual_lr_demand: float = 20.0    # per kWh/agent-hour of mean backlog growth r2 above demand_slack
     lambda_max: float = 15.0        # the paper's multiplier box: lambda in [0, 15], nu in [-20, 20]
     mu_max: float = 20.0
-    demand_slack: float = 0.005     # the feasibility rule's backlog-slope limit [kWh/step/agent]
+    # the local constraint's slack; None = the domain's (demand response: the feasibility rule's backlog-slope
+    # limit 0.005 kWh/step/agent; EV: 0, the unmet allowance is already in the dual signal)
+    demand_slack: float | None = None
     # (L) networked PD: the scenario's communication graph and the multipliers' neighbour averaging
     graph: str = "two_clusters"
     graph_params: tuple[tuple[str, Any], ...] = ()
@@ -204,8 +211,13 @@ class BaselineConfig(ConfigBase):
     def __post_init__(self) -> None:
         if self.name not in ALL_BASELINES:
             raise ValueError(f"name={self.name!r} is not a baseline; choose one of {list(ALL_BASELINES)}")
+        if not isinstance(self.domain, str) or self.domain not in DOMAIN_NAMES:
+            raise ValueError(f"domain={self.domain!r} is not allowed; choose one of {list(DOMAIN_NAMES)}")
+        object.__setattr__(self, "domain_params", normalise_domain_params(self.domain, self.domain_params))
+        if self.demand_slack is None:
+            object.__setattr__(self, "demand_slack", baseline_domain(self.domain).demand_slack)
         check_int("n_agents", self.n_agents, 1, 100_000)
-        default = (0.0, 0.0) if self.lagrangian else (8.0, -8.0)
+        default = (0.0, 0.0) if self.lagrangian else baseline_domain(self.domain).default_penalties
         if self.lambda_ is None:
             object.__setattr__(self, "lambda_", default[0])
         if self.nu is None:
@@ -268,6 +280,14 @@ class BaselineConfig(ConfigBase):
         check_real("lambda_max", self.lambda_max, 0.0, 15.0, low_open=True)
         check_real("mu_max", self.mu_max, 0.0, 20.0, low_open=True)
         check_real("demand_slack", self.demand_slack, 0.0, 100.0)
+        if self.domain != "demand_response":
+            if self.train_window != TRAIN_HOURS:
+                raise ValueError(f"train_window={self.train_window!r} is for domain 'demand_response'; domain "
+                                 f"{self.domain!r} trains on domain_params split/window")
+            try:  # the training scenario is checked here, so a bad EV field fails before anything is built
+                self.core_config()
+            except (ValueError, TypeError) as err:
+                raise type(err)(f"domain_params: {err}") from None
         if self.lagrangian:
             if self.lambda_ > self.lambda_max:
                 raise ValueError(f"lambda_={self.lambda_} (the initial grid multiplier of {self.name}) must be "
@@ -325,20 +345,21 @@ class BaselineConfig(ConfigBase):
         per_epoch = max(1, math.ceil(math.ceil(self.total_steps / self.epochs) / self.steps_per_collect))
         return per_epoch * self.epochs
 
+    @property
+    def domain_adapter(self):
+        """The domain's pieces of the baselines (``baselines.marl.domain``)."""
+        return baseline_domain(self.domain)
+
+    def core_config(self, **overrides: Any):
+        """The training scenario in the domain's config: fixed multipliers, Lagrangian reward, plain observations,
+        training data (demand response: ``train_window``; EV: ``domain_params`` split, default "train")."""
+        return self.domain_adapter.core_config(self, **overrides)
+
     def env_config(self, **overrides: Any) -> EnvConfig:
-        """The training scenario: fixed multipliers, Lagrangian reward, plain observations, train window."""
-        base = EnvConfig(
-            n_agents=self.n_agents,
-            dataset=self.dataset,
-            constraint_fraction=self.constraint_fraction,
-            episode_length=self.episode_length,
-            window=self.train_window,
-            augment=False,
-            reward="lagrangian",
-            multiplier_mode="fixed",
-            seed=self.seed,
-        )
-        return base.replace(**overrides) if overrides else base
+        """Demand response: the training scenario's ``EnvConfig`` (``core_config``)."""
+        if self.domain != "demand_response":
+            raise ValueError(f"env_config is the demand-response config; domain {self.domain!r}: use core_config")
+        return self.core_config(**overrides)
 
 
 def seed_everything(seed: int, num_threads: int = 1) -> None:
@@ -350,8 +371,17 @@ def seed_everything(seed: int, num_threads: int = 1) -> None:
 
 
 # ------------------------------------------------------------------ encoding
-def type_indices(scales: np.ndarray, type_scales: Sequence[float]) -> np.ndarray:
-    """Index of each agent's demand scale in the type vocabulary; unknown scales raise."""
+def type_indices(scales: np.ndarray, type_scales: Sequence[Any]) -> np.ndarray:
+    """Index of each agent's type key in the type vocabulary (demand scales: numbers, matched with ``isclose``;
+    EV site categories: names, matched exactly); unknown keys raise."""
+    if any(isinstance(k, str) for k in type_scales):
+        vocab_names = [str(k) for k in type_scales]
+        keys = [str(k) for k in np.asarray(scales, dtype=object)]
+        unknown = sorted(set(keys) - set(vocab_names))
+        if unknown:
+            raise ValueError(f"agent type(s) {unknown} are not agent types this policy was trained for; known "
+                             f"types: {vocab_names}")
+        return np.array([vocab_names.index(k) for k in keys], dtype=np.int64)
     vocab = np.asarray(type_scales, dtype=np.float64)
     scales = np.asarray(scales, dtype=np.float64)
     match = np.isclose(scales[:, None], vocab[None, :])
@@ -364,16 +394,18 @@ def type_indices(scales: np.ndarray, type_scales: Sequence[float]) -> np.ndarray
     return match.argmax(axis=1)
 
 
-def encode_local(obs: np.ndarray, onehot: np.ndarray) -> np.ndarray:
-    """Local features: plain observation (backlog -> log1p, all clipped to +-10) + type one-hot; float32."""
+def encode_local(obs: np.ndarray, onehot: np.ndarray, log_column: int | None = BACKLOG_COLUMN) -> np.ndarray:
+    """Local features: plain observation (column ``log_column``, demand response's backlog, -> log1p; all clipped
+    to +-10) + type one-hot; float32. ``log_column=None``: no column is compressed (EV: already normalised)."""
     x = np.array(obs, dtype=np.float32, copy=True)
-    x[..., BACKLOG_COLUMN] = np.log1p(np.maximum(x[..., BACKLOG_COLUMN], 0.0))
+    if log_column is not None:
+        x[..., log_column] = np.log1p(np.maximum(x[..., log_column], 0.0))
     np.clip(x, -FEATURE_CLIP, FEATURE_CLIP, out=x)
     return np.concatenate([x, onehot.astype(np.float32)], axis=-1)
 
 
-def feature_dim(n_types: int) -> int:
-    return len(BASE_FEATURES) + n_types
+def feature_dim(n_types: int, obs_dim: int = len(BASE_FEATURES)) -> int:
+    return obs_dim + n_types
 
 
 # --------------------------------------------------------------- neighbourhoods
@@ -423,25 +455,28 @@ class ScenarioVectorEnv(ArrayVectorEnv):
         mode: str,
         *,
         num_envs: int | None = None,
-        data: BuildingData | None = None,
+        data: Any = None,
         seed: int | None = None,
-        type_scales: Sequence[float] | None = None,
+        type_scales: Sequence[Any] | None = None,
     ):
         if mode not in ENV_MODES:
             raise ValueError(f"mode={mode!r} is not allowed; choose one of {ENV_MODES}")
         self.config = config
         self.mode = mode
         self.n_copies = int(num_envs or config.num_envs)
-        env_config = config.env_config()
-        data = data if data is not None else load_dataset(config.dataset)
-        self.cores = [DemandResponseCore(env_config, data) for _ in range(self.n_copies)]
-        for core in self.cores:
-            core.set_multipliers(config.lambda_, config.nu)
+        self.adapter = adapter = config.domain_adapter
+        self.domain = adapter.seam
+        data = data if data is not None else adapter.load_data(config)
+        self.cores = [adapter.make_core(config, data) for _ in range(self.n_copies)]
         first = self.cores[0]
         self.n_agents = n = first.n_agents
-        self.type_scales = tuple(float(s) for s in (type_scales if type_scales is not None else first.type_scales))
-        self.onehot = np.eye(len(self.type_scales), dtype=np.float32)[type_indices(first.layout.scale, self.type_scales)]
-        self.feat_dim = feature_dim(len(self.type_scales))
+        self.action_dim = int(self.domain.action_width(first))
+        vocab = type_scales if type_scales is not None else adapter.type_vocabulary(first)
+        self.type_scales = tuple(k if isinstance(k, str) else float(k) for k in vocab)  # the type keys
+        self.onehot = np.eye(len(self.type_scales), dtype=np.float32)[type_indices(adapter.agent_keys(first),
+                                                                                   self.type_scales)]
+        self.feat_dim = feature_dim(len(self.type_scales), len(self.domain.observation_layout(first)))
+        self.log_column = adapter.log_column
         self.reward_scale = float(config.reward_scale)
         # learned-multiplier baselines: reward = the objective r0 / reward_scale, and the constraint signals of
         # each slot in its info (see ``step``); the cores' fixed-multiplier reward is not used
@@ -457,14 +492,15 @@ class ScenarioVectorEnv(ArrayVectorEnv):
         base = config.seed if seed is None else int(seed)
         self._reset_seeds: list[int | None] = [base * 1009 + k for k in range(self.n_copies)]
         self._pending: dict[int, tuple[np.ndarray, set[int]]] = {}
+        k = self.action_dim
         if mode == "team":
-            obs_shape, act_shape = (n, self.feat_dim), (ACTION_DIM * n,)
+            obs_shape, act_shape = (n, self.feat_dim), (k * n,)
         elif mode == "local":
-            obs_shape, act_shape = (self.feat_dim,), (ACTION_DIM,)
+            obs_shape, act_shape = (self.feat_dim,), (k,)
         elif mode == "local_neighbourhood":
-            obs_shape, act_shape = (self.feat_dim * self.neighbours.shape[1],), (ACTION_DIM,)
+            obs_shape, act_shape = (self.feat_dim * self.neighbours.shape[1],), (k,)
         else:
-            obs_shape, act_shape = (self.feat_dim * (n + 1),), (ACTION_DIM,)
+            obs_shape, act_shape = (self.feat_dim * (n + 1),), (k,)
         self._observation_space = spaces.Box(-np.inf, np.inf, shape=obs_shape, dtype=np.float32)
         self._action_space = spaces.Box(0.0, 1.0, shape=act_shape, dtype=np.float32)
         self._action_space.seed(base)
@@ -489,12 +525,8 @@ class ScenarioVectorEnv(ArrayVectorEnv):
         raise AttributeError("ScenarioVectorEnv attributes are read-only")
 
     @property
-    def share(self) -> float:
-        return float(self.cores[0].share)
-
-    @property
     def single_action_space(self) -> spaces.Box:
-        """Action space of one Tianshou env (slot: (2,), team: (2N,)), in [0, 1]."""
+        """Action space of one Tianshou env (slot: (K,), team: (KN,); K = the domain's action width), in [0, 1]."""
         return self._action_space
 
     @property
@@ -503,7 +535,7 @@ class ScenarioVectorEnv(ArrayVectorEnv):
 
     # --------------------------------------------------------------- signals
     def reset_signal_sums(self) -> None:
-        self.signal_sums = {"total_grid": 0.0, "total_backlog": 0.0, "reward": 0.0}
+        self.signal_sums = {key: 0.0 for key in self.adapter.total_keys} | {"reward": 0.0}
         self.signal_count = 0
 
     def signal_means(self) -> dict[str, float]:
@@ -516,7 +548,7 @@ class ScenarioVectorEnv(ArrayVectorEnv):
 
     def _encode(self, obs: np.ndarray) -> np.ndarray:
         """Rows of one copy: (N, F) local features, or (N, F + N*F) with the global state."""
-        local = encode_local(obs, self.onehot)
+        local = encode_local(obs, self.onehot, self.log_column)
         if self.mode == "local_global":
             n = self.n_agents
             return np.concatenate([local, np.broadcast_to(local.reshape(1, -1), (n, n * self.feat_dim))], axis=1)
@@ -582,25 +614,28 @@ class ScenarioVectorEnv(ArrayVectorEnv):
             if self.slots:
                 joint = act[[row[k * n + j] for j in range(n)]]
             else:
-                joint = act[row[k]].reshape(n, ACTION_DIM)
-            out = self.cores[k].step(joint)
-            reward = (out.signals.r0 if self.signals else out.reward) / self.reward_scale
+                joint = act[row[k]].reshape(n, self.action_dim)
+            core = self.cores[k]
+            out = core.step(joint)
+            s = out.signals
+            reward = (s.r0 if self.signals else out.reward) / self.reward_scale
             obs_c[k] = self._encode(out.obs)
             rew_c[k] = reward
             truncated_c[k] = bool(out.truncated)
-            self.signal_sums["total_grid"] += float(out.signals.e_grid.sum())
-            self.signal_sums["total_backlog"] += float(out.signals.backlog.sum())
+            g = self.domain.global_signal(s)
+            global_key, state_key = self.adapter.total_keys
+            self.signal_sums[global_key] += float(g.sum())
+            self.signal_sums[state_key] += self.adapter.state_total(s)
             self.signal_sums["reward"] += float(out.reward.mean())
             self.signal_count += 1
             if not self.slots:
                 info_c[k] = {"agent_rew": reward}
-            elif self.signals:
-                s = out.signals
-                info_c[k] = (s.r0, s.e_grid - self.share, s.r2)
+            elif self.signals:  # through the seam: excess over this step's share, the nu step's local signal
+                info_c[k] = (s.r0, g - self.domain.share(core, s), self.domain.dual_local_signal(core, s))
         if self.slots:
             rew = np.array([rew_c[int(i) // n][int(i) % n] for i in ids], dtype=np.float64)
             trunc = np.array([truncated_c[int(i) // n] for i in ids], dtype=bool)
-            if self.signals:  # raw signals of each slot: objective, grid excess over c/N, backlog growth, agent
+            if self.signals:  # raw signals of each slot: objective, global excess over the share, local signal, agent
                 infos = np.empty(len(ids), dtype=object)
                 for r, i in enumerate(ids):
                     k, j = int(i) // n, int(i) % n
@@ -623,12 +658,13 @@ class ScenarioVectorEnv(ArrayVectorEnv):
 
 
 # ------------------------------------------------------------------ networks
-def build_local_actor(kind: str, input_dim: int, hidden_sizes: Sequence[int]) -> nn.Module:
-    """The per-agent actor (Tianshou networks), shared by all agents; input = local features."""
+def build_local_actor(kind: str, input_dim: int, hidden_sizes: Sequence[int], action_dim: int = ACTION_DIM) -> nn.Module:
+    """The per-agent actor (Tianshou networks), shared by all agents; input = local features, output = the agent's
+    ``action_dim`` actions (the domain's action width: 2 for demand response, the ports of an EV site)."""
     if kind == "gaussian_clip":
         actor = ContinuousActorProbabilistic(
             preprocess_net=Net(state_shape=input_dim, hidden_sizes=hidden_sizes, activation=nn.Tanh),
-            action_shape=ACTION_DIM, unbounded=True, conditioned_sigma=False,
+            action_shape=action_dim, unbounded=True, conditioned_sigma=False,
         )
         with torch.no_grad():  # near-zero initial mean (a ~ 0.5) and a moderate initial std, as in Tianshou's PPO examples
             for m in actor.mu.modules():
@@ -640,12 +676,12 @@ def build_local_actor(kind: str, input_dim: int, hidden_sizes: Sequence[int]) ->
     if kind == "gaussian_tanh":
         return ContinuousActorProbabilistic(
             preprocess_net=Net(state_shape=input_dim, hidden_sizes=hidden_sizes),
-            action_shape=ACTION_DIM, unbounded=True, conditioned_sigma=True,
+            action_shape=action_dim, unbounded=True, conditioned_sigma=True,
         )
     if kind == "deterministic":
         return ContinuousActorDeterministic(
             preprocess_net=Net(state_shape=input_dim, hidden_sizes=hidden_sizes),
-            action_shape=ACTION_DIM, max_action=1.0,
+            action_shape=action_dim, max_action=1.0,
         )
     raise ValueError(f"actor kind={kind!r} is not allowed; choose one of {sorted(ACTOR_KINDS)}")
 
@@ -703,10 +739,10 @@ class JointCritic(nn.Module):
     environment actually applies.
     """
 
-    def __init__(self, n_agents: int, feat_dim: int, hidden_sizes: Sequence[int]):
+    def __init__(self, n_agents: int, feat_dim: int, hidden_sizes: Sequence[int], action_dim: int = ACTION_DIM):
         super().__init__()
         self.n_agents = int(n_agents)
-        self.net = Net(state_shape=n_agents * (feat_dim + ACTION_DIM), action_shape=n_agents, hidden_sizes=hidden_sizes)
+        self.net = Net(state_shape=n_agents * (feat_dim + action_dim), action_shape=n_agents, hidden_sizes=hidden_sizes)
 
     def forward(self, obs, act, info=None) -> torch.Tensor:
         device = _device_of(self)
@@ -726,12 +762,13 @@ def own_action_q(critic: nn.Module, obs, taken, own: torch.Tensor, n_agents: int
     device = own.device
     obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
     b = obs.shape[0]
-    own = own.reshape(b, 1, n_agents, ACTION_DIM)
-    taken = torch.as_tensor(taken, dtype=torch.float32, device=device).reshape(b, 1, n_agents, ACTION_DIM)
+    own = own.reshape(b, 1, n_agents, -1)
+    k = own.shape[-1]
+    taken = torch.as_tensor(taken, dtype=torch.float32, device=device).reshape(b, 1, n_agents, k)
     eye = torch.eye(n_agents, device=device).reshape(1, n_agents, n_agents, 1)
     joint = eye * own + (1.0 - eye) * taken
     obs_rep = obs.unsqueeze(1).expand(b, n_agents, *obs.shape[1:]).reshape(b * n_agents, *obs.shape[1:])
-    q_all = critic(obs_rep, joint.reshape(b * n_agents, n_agents * ACTION_DIM)).reshape(b, n_agents, n_agents)
+    q_all = critic(obs_rep, joint.reshape(b * n_agents, n_agents * k)).reshape(b, n_agents, n_agents)
     return torch.diagonal(q_all, dim1=1, dim2=2)
 
 
@@ -739,16 +776,21 @@ def own_action_q(critic: nn.Module, obs, taken, own: torch.Tensor, n_agents: int
 class MARLPolicy:
     """Decentralised execution of a trained baseline: the shared actor on each agent's local features.
 
-    ``act(obs, scales)`` maps the (N, 7) plain observations and the agents'
-    demand scales to deterministic (N, 2) actions in [0, 1] (see
-    ``ACTOR_KINDS`` for the output mapping of each actor kind).
+    ``act(obs, scales)`` maps the (N, F) plain observations and the agents'
+    type keys (demand scales; EV site categories) to deterministic (N, K)
+    actions in [0, 1] (see ``ACTOR_KINDS`` for the output mapping of each
+    actor kind). ``metadata["domain"]`` names the domain it was trained on
+    (checkpoints without it: demand response).
     """
 
     def __init__(self, actor: nn.Module, metadata: Mapping[str, Any]):
         self.actor = actor
         self.metadata = dict(metadata)
         self.kind = str(metadata["actor_kind"])
-        self.type_scales = tuple(float(s) for s in metadata["type_scales"])
+        self.domain = str(metadata.get("domain", "demand_response"))
+        keys = metadata.get("type_keys", metadata.get("type_scales"))
+        self.type_scales = tuple(k if isinstance(k, str) else float(k) for k in keys)
+        self.log_column = baseline_domain(self.domain).log_column
         self.name = str(metadata.get("name", "baseline"))
 
     @property
@@ -767,7 +809,7 @@ class MARLPolicy:
         return ((raw + 1.0) * 0.5).cpu().numpy().astype(np.float64)
 
     def act(self, obs: np.ndarray, scales: np.ndarray) -> np.ndarray:
-        return self.act_features(encode_local(obs, self.onehot(scales)))
+        return self.act_features(encode_local(obs, self.onehot(scales), self.log_column))
 
     def __call__(self, obs: np.ndarray, scales: np.ndarray) -> np.ndarray:
         return self.act(obs, scales)
@@ -818,7 +860,8 @@ def load_policy(path: str | os.PathLike, device: str = "cpu") -> MARLPolicy:
     if payload.get("format_version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} has format_version {payload.get('format_version')}; this code reads {CHECKPOINT_VERSION}")
     meta = payload["metadata"]
-    actor = build_local_actor(meta["actor_kind"], int(meta["feature_dim"]), tuple(meta["hidden_sizes"])).to(device)
+    actor = build_local_actor(meta["actor_kind"], int(meta["feature_dim"]), tuple(meta["hidden_sizes"]),
+                              int(meta.get("action_dim", ACTION_DIM))).to(device)
     try:
         actor.load_state_dict(payload["actor"])
     except RuntimeError as err:
@@ -834,7 +877,7 @@ def evaluate_return(
     config: BaselineConfig,
     episodes: int | None = None,
     seed: int | None = None,
-    data: BuildingData | None = None,
+    data: Any = None,
 ) -> dict[str, float]:
     """Training metric only: mean undiscounted per-agent Lagrangian return on fixed training episodes.
 
@@ -852,32 +895,31 @@ def evaluate_return(
     """
     n_ep = int(episodes or config.eval_episodes)
     seed = config.seed + 12345 if seed is None else int(seed)
-    data = data if data is not None else load_dataset(config.dataset)
-    env_config = config.env_config()
-    cores = [DemandResponseCore(env_config, data) for _ in range(n_ep)]
-    obs = []
-    for e, core in enumerate(cores):
-        core.set_multipliers(config.lambda_, config.nu)
-        obs.append(core.reset(seed=seed * 7919 + e))
-    onehot = policy.onehot(cores[0].layout.scale)
+    adapter = config.domain_adapter
+    domain = adapter.seam
+    data = data if data is not None else adapter.load_data(config)
+    cores = [adapter.make_core(config, data) for _ in range(n_ep)]
+    obs = [core.reset(seed=seed * 7919 + e) for e, core in enumerate(cores)]
+    onehot = policy.onehot(adapter.agent_keys(cores[0]))
     n = config.n_agents
-    totals = {"lagrangian": 0.0, "r0": 0.0, "e_grid": 0.0, "r2": 0.0}
+    g_name, l_name = adapter.signal_names
+    totals = {"lagrangian": 0.0, "r0": 0.0, g_name: 0.0, l_name: 0.0}
     for _ in range(config.episode_length):
-        feats = encode_local(np.concatenate(obs), np.tile(onehot, (n_ep, 1)))
+        feats = encode_local(np.concatenate(obs), np.tile(onehot, (n_ep, 1)), adapter.log_column)
         actions = policy.act_features(feats)
         for e, core in enumerate(cores):
             out = core.step(actions[e * n:(e + 1) * n])
             obs[e] = out.obs
             totals["lagrangian"] += float(out.reward.sum())
             totals["r0"] += float(out.signals.r0.sum())
-            totals["e_grid"] += float(out.signals.e_grid.sum())
-            totals["r2"] += float(out.signals.r2.sum())
+            totals[g_name] += float(domain.global_signal(out.signals).sum())
+            totals[l_name] += float(domain.local_signal(out.signals).sum())
     per_agent_episode = n * n_ep
     return {
         "lagrangian_return": totals["lagrangian"] / per_agent_episode,
         "objective_return": totals["r0"] / per_agent_episode,
-        "mean_e_grid": totals["e_grid"] / (per_agent_episode * config.episode_length),
-        "mean_r2": totals["r2"] / (per_agent_episode * config.episode_length),
+        f"mean_{g_name}": totals[g_name] / (per_agent_episode * config.episode_length),
+        f"mean_{l_name}": totals[l_name] / (per_agent_episode * config.episode_length),
     }
 
 
@@ -885,13 +927,15 @@ class MARLController(Controller):
     """A trained baseline as a :class:`cmarl_env.evaluation.Controller`: decentralised execution.
 
     ``reset(core)`` computes the one-hot of every agent's type (its demand
-    scale, ``core.layout.scale``) in the policy's type vocabulary (unknown
-    scales raise ``ValueError``); ``act(obs)`` is
+    scale, ``core.layout.scale``; EV: its site category) in the policy's type
+    vocabulary (unknown types raise ``ValueError``; a core of another domain
+    than the policy's too); ``act(obs)`` is
     ``policy.act_features(encode_local(obs, onehot))`` on the plain
     observations, deterministic, plus Gaussian noise of std ``action_noise``
-    (clipped to [0, 1]) seeded by ``(seed, start hour)`` when it is positive.
-    ``summary()`` reports the per-agent Lagrangian return at the policy's
-    training multipliers (``metadata["lambda_"]``, ``metadata["nu"]``).
+    (clipped to [0, 1]) seeded by ``(seed, episode start)`` when it is positive.
+    ``summary()`` reports the per-agent Lagrangian return
+    ``r0 + lambda (share - g) + nu local`` (the domain's signals) at the
+    policy's training multipliers (``metadata["lambda_"]``, ``metadata["nu"]``).
     """
 
     augment = False
@@ -910,22 +954,29 @@ class MARLController(Controller):
             self.lam = float(policy.metadata.get("lambda_", 8.0))
             self.nu = float(policy.metadata.get("nu", -8.0))
 
-    def reset(self, core: DemandResponseCore) -> None:
+    def reset(self, core) -> None:
         super().reset(core)
-        self.onehot = self.policy.onehot(core.layout.scale)
-        self.rng = np.random.default_rng([self.seed, int(np.min(core.start_hour))])
+        from cmarl_env.domains import domain_of
+
+        self.domain = domain_of(core)
+        if self.domain.name != self.policy.domain:
+            raise ValueError(f"{self.name} was trained on domain {self.policy.domain!r} and cannot run a "
+                             f"{self.domain.name!r} core")
+        adapter = baseline_domain(self.policy.domain)
+        self.onehot = self.policy.onehot(adapter.agent_keys(core))
+        self.rng = np.random.default_rng([self.seed, self.domain.episode_start(core)])
         self.lagrangian = 0.0
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        a = self.policy.act_features(encode_local(obs, self.onehot))
+        a = self.policy.act_features(encode_local(obs, self.onehot, self.policy.log_column))
         if self.action_noise > 0:
             a = np.clip(a + self.rng.normal(0.0, self.action_noise, size=a.shape), 0.0, 1.0)
         return a
 
     def observe(self, step) -> None:
-        s = step.signals
-        self.lagrangian += float(dynamics.lagrangian_reward(s.r0, s.e_grid, s.r2, self.lam, self.nu,
-                                                            self.core.share).sum())
+        s, d = step.signals, self.domain
+        self.lagrangian += float(dynamics.lagrangian_reward(s.r0, d.global_signal(s), d.local_signal(s), self.lam,
+                                                            self.nu, d.share(self.core, s)).sum())
 
     def summary(self) -> dict[str, Any]:
         if self.learned is not None:

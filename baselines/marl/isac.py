@@ -47,11 +47,11 @@ class Built:
     actor_kind: str = ACTOR_KIND
 
 
-def make_alpha(config: BaselineConfig):
+def make_alpha(config: BaselineConfig, action_dim: int = ACTION_DIM):
     """Fixed ``config.alpha`` or Tianshou's ``AutoAlpha`` with target entropy -(per-agent action dim)."""
     if config.alpha is not None:
         return float(config.alpha)
-    return AutoAlpha(target_entropy=-float(ACTION_DIM), log_alpha=math.log(INITIAL_ALPHA),
+    return AutoAlpha(target_entropy=-float(action_dim), log_alpha=math.log(INITIAL_ALPHA),
                      optim=AdamOptimizerFactory(lr=config.lr))
 
 
@@ -60,10 +60,10 @@ def build(config: BaselineConfig, env: ScenarioVectorEnv) -> Built:
     if env.mode != ENV_MODE:
         raise ValueError(f"ISAC needs a ScenarioVectorEnv in mode {ENV_MODE!r}, got {env.mode!r}")
     feat = env.feat_dim
-    inner = build_local_actor(ACTOR_KIND, feat, config.hidden_sizes)
+    inner = build_local_actor(ACTOR_KIND, feat, config.hidden_sizes, env.action_dim)
 
     def critic() -> ContinuousCritic:
-        return ContinuousCritic(preprocess_net=Net(state_shape=feat, action_shape=ACTION_DIM, concat=True,
+        return ContinuousCritic(preprocess_net=Net(state_shape=feat, action_shape=env.action_dim, concat=True,
                                                    hidden_sizes=config.critic_hidden_sizes))
 
     policy = SACPolicy(
@@ -82,7 +82,7 @@ def build(config: BaselineConfig, env: ScenarioVectorEnv) -> Built:
         critic2_optim=AdamOptimizerFactory(lr=config.critic_lr),
         tau=config.tau,
         gamma=config.gamma,
-        alpha=make_alpha(config),
+        alpha=make_alpha(config, env.action_dim),
         n_step_return_horizon=1,
     )
     return Built(algorithm.to(config.device), inner)

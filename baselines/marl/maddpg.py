@@ -93,7 +93,7 @@ def build(config: BaselineConfig, env: ScenarioVectorEnv) -> Built:
     if env.mode != ENV_MODE:
         raise ValueError(f"MADDPG needs a ScenarioVectorEnv in mode {ENV_MODE!r}, got {env.mode!r}")
     feat, n = env.feat_dim, env.n_agents
-    inner = build_local_actor(ACTOR_KIND, feat, config.hidden_sizes)
+    inner = build_local_actor(ACTOR_KIND, feat, config.hidden_sizes, env.action_dim)
     policy = ContinuousDeterministicPolicy(
         actor=TeamActor(inner, n),
         exploration_noise=GaussianNoise(sigma=config.exploration_noise) if config.exploration_noise > 0 else None,
@@ -106,7 +106,7 @@ def build(config: BaselineConfig, env: ScenarioVectorEnv) -> Built:
         n_agents=n,
         policy=policy,
         policy_optim=AdamOptimizerFactory(lr=config.lr),
-        critic=JointCritic(n, feat, config.critic_hidden_sizes),
+        critic=JointCritic(n, feat, config.critic_hidden_sizes, env.action_dim),
         critic_optim=AdamOptimizerFactory(lr=config.critic_lr),
         tau=config.tau,
         gamma=config.gamma,

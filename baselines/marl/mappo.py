@@ -59,7 +59,7 @@ def build(config: BaselineConfig, env: ScenarioVectorEnv) -> Built:
     if env.mode != ENV_MODE:
         raise ValueError(f"MAPPO needs a ScenarioVectorEnv in mode {ENV_MODE!r}, got {env.mode!r}")
     feat, n = env.feat_dim, env.n_agents
-    inner = build_local_actor(ACTOR_KIND, feat, config.hidden_sizes)
+    inner = build_local_actor(ACTOR_KIND, feat, config.hidden_sizes, env.action_dim)
     actor = SlotActor(inner, feat)
     critic = ContinuousCritic(
         preprocess_net=Net(state_shape=feat * (n + 1), hidden_sizes=config.critic_hidden_sizes, activation=nn.Tanh),

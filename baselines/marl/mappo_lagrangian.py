@@ -52,7 +52,7 @@ def build(config: BaselineConfig, env: ScenarioVectorEnv) -> Built:
         raise ValueError(f"MAPPO-L needs a ScenarioVectorEnv in mode {ENV_MODE!r} with constraint signals "
                          f"(a mappo_lagrangian config), got mode {env.mode!r}")
     feat, n = env.feat_dim, env.n_agents
-    inner = build_local_actor(ACTOR_KIND, feat, config.hidden_sizes)
+    inner = build_local_actor(ACTOR_KIND, feat, config.hidden_sizes, env.action_dim)
     critic = MultiCritic(feat * (n + 1), config.critic_hidden_sizes)
     algorithm = make_lagrangian_ppo(SlotActor(inner, feat), critic, AdamOptimizerFactory(lr=config.lr), config,
                                     env.single_action_space, env.single_observation_space, grid_multipliers=1)

@@ -37,7 +37,6 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 from baselines.marl.common import (
-    ACTION_DIM,
     BaselineConfig,
     JointCritic,
     ScenarioVectorEnv,
@@ -74,7 +73,7 @@ class MASACPolicy(SACPolicy):
         squashed = torch.tanh(raw)
         # log N(raw) - log(1 - tanh(raw)^2): the tanh-corrected density, per action dimension, summed per agent
         per_dim = dist.base_dist.log_prob(raw) - torch.log(1.0 - squashed.pow(2) + _EPS)
-        per_agent = per_dim.reshape(per_dim.shape[0], self.n_agents, ACTION_DIM).sum(-1)
+        per_agent = per_dim.reshape(per_dim.shape[0], self.n_agents, -1).sum(-1)
         return Batch(
             logits=(loc, scale),
             act=squashed,
@@ -133,7 +132,7 @@ def build(config: BaselineConfig, env: ScenarioVectorEnv) -> Built:
     if env.mode != ENV_MODE:
         raise ValueError(f"MASAC needs a ScenarioVectorEnv in mode {ENV_MODE!r}, got {env.mode!r}")
     feat, n = env.feat_dim, env.n_agents
-    inner = build_local_actor(ACTOR_KIND, feat, config.hidden_sizes)
+    inner = build_local_actor(ACTOR_KIND, feat, config.hidden_sizes, env.action_dim)
     policy = MASACPolicy(
         n_agents=n,
         actor=TeamActor(inner, n),
@@ -145,13 +144,13 @@ def build(config: BaselineConfig, env: ScenarioVectorEnv) -> Built:
     algorithm = MASAC(
         policy=policy,
         policy_optim=AdamOptimizerFactory(lr=config.lr),
-        critic=JointCritic(n, feat, config.critic_hidden_sizes),
+        critic=JointCritic(n, feat, config.critic_hidden_sizes, env.action_dim),
         critic_optim=AdamOptimizerFactory(lr=config.critic_lr),
-        critic2=JointCritic(n, feat, config.critic_hidden_sizes),
+        critic2=JointCritic(n, feat, config.critic_hidden_sizes, env.action_dim),
         critic2_optim=AdamOptimizerFactory(lr=config.critic_lr),
         tau=config.tau,
         gamma=config.gamma,
-        alpha=make_alpha(config),
+        alpha=make_alpha(config, env.action_dim),
         n_step_return_horizon=1,
     )
     return Built(algorithm.to(config.device), inner)

@@ -48,7 +48,6 @@ from baselines.marl.common import (
 from cmarl_env.core import BASE_FEATURES
 from cmarl_env.evaluation import evaluation_config
 from cmarl_env.records import package_versions, write_json
-from cmarl_env.data import BuildingData, load_dataset
 
 from tianshou.data import Collector, VectorReplayBuffer
 from tianshou.trainer import OffPolicyTrainerParams, OnPolicyTrainerParams
@@ -61,34 +60,44 @@ def build(config: BaselineConfig, env: ScenarioVectorEnv):
     return importlib.import_module(MODULES[config.name]).build(config, env)
 
 
-def make_env(config: BaselineConfig, data: BuildingData | None = None, **kwargs: Any) -> ScenarioVectorEnv:
+def make_env(config: BaselineConfig, data: Any = None, **kwargs: Any) -> ScenarioVectorEnv:
     return ScenarioVectorEnv(config, config.env_mode, data=data, **kwargs)
 
 
 def policy_metadata(config: BaselineConfig, env: ScenarioVectorEnv, actor_kind: str) -> dict[str, Any]:
+    """What ``load_policy`` and ``MARLController`` need (domain, action width, type keys, feature encoding) and the
+    training scenario's facts. Demand response keeps its keys (``type_scales``, ``backlog_column``); EV records its
+    site categories as ``type_keys``."""
     core = env.cores[0]
+    dr = config.domain == "demand_response"
+    if dr:
+        types = {"type_scales": list(env.type_scales)}
+        encoding = {"backlog_column": BACKLOG_COLUMN, "backlog_transform": "log1p", "clip": FEATURE_CLIP,
+                    "type_onehot": "appended, over type_scales"}
+        layout = list(BASE_FEATURES)
+    else:
+        types = {"type_keys": list(env.type_scales)}
+        encoding = {"clip": FEATURE_CLIP, "type_onehot": "appended, over type_keys"}
+        layout = list(env.domain.observation_layout(core))
     return {
         "name": config.name,
+        "domain": config.domain,
         "n_agents": config.n_agents,
         "actor_kind": actor_kind,
         "action_mapping": ACTOR_KINDS[actor_kind],
-        "action_layout": ["battery", "grid"],
+        "action_dim": env.action_dim,
+        "action_layout": env.adapter.action_layout(core),
         "feature_dim": env.feat_dim,
         "hidden_sizes": list(config.hidden_sizes),
-        "type_scales": list(env.type_scales),
-        "observation_layout": list(BASE_FEATURES),
-        "feature_encoding": {
-            "backlog_column": BACKLOG_COLUMN, "backlog_transform": "log1p", "clip": FEATURE_CLIP,
-            "type_onehot": "appended, over type_scales",
-        },
+        **types,
+        "observation_layout": layout,
+        "feature_encoding": encoding,
         "lambda_": config.lambda_,
         "nu": config.nu,
         "multipliers": "learned during training (lambda_, nu: their initial values)" if config.lagrangian
         else "fixed (lambda_, nu)",
         "reward_scale": config.reward_scale,
-        "dataset": core.data.name,
-        "share_kwh": float(core.share),
-        "grid_limit_kwh": float(core.grid_limit),
+        **env.adapter.facts(core),
         "env_mode": env.mode,
         "config": config.to_dict(),
         "versions": package_versions(),
@@ -140,7 +149,7 @@ def train_baseline(
     out_dir: str | Path,
     *,
     progress: bool = False,
-    data: BuildingData | None = None,
+    data: Any = None,
     eval_start_hours: Sequence[int] = (),
     eval_steps: int = 3000,
 ) -> dict[str, Any]:
@@ -155,7 +164,9 @@ def train_baseline(
     hours, through ``cmarl_env.evaluation.rollout`` and judged by its
     feasibility rule). Argument problems (including a start hour whose
     roll-out runs past the data) raise ``ValueError`` before anything is
-    trained or written.
+    trained or written. ``data``: the domain's data (demand response: a ``BuildingData``; EV: the
+    ``EVTables``), loaded when None. ``eval_start_hours`` are demand-response hours; EV policies are
+    evaluated by the benchmark runner (``cmarl bench ev``) or ``cmarl_env.evaluation.rollout``.
     """
     if not isinstance(config, BaselineConfig):
         raise TypeError(f"config must be a BaselineConfig, got {type(config).__name__}")
@@ -163,8 +174,12 @@ def train_baseline(
     prev_threads = torch.get_num_threads()
     seed_everything(config.seed, config.num_threads)
     try:
-        data = data if data is not None else load_dataset(config.dataset)
+        data = data if data is not None else config.domain_adapter.load_data(config)
         eval_start_hours = [int(h) for h in eval_start_hours]
+        if eval_start_hours and config.domain != "demand_response":
+            raise ValueError(f"eval_start_hours={eval_start_hours} evaluates demand-response hours; domain "
+                             f"{config.domain!r}: leave it empty and roll the policy out with "
+                             "cmarl_env.evaluation.rollout(MARLController(policy), core, start_day, steps)")
         for h in eval_start_hours:  # the evaluation windows are checked before anything is trained
             evaluation_config(n_agents=config.n_agents, constraint=config.constraint_fraction, start_hour=h,
                               steps=eval_steps, n_hours=data.n_steps, dataset=config.dataset)
@@ -232,7 +247,7 @@ def train_baseline(
         versions = package_versions()
         write_json(run_dir / CONFIG_NAME, {
             "baseline_config": config.to_dict(),
-            "env_config": config.env_config().to_dict(),
+            "env_config": config.core_config().to_dict(),
             "env": env.cores[0].describe(),
             "env_mode": env.mode,
             "seed": config.seed,

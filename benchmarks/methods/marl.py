@@ -1,6 +1,10 @@
 """The MARL baselines (``baselines.marl``, Tianshou), trained then rolled out: MAPPO, MADDPG, MASAC and ISAC with
 fixed penalties; MAPPO-L (``mappo_lagrangian``) and networked primal-dual (``networked_pd``) with multipliers learned
-during training (frozen into the policy, not used at execution). ``networked_pd`` trains on the scenario's graph."""
+during training (frozen into the policy, not used at execution). ``networked_pd`` trains on the scenario's graph.
+
+Both domains: demand-response scenarios train on the paper's training hours; EV-charging scenarios train on the
+2023 split (the scenario's ``domain_params`` but ``split``, random start days) at the scenario's level c and are
+rolled out on the scenario's 2024 weeks like every EV method (``baselines.marl.domain``)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from baselines.penalties import check_penalties, selected_inputs
 from benchmarks.registry import MethodDef, Prepared, RunContext, checkpoint_params, register
 
 # set by the scenario and the run (the graph fields: networked_pd trains on the scenario's graph)
-RESERVED = ("name", "n_agents", "constraint_fraction", "seed", "dataset", "graph", "graph_params", "graph_seed")
+RESERVED = ("name", "n_agents", "constraint_fraction", "seed", "dataset", "graph", "graph_params", "graph_seed",
+            "domain", "domain_params")
 # checkpoint: evaluate an existing checkpoint instead of training; penalties: "selected" takes (lambda_, nu) from the
 # pair this repository's IPPO grid search selected at the scenario's level (baselines.penalties)
 EXTRA = ("checkpoint", "penalties")
@@ -46,10 +51,10 @@ def penalty_inputs(params: Mapping[str, Any]) -> list[Path]:
 
 
 def _scenario(scenario) -> str | None:
-    if getattr(scenario, "domain", "demand_response") != "demand_response":
-        return (f"the MARL baselines run on domain 'demand_response' only (scenario domain {scenario.domain!r}; "
-                "EV charging is not wired into baselines/marl yet, issue 15)")
-    if scenario.demand_scales is not None:
+    domain = getattr(scenario, "domain", "demand_response")
+    if domain not in ("demand_response", "ev_charging"):
+        return f"the MARL baselines run on domains 'demand_response' and 'ev_charging' (scenario domain {domain!r})"
+    if domain == "demand_response" and scenario.demand_scales is not None:
         return "the MARL baselines train on the paper's demand layout: scenario key demand_scales must be null"
     return None
 
@@ -62,12 +67,16 @@ def _prepare(spec, ctx: RunContext) -> Prepared:
 
     torch.set_num_threads(1)
     sc = spec.scenario
-    data = ctx.data(sc.dataset)
+    ev = sc.is_ev
+    data = None if ev else ctx.data(sc.dataset)
     params = dict(spec.method.params)
     checkpoint = params.pop("checkpoint", None)
     if params.pop("penalties", None) == "selected":
         from baselines.penalties import selected_pair
 
+        if ev:
+            raise ValueError(f"method {spec.method.name!r}: penalties=\"selected\" is the IPPO grid search's pair for "
+                             "demand response; EV scenarios: give lambda_ and nu")
         if spec.method.kind in LAGRANGIAN_BASELINES:
             raise ValueError(f"{spec.method.kind} learns its multipliers: penalties=\"selected\" applies to the "
                              "fixed-penalty baselines only")
@@ -77,6 +86,9 @@ def _prepare(spec, ctx: RunContext) -> Prepared:
             params[key] = tuple(params[key])
     if checkpoint:
         policy = load_policy(checkpoint)
+        if policy.domain != sc.domain:
+            raise ValueError(f"method {spec.method.name!r}: checkpoint {checkpoint} was trained on domain "
+                             f"{policy.domain!r}, scenario {sc.name!r} is {sc.domain!r}")
         meta = policy.metadata
         train = {"train_wall_time_s": meta.get("train_loop_time_s", math.nan), "checkpoint": str(checkpoint),
                  "env_steps": meta.get("env_steps")}
@@ -84,8 +96,13 @@ def _prepare(spec, ctx: RunContext) -> Prepared:
     else:
         if spec.method.kind in LAGRANGIAN_BASELINES:
             params |= dict(graph=sc.graph, graph_params=dict(sc.graph_params), graph_seed=sc.seed)
+        if ev:  # the scenario's EV fields, trained on the 2023 split (the scenario's own split is the evaluation's)
+            params |= dict(domain="ev_charging",
+                           domain_params={k: v for k, v in sc.domain_params.items() if k != "split"})
+        else:
+            params["dataset"] = sc.dataset
         bconf = BaselineConfig(name=spec.method.kind, n_agents=sc.n_agents, constraint_fraction=sc.constraint,
-                               seed=spec.seed, dataset=sc.dataset, **params)
+                               seed=spec.seed, **params)
         summary = train_baseline(bconf, ctx.workdir / "training", data=data)
         policy = load_policy(summary["checkpoint"])
         train = {"train_wall_time_s": summary["wall_time_s"], "env_steps": summary["env_steps"],

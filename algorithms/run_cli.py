@@ -5,6 +5,11 @@ The run folder records the consensus weights twice: ``config.json`` (``dual.weig
 communication models (``--delay``, ``--message-loss``, ``--edge-up``, ``--update-prob``, ``--quantize-bits``, ...)
 are ``DualConfig`` fields: ``config.json`` records them under ``dual`` and ``facts.json`` records them with what
 they did (delivered messages, joint connectivity) under ``communication``.
+
+``--domain ev_charging`` runs Algorithm 1 on EV charging sites with the shipped EV policies (one per site category,
+``algorithms/pretrained/ev``) and the EV domain's dual defaults (nu in [-20, 0]); the cap is ``--constraint`` x the
+peak of uncontrolled charging on the run's own week (start day, seed), as ``cmarl bench ev`` calibrates its
+scenarios. Flags of one domain given with the other are refused naming the flag and what is allowed.
 """
 
 from __future__ import annotations
@@ -13,18 +18,43 @@ import argparse
 import json
 from pathlib import Path
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from algorithms.dual import DualConfig
-from algorithms.execute import ExecutionConfig, run_execution, write_run
+from algorithms.execute import ExecutionConfig, ExecutionResult, run_execution, write_run
+from cmarl_env.config import ConfigBase
 from cmarl_env.graphs import CONSENSUS_WEIGHTS
+
+DOMAINS = ("demand_response", "ev_charging")
+# defaults that differ per domain (None in argparse, resolved in ``_resolve``)
+DOMAIN_DEFAULTS = {"demand_response": {"agents": 7, "graph": "two_clusters", "constraint": 0.27, "steps": 3000},
+                   "ev_charging": {"agents": 10, "graph": "ring", "constraint": 0.5, "steps": 168}}
+# flags of one domain only: (argparse dest, flag)
+DR_ONLY = (("start_hour", "--start-hour"), ("double_demand", "--double-demand"), ("policy", "--policy"),
+           ("shards", "--shards"), ("address", "--address"))
+EV_ONLY = (("start_day", "--start-day"), ("split", "--split"), ("ports", "--ports"), ("limit", "--limit"))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     defaults = DualConfig()
-    parser.add_argument("--agents", type=int, default=7, help="number of agents (default 7)")
-    parser.add_argument("--graph", default="two_clusters", help="communication graph (ring, line, two_clusters, erdos_renyi, random_geometric, small_world, ...)")
-    parser.add_argument("--constraint", type=float, default=0.27, help="grid limit as a fraction of the aggregate peak (default 0.27)")
-    parser.add_argument("--steps", type=int, default=3000, help="hours to execute (default 3000)")
-    parser.add_argument("--start-hour", type=int, default=0, help="first data hour (training hours are [0, 3000); 3000+ is held out)")
+    parser.add_argument("--domain", choices=DOMAINS, default="demand_response",
+                        help="demand_response (the paper's buildings, default) or ev_charging (charging sites under a "
+                             "shared transformer cap, shipped EV policies)")
+    parser.add_argument("--agents", type=int, default=None, help="number of agents (default 7; EV: 10 sites)")
+    parser.add_argument("--graph", default=None, help="communication graph (ring, line, two_clusters, erdos_renyi, random_geometric, small_world, ...; default two_clusters, EV: ring)")
+    parser.add_argument("--constraint", type=float, default=None, help="grid limit as a fraction of the aggregate peak (default 0.27; EV: the cap as a fraction of the uncontrolled peak, default 0.5)")
+    parser.add_argument("--steps", type=int, default=None, help="hours to execute (default 3000; EV: 168)")
+    parser.add_argument("--start-hour", type=int, default=None, help="first data hour (default 0; training hours are [0, 3000); 3000+ is held out). Demand response only")
+    ev = parser.add_argument_group("EV charging (--domain ev_charging; docs/ev_charging.md)")
+    ev.add_argument("--start-day", type=int, default=None,
+                    help="first day (day index, day 0 = 2015-01-02; default the split's first day)")
+    ev.add_argument("--split", default=None, help="day window: train (2023), test (2024, default) or all")
+    ev.add_argument("--ports", type=int, default=None, help="ports per site (default 4, the shipped policies')")
+    ev.add_argument("--limit", default=None,
+                    help="the global constraint: peak (default: the cap c x P in every hour, judged by the average "
+                         "hourly overload), hourly (the cap times the evening profile) or average (the week's "
+                         "average load at most c x P)")
     parser.add_argument("--consensus-rounds", type=int, default=defaults.rounds, help="L consensus rounds per step; 0 = no consensus")
     parser.add_argument("--alpha", type=float, default=defaults.alpha, help="dual step size on lambda")
     parser.add_argument("--eps", type=float, default=defaults.eps, help="consensus step size in (0, 1]")
@@ -32,8 +62,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambda-range", type=float, nargs=2, metavar=("LO", "HI"),
                         default=(defaults.lambda_min, defaults.lambda_max),
                         help="projection range of lambda (default 0 15); observations stay normalised by the training range")
-    parser.add_argument("--nu-range", type=float, nargs=2, metavar=("LO", "HI"), default=(defaults.nu_min, defaults.nu_max),
-                        help="projection range of nu (default -20 20); e.g. -15 15 shows the paper's no-consensus failure")
+    parser.add_argument("--nu-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                        help="projection range of nu (default -20 20; EV: -20 0); e.g. -15 15 shows the paper's "
+                             "no-consensus failure")
     parser.add_argument("--weights", choices=CONSENSUS_WEIGHTS, default=defaults.weights,
                         help="consensus matrix: random_walk (the paper's D^-1 A; enforces the degree-weighted "
                              "constraint) or metropolis (Metropolis-Hastings; enforces the plain average). "
@@ -131,9 +162,32 @@ def _policies(specs: list[str], config: ExecutionConfig):
     return out
 
 
+def _resolve(args: argparse.Namespace) -> None:
+    """Fill the per-domain defaults; a flag of the other domain is refused naming it and what is allowed."""
+    ev = args.domain == "ev_charging"
+    wrong = [(dest, flag) for dest, flag in (DR_ONLY if ev else EV_ONLY) if getattr(args, dest) not in (None, [])]
+    if wrong:
+        flags = ", ".join(flag for _, flag in wrong)
+        own = ", ".join(flag for _, flag in (EV_ONLY if ev else DR_ONLY))
+        raise SystemExit(f"cmarl run: {flags}: not used by --domain {args.domain}; its domain-specific flags are "
+                         f"{own} (the shared ones: --agents --graph --constraint --steps, the dual and "
+                         "communication flags, --seed --record-agents --out)")
+    for key, value in DOMAIN_DEFAULTS[args.domain].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if not ev:
+        if args.start_hour is None:
+            args.start_hour = 0
+        if args.nu_range is None:
+            args.nu_range = (DualConfig().nu_min, DualConfig().nu_max)
+
+
 def run(args: argparse.Namespace) -> int:
     from cmarl_env.records import FolderLock, FolderLockedError, OutputPathError, check_output_dir
 
+    _resolve(args)
+    if args.domain == "ev_charging":
+        return _run_ev(args)
     _check_distributed(args)
     suffix = ("" if args.weights == "random_walk" else f"_{args.weights}") + _comm_suffix(args)
     out = args.out or Path("runs") / f"run_{args.agents}_{args.graph}_c{args.constraint:g}_L{args.consensus_rounds}{suffix}"
@@ -215,3 +269,85 @@ def _comm_suffix(args: argparse.Namespace) -> str:
 
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
+
+
+@dataclass(frozen=True)
+class EVRunConfig(ConfigBase):
+    """What an EV ``cmarl run`` executed (``config.json``): the scenario, Algorithm 1's settings, the roll-out."""
+
+    domain: str
+    ev: Any
+    dual: DualConfig
+    start_day: int
+    steps: int
+    seed: int
+    policies: dict = field(default_factory=dict)
+
+
+def _dual_ev(args: argparse.Namespace) -> DualConfig:
+    """The run's DualConfig on EV: the domain's dual defaults (nu <= 0), the flags on top."""
+    from cmarl_env.domains import get_domain
+
+    base = DualConfig(**get_domain("ev_charging").dual_defaults)
+    nu = args.nu_range if args.nu_range is not None else (base.nu_min, base.nu_max)
+    return DualConfig(alpha=args.alpha, eps=args.eps, eta=args.eta, rounds=args.consensus_rounds,
+                      update_period=args.dual_period, lambda_min=args.lambda_range[0], lambda_max=args.lambda_range[1],
+                      nu_min=nu[0], nu_max=nu[1], weights=args.weights, delay=args.delay,
+                      delay_random=args.delay_random, message_loss=args.message_loss, loss_mode=args.loss_mode,
+                      edge_up=args.edge_up, graph_redraw=args.graph_redraw, update_prob=args.update_prob,
+                      agent_period_max=args.agent_period_max, async_catch_up=args.async_catch_up,
+                      quantize_bits=args.quantize_bits, comm_seed=args.comm_seed)
+
+
+def _run_ev(args: argparse.Namespace) -> int:
+    """``cmarl run --domain ev_charging``: Algorithm 1 with the shipped EV policies through the one roll-out loop."""
+    from cmarl_env.records import FolderLock, FolderLockedError, check_output_dir
+
+    suffix = ("" if args.weights == "random_walk" else f"_{args.weights}") + _comm_suffix(args)
+    out = args.out or Path("runs") / (f"run_ev_{args.agents}_{args.graph}_c{args.constraint:g}_L{args.consensus_rounds}"
+                                      f"{suffix}")
+    try:
+        check_output_dir(out, "--out")
+        from algorithms.execute import INFERENCE_CHUNK, DualConsensusController
+        from algorithms.policy import ev_policy_fn, load_ev_pretrained
+        from cmarl_env.domains import get_domain
+        from cmarl_env.domains.ev_charging.config import EVConfig
+        from cmarl_env.domains.ev_charging.core import EVChargingCore
+        from cmarl_env.evaluation import rollout
+
+        extra = {k: getattr(args, k) for k in ("split", "ports", "limit") if getattr(args, k) is not None}
+        split = extra.get("split", "test")
+        lo = EVConfig(split=split).day_window[0] if split in ("train", "test", "all") else None
+        day = args.start_day if args.start_day is not None else lo
+        ev = EVConfig(**(extra | {"split": split}), n_agents=args.agents, constraint_fraction=args.constraint,
+                      episode_length=args.steps, start_day=day, seed=args.seed, graph=args.graph, augment=True)
+        dual = _dual_ev(args)
+        core = EVChargingCore(ev)
+        domain = get_domain("ev_charging")
+        loaded = {t: load_ev_pretrained(t, expected=core) for t in domain.type_keys(core)}
+        policies = {t: ev_policy_fn(p, core, chunk_size=INFERENCE_CHUNK) for t, p in loaded.items()}
+        config = EVRunConfig("ev_charging", ev, dual, int(core.calibration_day), args.steps, args.seed,
+                             {t: f"algorithms/pretrained/ev/{t}.pt" for t in loaded})
+        controller = DualConsensusController(dual, policies, record_agents=args.record_agents)
+        with FolderLock(out, "run folder"):
+            result = rollout(controller, core, config.start_day, args.steps, seed=args.seed,
+                             progress=not args.no_progress)
+            metrics = result.metrics() | {"agent_steps_per_s": core.n_agents * args.steps
+                                          / max(result.wall_time_s, 1e-12)}
+            facts = core.describe() | controller.facts()
+            write_run(ExecutionResult(config, metrics, result.trajectories(), facts), out)
+    except (ValueError, TypeError, FolderLockedError) as err:
+        raise SystemExit(f"cmarl run: {_one_line(err)}") from None
+    except OSError as err:
+        raise SystemExit(f"cmarl run: cannot write the run folder {str(out)!r}: {err}") from None
+    m = metrics
+    verdict = "feasible" if m["feasible"] else f"infeasible ({m['infeasible_reason']})"
+    print(f"average load {m['energy_kwh'] / m['steps']:.3f} kWh/h vs cap {core.grid_limit:.3f} kWh/h "
+          f"({core.config.limit} limit); average overload {100 * m['overload_ratio']:.2f} % of the limit, "
+          f"peak {m['peak_ratio']:.2f} x limit")
+    print(f"unmet {m['unmet_kwh']:.2f} kWh ({100 * m['unmet_fraction']:.2f} % of requested), energy cost "
+          f"{m['energy_cost']:.2f} EUR, total cost {m['total_cost']:.2f} EUR, lambda spread "
+          f"{m['lambda_spread_final']:.3f}; {verdict}")
+    print(f"{m['agent_steps_per_s']:,.0f} agent-steps/s; run folder: {out}")
+    print(json.dumps({k: v for k, v in m.items() if k != "lambda_final"}))
+    return 0

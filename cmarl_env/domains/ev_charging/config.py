@@ -9,7 +9,10 @@ from typing import Any, Mapping
 from cmarl_env.config import MAX_AGENTS, ConfigBase, FieldTypeError, check_int, check_range, check_real
 
 SITE_TYPES = ("private", "public", "workplace")
-LIMITS = ("peak", "hourly")
+# the global constraint's variants (EVConfig.limit): "peak" caps every hour at c P, "hourly" at c P profile[hour]
+# (both judged by the average hourly overload), "average" bounds the episode's average load by c P (judged by the
+# overload of the average); all three by cmarl_env.domains.ev_charging.evaluation
+LIMITS = ("peak", "hourly", "average")
 SPLITS = ("train", "test", "all")
 REWARDS = ("objective", "lagrangian")
 MULTIPLIER_MODES = ("fixed", "sampled")
@@ -41,7 +44,10 @@ class EVConfig(ConfigBase):
     ``constraint_fraction`` x the peak of the aggregate load of uncontrolled
     charging (full power on arrival) on the calibration episode (the config's
     ``start_day`` or the window's first day, with ``seed``); ``limit="hourly"``
-    multiplies that cap by ``limit_profile[local hour]``.
+    multiplies that cap by ``limit_profile[local hour]``; ``limit="average"``
+    bounds the episode's AVERAGE load by ``c x P`` instead (the per-step
+    budget and share are the same as with "peak"; only the verdict differs,
+    ``ev_charging.evaluation``).
 
     ``graph``/``graph_params``: the sites' communication graph for Algorithm 1
     (a name of :data:`cmarl_env.graphs.GRAPH_NAMES`, seeded by ``seed``).
@@ -146,8 +152,8 @@ class EVConfig(ConfigBase):
 
     @property
     def profile(self) -> tuple[float, ...]:
-        """The 24 multipliers of the hourly limit (all 1 for ``limit='peak'``)."""
-        if self.limit == "peak":
+        """The 24 multipliers of the hourly limit (all 1 for ``limit='peak'`` and ``'average'``)."""
+        if self.limit != "hourly":
             return (1.0,) * 24
         return tuple(float(v) for v in (self.limit_profile or DEFAULT_HOURLY_PROFILE))
 

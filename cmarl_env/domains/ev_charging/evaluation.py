@@ -13,12 +13,16 @@ price (at least 0), as demand response values the backlog left at the end
 so no controller gains by leaving cars uncharged or by pushing charging past
 the end.
 
-Feasibility (:class:`EVVerdict`). Global: the average hourly overload ``mean_t
-max(0, load_t - L_t)`` at most ``GRID_TOLERANCE`` (1 %) of the average limit
+Feasibility (:class:`EVVerdict`), one rule for every variant of the global
+constraint (``EVConfig.limit``). Global, ``overload_ratio`` at most
+``GRID_TOLERANCE`` (1 %): with a cap per hour (``"peak"``, ``"hourly"``) the
+average hourly overload ``mean_t max(0, load_t - L_t)`` over the average limit
 (the per-hour cap met on average, as the paper's dual methods meet
-constraints; the largest hourly ratio load/limit is reported too). Local: the
-unmet energy at most ``UNMET_TOLERANCE`` (1 %) of the energy the departed cars
-requested.
+constraints); with ``"average"`` the overload of the average, ``max(0,
+mean_t load_t - mean_t L_t) / mean_t L_t`` (the episode's average load at most
+``c P``, demand response's rule). The largest hourly ratio load/limit is
+reported too. Local: the unmet energy at most ``UNMET_TOLERANCE`` (1 %) of the
+energy the departed cars requested.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ UNMET_TOLERANCE = 0.01
 class EVVerdict:
     """Both parts of the EV rule for one roll-out, with the numbers they were judged on."""
 
-    overload_ratio: float  # average hourly overload / average limit
+    overload_ratio: float  # average hourly overload / average limit (limit "average": overload of the average)
     unmet_fraction: float  # unmet energy / energy requested by the departed cars
+    limit_kind: str = "peak"
 
     @property
     def grid_ok(self) -> bool:
@@ -58,7 +63,8 @@ class EVVerdict:
         """Why a roll-out is infeasible ('' when it is feasible)."""
         parts = []
         if not self.grid_ok:
-            parts.append(f"average overload {self.overload_ratio:.4f} x limit > {GRID_TOLERANCE:g}")
+            what = "overload of the average load" if self.limit_kind == "average" else "average overload"
+            parts.append(f"{what} {self.overload_ratio:.4f} x limit > {GRID_TOLERANCE:g}")
         if not self.unmet_ok:
             parts.append(f"unmet energy {self.unmet_fraction:.4f} of requested > {UNMET_TOLERANCE:g}")
         return "; ".join(parts)
@@ -79,6 +85,7 @@ class EVRollout:
     wall_time_s: float = 0.0
     traces: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    limit_kind: str = "peak"   # EVConfig.limit: which overload the verdict reads (module docstring)
 
     @property
     def steps(self) -> int:
@@ -98,7 +105,9 @@ class EVRollout:
 
     @property
     def overload_ratio(self) -> float:
-        """Average hourly overload over the average limit."""
+        """Average hourly overload over the average limit; ``limit_kind="average"``: overload of the average."""
+        if self.limit_kind == "average":
+            return float(max(self.load.mean() - self.limit.mean(), 0.0) / self.limit.mean())
         return float(np.maximum(self.load - self.limit, 0.0).mean() / self.limit.mean())
 
     @property
@@ -111,7 +120,7 @@ class EVRollout:
 
     @property
     def verdict(self) -> EVVerdict:
-        return EVVerdict(self.overload_ratio, self.unmet_fraction)
+        return EVVerdict(self.overload_ratio, self.unmet_fraction, self.limit_kind)
 
     @property
     def feasible(self) -> bool:
@@ -121,7 +130,8 @@ class EVRollout:
         v = self.verdict
         return {
             "controller": self.controller, "start_day": self.start_day, "steps": self.steps,
-            "n_agents": self.n_agents, "energy_kwh": float(self.load.sum()), "energy_cost": self.energy_cost,
+            "n_agents": self.n_agents, "limit": self.limit_kind, "energy_kwh": float(self.load.sum()),
+            "energy_cost": self.energy_cost,
             "unmet_kwh": float(self.unmet.sum()), "pending_kwh": self.pending, "value_price": self.value_price,
             "total_cost": self.total_cost, "peak_kwh": float(self.load.max()),
             "peak_fraction_of_uncontrolled": float(self.load.max() / self.peak_uncontrolled),
@@ -155,4 +165,5 @@ class EVRecorder:
         st = core.state
         pending = float(st.rem[st.arr < core.steps].sum())
         return EVRollout(controller, core.start_day, core.n_agents, self.load, self.limit, self.price, self.unmet,
-                         self.requested, pending, core.peak_uncontrolled, wall_time_s, traces, info)
+                         self.requested, pending, core.peak_uncontrolled, wall_time_s, traces, info,
+                         core.config.limit)

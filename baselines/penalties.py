@@ -67,6 +67,20 @@ def selected_inputs(params: Mapping[str, Any]) -> list[Path]:
     return [SELECTED_FILE] if params.get("penalties") == "selected" else []
 
 
+def with_main_level_fallback(selected: Mapping[str, Any], main: float) -> dict[str, Any]:
+    """Levels at which no pair passed keep the main level's pair, marked with where it was selected and why: the
+    paper's protocol (penalties tuned at one level, then run at others), recorded rather than silent."""
+    levels = dict(selected)
+    chosen = levels.get(f"{main:g}")
+    for key, entry in levels.items():
+        if entry is None and chosen is not None:
+            levels[key] = dict(chosen) | {
+                "selected_at": main,
+                "note": (f"no pair that is not degenerate is feasible in every roll-out at c = {key}; the pair "
+                         f"selected at the main level c = {main:g}")}
+    return levels
+
+
 def write_selected(results_dir: Path, path: Path | None = None) -> dict[str, Any]:
     """Copy a finished grid search's selected pairs (``summary.json``) with its settings into the shipped file."""
     results_dir = Path(results_dir)
@@ -92,7 +106,7 @@ def write_selected(results_dir: Path, path: Path | None = None) -> dict[str, Any
                + f" --agents {config['n_agents']} --seed {config['seed']}")
     data = {"format": FORMAT, "source": str(results_dir), "command": command, "grid_config": config,
             "start_hours": summary["start_hours"], "train_seeds": summary["train_seeds"],
-            "levels": summary["selected"]}
+            "levels": with_main_level_fallback(summary["selected"], float(config["constraint"]))}
     target = Path(path or SELECTED_FILE)
     target.write_text(json.dumps(data, indent=1) + "\n")
     return data

@@ -58,4 +58,16 @@ def test_the_recorded_command_reproduces_the_recorded_search_settings():
     recorded["extra_constraints"] = tuple(recorded["extra_constraints"])
     recorded["train_seeds"] = tuple(recorded["train_seeds"])
     recorded["fail_points"] = tuple(recorded["fail_points"])
+    recorded["grid_values"] = tuple(recorded.get("grid_values", ()))
     assert GridSearchConfig(**recorded) == config
+
+
+def test_a_level_without_a_feasible_pair_keeps_the_main_levels_pair_and_says_so():
+    from baselines.penalties import with_main_level_fallback
+
+    main = {"lambda": 6.0, "nu": -6.3, "total_cost": 4100.0, "grid_use_ratio": 0.76}
+    levels = with_main_level_fallback({"0.27": main, "0.2": None}, 0.27)
+    assert levels["0.27"] == main
+    assert levels["0.2"]["lambda"] == 6.0 and levels["0.2"]["selected_at"] == 0.27
+    assert "no pair that is not degenerate is feasible in every roll-out at c = 0.2" in levels["0.2"]["note"]
+    assert with_main_level_fallback({"0.27": None, "0.2": None}, 0.27) == {"0.27": None, "0.2": None}

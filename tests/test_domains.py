@@ -200,9 +200,7 @@ def test_methods_refuse_scenarios_of_the_other_domain_with_a_reason():
     from benchmarks.suite import SuiteError, parse_suite
 
     ev = {"name": "x", "domain": "ev_charging", "steps": 48}
-    for kind, why in (("mappo", "the MARL baselines run on domain 'demand_response' only"),
-                      ("ippo", "IPPO runs on domain 'demand_response' only"),
-                      ("grid_only", "a demand-response reference; scenario domain is 'ev_charging'"),
+    for kind, why in (("grid_only", "a demand-response reference; scenario domain is 'ev_charging'"),
                       ("price_rule", "a demand-response reference; scenario domain is 'ev_charging'")):
         with pytest.raises(SuiteError, match=f"method '{kind}' \\(kind '{kind}'\\) cannot run scenario 'x': {why}"):
             parse_suite(_suite(ev, methods=(kind,)))

@@ -210,3 +210,43 @@ def test_cmarl_run_refuses_flags_of_the_other_domain(argv, message, tmp_path):
 
     with pytest.raises(SystemExit, match=message):
         main(["run", *argv, "--out", str(tmp_path / "bad"), "--no-progress"])
+
+
+def test_ippo_and_mappo_through_the_ev_runner(tmp_path):
+    """IPPO (one PPO per site, and per site category) and MAPPO as suite methods on a small calibrated EV scenario."""
+    from benchmarks.runner import run_suite
+    from benchmarks.suite import parse_suite
+
+    raw = {"name": "t", "defaults": {"scenario": {"domain": "ev_charging", "n_agents": 3, "steps": 48,
+                                                  "constraint": "calibrated", "start_jitter": 48,
+                                                  "domain_params": {"ports": 2, "split": "test"}},
+                                     "seeds": [0], "rollouts": 2, "oracle": False},
+           "methods": {"ippo": {"kind": "ippo", "params": {"total_steps": 160}, "budget": "short"},
+                       "ippo_type": {"kind": "ippo", "params": {"total_steps": 160, "sharing": "per_type"},
+                                     "budget": "short"},
+                       "mappo": {"kind": "mappo", "budget": "short",
+                                 "params": {"total_steps": 80, "epochs": 1, "rollout_steps": 40, "num_envs": 2,
+                                            "episode_length": 40, "eval_episodes": 1}}},
+           "experiments": [{"name": "e", "scenarios": [{"name": "ev3"}], "methods": ["ippo", "ippo_type", "mappo"]}]}
+    report = run_suite(parse_suite(raw), tmp_path, backend="serial", progress=False)
+    assert not report.failed and len(report.completed) == 3
+    for name, detail in (("ippo", "one PPO per site (own seed); fixed penalties (0.25, -2)"),
+                         ("ippo_type", "one PPO per site category"), ("mappo", "fixed penalties (0.25, -2)")):
+        m = json.loads((tmp_path / "runs" / "ev3" / name / "seed_0" / "metrics.json").read_text())
+        assert detail in m["budget_detail"] and m["n_rollouts"] == 2
+        assert np.isfinite(m["total_cost"]) and 0.0 <= m["unmet_fraction"] <= 1.0
+
+
+def test_selected_penalties_are_refused_on_ev(tmp_path):
+    """penalties="selected" is demand response's grid-search pair: an EV run fails naming it."""
+    from benchmarks.runner import run_suite
+    from benchmarks.suite import parse_suite
+
+    raw = {"name": "t", "defaults": {"scenario": {"domain": "ev_charging", "n_agents": 3, "steps": 48,
+                                                  "constraint": 0.5, "domain_params": {"ports": 2}}, "seeds": [0]},
+           "methods": {"mappo": {"kind": "mappo", "params": {"penalties": "selected"}}},
+           "experiments": [{"name": "e", "scenarios": [{"name": "ev3"}], "methods": ["mappo"]}]}
+    report = run_suite(parse_suite(raw), tmp_path, backend="serial", progress=False)
+    assert report.failed == ["ev3/mappo/seed_0"]
+    error = json.loads((tmp_path / "runs" / "ev3" / "mappo" / "seed_0" / "error.json").read_text())
+    assert 'penalties="selected"' in json.dumps(error).replace('\\"', '"') and "give lambda_ and nu" in json.dumps(error)

@@ -1,7 +1,13 @@
 """IPPO with fixed penalties: independent PPO learners trained on plain observations and
 ``r0 + lambda (c/N - e_grid) + nu r2`` (``baselines.grid_search.train_ippo``), then rolled out with the multipliers
 held fixed (no augmentation). ``sharing="per_agent"`` (default): one learner per agent on its own building and demand
-scale; ``"per_type"``: one policy per agent type shared by its agents (the labelled, cheaper option)."""
+scale; ``"per_type"``: one policy per agent type shared by its agents (the labelled, cheaper option).
+
+EV charging: the same learner (``algorithms.train`` with ``fixed_multipliers``, plain observations, the core's reward
+``r0 + lambda (L_t/N - load) + nu unmet``) on one site of the agent's category over random 2023 days; ``per_agent``
+trains one learner per site (its category, its own seed: an EV site has no data of its own, its cars are its
+category's draws), ``per_type`` one per category. Default pair (0.25, -2) EUR/kWh, the MARL baselines' EV default
+(``baselines.marl.domain.EVBaselines``); ``penalties="selected"`` is demand response's grid-search pair and refused."""
 
 from __future__ import annotations
 
@@ -31,12 +37,58 @@ def _validate(params: Mapping[str, Any]) -> None:
         raise ValueError(f"total_steps={steps!r} must be an integer >= 1")
 
 
+def _prepare_ev(spec, ctx: RunContext) -> Prepared:
+    """IPPO on EV: one fixed-penalty PPO per site (or per site category) from ``algorithms.train``."""
+    from algorithms.execute import INFERENCE_CHUNK
+    from algorithms.policy import ev_policy_fn
+    from algorithms.train import TrainConfig, train
+    from baselines.grid_search import fixed_controller
+    from baselines.marl.domain import EVBaselines
+    from cmarl_env.domains import get_domain
+    from cmarl_env.domains.ev_charging.core import EVChargingCore
+    from cmarl_env.domains.ev_charging.data import CATEGORIES
+
+    sc, p = spec.scenario, spec.method.params
+    if p.get("penalties") == "selected":
+        raise ValueError(f"method {spec.method.name!r}: penalties=\"selected\" is the IPPO grid search's pair for "
+                         "demand response; EV scenarios: give lambda_ and nu (default 0.25, -2)")
+    default = EVBaselines.default_penalties
+    lam, nu = float(p.get("lambda_", default[0])), float(p.get("nu", default[1]))
+    steps = int(p.get("total_steps", 200_000))
+    sharing = p.get("sharing", "per_agent")
+    core0 = EVChargingCore(sc.ev_config(augment=False))
+    root = ctx.workdir / "training"
+
+    def learn(name: str, site_type: str, seed: int):
+        cfg = TrainConfig(domain="ev_charging", site_type=site_type, ports=core0.ports, fixed_multipliers=(lam, nu),
+                          total_steps=steps, constraint_fraction=float(sc.constraint), seed=seed,
+                          out_dir=str(root / name), num_envs=16, epochs=max(1, min(10, steps // 20_000)),
+                          eval_episodes=8, init_backlog_hours=0.0, random_soc=False)
+        return ev_policy_fn(train(cfg, progress=False).policy, core0, chunk_size=INFERENCE_CHUNK)
+
+    t0 = time.perf_counter()
+    if sharing == "per_type":
+        policies: Any = {t: learn(f"type_{t}", t, spec.seed) for t in get_domain("ev_charging").type_keys(core0)}
+    else:
+        kinds = [CATEGORIES[c] for c in core0.site_category]
+        policies = [learn(f"site{i}", t, spec.seed * 100_003 + i) for i, t in enumerate(kinds)]
+    wall = time.perf_counter() - t0
+    learners = "per site (own seed)" if sharing == "per_agent" else "per site category"
+    return Prepared(controller=lambda: fixed_controller(lam, nu, policies),
+                    config={"lambda": lam, "nu": nu, "train_steps_per_learner": steps, "sharing": sharing},
+                    train={"train_wall_time_s": wall, "env_steps": steps * len(policies), "checkpoint": "training/",
+                           "budget_detail": f"{spec.method.budget} budget: {steps:,} env steps per learner, "
+                                            f"one PPO {learners}; fixed penalties ({lam:g}, {nu:g})"})
+
+
 def _prepare(spec, ctx: RunContext) -> Prepared:
     import torch
 
     from baselines.grid_search import GridSearchConfig, fixed_controller, train_ippo
 
     torch.set_num_threads(1)
+    if spec.scenario.is_ev:
+        return _prepare_ev(spec, ctx)
     sc, p = spec.scenario, spec.method.params
     if p.get("penalties") == "selected":
         from baselines.penalties import selected_pair
@@ -60,10 +112,10 @@ def _prepare(spec, ctx: RunContext) -> Prepared:
 
 
 def _scenario(scenario) -> str | None:
-    if getattr(scenario, "domain", "demand_response") != "demand_response":
-        return (f"IPPO runs on domain 'demand_response' only (scenario domain {scenario.domain!r}; EV charging is "
-                "not wired into the IPPO baseline yet, issue 15)")
-    if scenario.demand_scales is not None:
+    domain = getattr(scenario, "domain", "demand_response")
+    if domain not in ("demand_response", "ev_charging"):
+        return f"IPPO runs on domains 'demand_response' and 'ev_charging' (scenario domain {domain!r})"
+    if domain == "demand_response" and scenario.demand_scales is not None:
         return "IPPO trains on the paper's demand layout: demand_scales must be null"
     return None
 

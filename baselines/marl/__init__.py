@@ -6,7 +6,9 @@
 * ``isac``   - independent SAC: shared actor and LOCAL twin critics (own observation and action only)
 
 All four are trained on ``r0 + lambda * (c/N - e_grid) + nu * r2`` with fixed
-(lambda, nu) = (8, -8) by default and plain observations. Two more learn their
+(lambda, nu) = (8, -8) by default and plain observations. Every baseline also runs on EV charging
+(``BaselineConfig(domain="ev_charging", domain_params={...})``): the same code reads the signals through the
+domain seam, ``r0 + lambda (L_t/N - load) + nu unmet`` with default (0.25, -2) (``baselines.marl.domain``). Two more learn their
 multipliers during training (``baselines.marl.lagrangian``; the executed policy
 carries none):
 

@@ -1,5 +1,16 @@
 """Shared parts of the MARL baselines: config, Tianshou env adapter, networks, policy, checkpoints, evaluation.
 
+Domains
+-------
+One code path for every domain: the learners, the env adapter and the controller read a scenario through the
+domain seam (``cmarl_env.domains``: action width, global signal and its per-step share, local signal, the dual
+local signal, agent types); what is left per domain (training scenario, type keys, feature transform) is in
+``baselines.marl.domain``. ``BaselineConfig.domain`` picks it (default ``"demand_response"``, the paper's; the
+demand-response text below uses its names: ``e_grid`` is the global signal, ``c/N`` the share, ``r2`` the local
+signal). On EV charging (``domain="ev_charging"``, ``domain_params`` = EVConfig fields) the global signal is the
+site load with the hour's share ``L_t / N``, the local signal the unmet energy, the actions the K port fractions,
+the agent types the site categories, and the observation is used as it is (already normalised).
+
 Fixed penalties
 ---------------
 Every fixed-penalty baseline (the learned-multiplier ones: ``baselines.marl.lagrangian``) is trained on the Lagrangian reward with FIXED multipliers

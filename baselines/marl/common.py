@@ -1023,6 +1023,10 @@ def evaluate(
     threshold") and ``infeasible_fraction``. A start hour with
     ``start_hour + steps`` past the end of the data raises ``ValueError``.
     """
+    if policy.domain != "demand_response":
+        raise ValueError(f"evaluate rolls out demand-response hours; {policy.name} was trained on domain "
+                         f"{policy.domain!r}: use cmarl_env.evaluation.rollout(MARLController(policy), core, start, "
+                         "steps, seed=...) or the benchmark runner")
     starts = [int(h) for h in start_hours]
     if not starts:
         raise ValueError("start_hours must name at least one start hour")

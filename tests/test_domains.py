@@ -229,7 +229,8 @@ def test_ev_suite_parses_and_its_runs_share_days_and_cars():
     assert {s.n_agents for s in scenarios} == {10, 100} and all(s.is_ev and s.calibrated for s in scenarios)
     runs = suite.runs({s.name: 0.5 for s in scenarios})
     assert {r.method.kind for r in runs} == {"consensus", "no_consensus", "serve_all", "rule_based", "random",
-                                             "lp_oracle"}
+                                             "lp_oracle", "ippo", "mappo", "maddpg", "masac", "isac",
+                                             "mappo_lagrangian", "networked_pd"}
     sc = scenarios[0]
     days = [sc.rollout_day(h) for h in runs[0].start_hours]
     assert days[0] == sc.start_day and len(set(days)) == 3 and all(r.start_hours == runs[0].start_hours for r in runs)

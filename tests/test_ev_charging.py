@@ -282,7 +282,7 @@ def test_infos_and_clipping():
     (dict(charger_kw="11"), "charger_kw='11'"),
     (dict(daily_use=0), "daily_use=0"),
     (dict(constraint_fraction=1.5), "constraint_fraction=1.5"),
-    (dict(limit="average"), "limit='average'"),
+    (dict(limit="daily"), "limit='daily'"),
     (dict(limit="hourly", limit_profile=(1.0,) * 23), "limit_profile="),
     (dict(limit_profile=(1.0,) * 24), "limit='peak'"),
     (dict(split="val"), "split='val'"),

@@ -12,7 +12,8 @@ from cmarl_env.domains.ev_charging.config import EVConfig
 from cmarl_env.domains.ev_charging.core import EVActionTypeError, EVChargingCore
 from cmarl_env.domains.ev_charging.data import CATEGORIES, EV_DATA_DIR, load_tables
 from cmarl_env.domains.ev_charging.references import (
-    UNMET_EPS, ClairvoyantLP, LeastLaxityFirst, Uncontrolled, binding_range)
+    UNMET_EPS, ClairvoyantLP, LeastLaxityFirst, Uncontrolled, binding_range, min_peak_fraction, solve_lp,
+    uncontrolled_threshold)
 from cmarl_env.evaluation import rollout
 from cmarl_env.evaluation.controller import Controller
 
@@ -220,6 +221,91 @@ def test_default_constraint_binds():
     core = EVChargingCore(EVConfig())
     frontier, uncontrolled = binding_range(core)
     assert frontier < core.config.constraint_fraction < uncontrolled, (frontier, uncontrolled)
+
+
+def _calibration_core(**kw):
+    core = EVChargingCore(EVConfig(n_agents=20, episode_length=72, **kw))
+    core.reset(seed=core.config.seed, start_day=core.calibration_day)
+    return core
+
+
+def _run_at(controller, limit, c):
+    """``controller`` on the episode of ``_calibration_core`` (same cars, same P) under the cap at level c."""
+    core = EVChargingCore(EVConfig(n_agents=20, episode_length=72, limit=limit, constraint_fraction=c))
+    return rollout(controller, core, core.calibration_day, seed=core.config.seed)
+
+
+def test_average_binding_range_matches_the_lp_and_the_verdict():
+    """limit="average": frontier = energy of the cars leaving inside the episode / (T P), threshold = uncontrolled
+    charging's average load / (P (1 + GRID_TOLERANCE)); the clairvoyant LP meets every leaving car's request just
+    above the frontier and cannot just below; uncontrolled charging breaks the rule just below the threshold."""
+    from cmarl_env.evaluation.feasibility import GRID_TOLERANCE
+
+    core = _calibration_core(limit="average")
+    frontier, threshold = binding_range(core)  # measured: (0.2890, 0.3507); per-hour caps (0.497, 0.802)
+    T, P = core.steps, core.peak_uncontrolled
+    sess = core.episode_sessions()
+    leaving = sess.departure <= T
+    requested = float(sess.requested[leaving].sum())
+    assert frontier == pytest.approx(requested / (T * P), rel=1e-12)
+    load = core.uncontrolled_load(core.episode_key, core.start_day, T)
+    assert threshold == pytest.approx(load.mean() / (P * (1 + GRID_TOLERANCE)), rel=1e-12)
+    assert 0 < frontier < threshold < min_peak_fraction(core)
+
+    def run(controller, c):
+        return _run_at(controller, "average", c)
+
+    above, below = run(ClairvoyantLP(), frontier * (1 + 1e-6)), run(ClairvoyantLP(), frontier * (1 - 1e-3))
+    assert above.requested_departed == pytest.approx(requested, rel=1e-12)
+    assert above.feasible and above.overload_ratio <= 1e-9  # the LP keeps the average load at most c P
+    assert above.unmet.sum() <= 1e-6 * requested
+    assert np.isclose(above.total_cost, above.info["lp_objective"], rtol=1e-6)  # the replay attains its optimum
+    assert below.overload_ratio <= 1e-9
+    assert below.unmet.sum() == pytest.approx(1e-3 * requested, rel=1e-3)  # the whole budget goes to leaving cars
+    # the pure cost LP spends the budget on cars that stay past the end in cheap hours: why serve-first is its default
+    cost_lp = run(ClairvoyantLP(serve_first=False), frontier * (1 + 1e-6))
+    assert cost_lp.unmet.sum() > 0.01 * requested and not cost_lp.feasible
+    assert cost_lp.total_cost <= above.total_cost
+    assert run(Uncontrolled(), threshold * (1 + 1e-6)).verdict.grid_ok
+    assert not run(Uncontrolled(), threshold * (1 - 1e-6)).verdict.grid_ok
+
+
+@pytest.mark.parametrize("limit, expected", [
+    # binding_range before the "average" variant was added (same scipy/HiGHS stack; hex floats)
+    ("peak", ("0x1.fc7374fb41a4cp-2", "0x1.9aa6ada973b8fp-1")),
+    ("hourly", ("0x1.2c65fe973ca9bp-1", "0x1.071cf9ce56d23p+0")),
+])
+def test_per_hour_binding_ranges_are_unchanged(limit, expected):
+    core = _calibration_core(limit=limit)
+    got = binding_range(core)
+    assert got == (min_peak_fraction(core), uncontrolled_threshold(core))
+    assert got == pytest.approx(tuple(float.fromhex(x) for x in expected), rel=1e-7)
+    # the default LP under per-hour caps is the cost LP, as before; the serve-first LP agrees with their frontier
+    assert solve_lp(core).objective == solve_lp(core, serve_first=False).objective
+    above, below = (_run_at(ClairvoyantLP(serve_first=True), limit, got[0] * f) for f in (1 + 1e-6, 1 - 1e-3))
+    assert above.unmet.sum() <= 1e-6 * above.requested_departed and below.unmet.sum() > 1e-5 * below.requested_departed
+
+
+def test_binding_range_refuses_an_unknown_limit():
+    from types import SimpleNamespace
+
+    with pytest.raises(ValueError, match=r"limit='daily' is not allowed; choose one of \('peak', 'hourly', 'average'\)"):
+        binding_range(SimpleNamespace(config=SimpleNamespace(limit="daily")))
+    with pytest.raises(TypeError, match="serve_first='yes'"):
+        ClairvoyantLP(serve_first="yes")
+
+
+def test_cli_offers_every_limit(capsys):
+    from cmarl_env.domains.ev_charging.__main__ import main
+    from cmarl_env.domains.ev_charging.config import LIMITS
+
+    assert main(["--n", "3", "--days", "1", "--limit", "average", "--c", "0.3"]) == 0
+    out = capsys.readouterr().out
+    assert "limit average" in out and "binding range" in out and "lp_unlimited" in out
+    with pytest.raises(SystemExit):
+        main(["--limit", "daily"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'daily'" in err and all(repr(v) in err for v in LIMITS)
 
 
 def test_parallel_api_and_seed():

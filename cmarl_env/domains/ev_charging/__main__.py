@@ -1,10 +1,11 @@
 """``python -m cmarl_env.domains.ev_charging``: the references on one scenario, and where its constraint binds.
 
 Prints the binding range (LP frontier, uncontrolled threshold) of the
-scenario's episode and one line per reference controller (uncontrolled,
-least-laxity-first, the clairvoyant LP with and without the hourly cap) on the
+scenario's episode under its limit variant (``--limit``: every value of
+``EVConfig.limit``) and one line per reference controller (uncontrolled,
+least-laxity-first, the clairvoyant LP with and without the cap) on the
 same cars: energy cost, unmet and pending energy, total cost, peak over the
-limit, average overload, feasibility.
+limit, overload (of the average with ``--limit average``), feasibility.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cmarl_env.domains.ev_charging.config import EVConfig
+from cmarl_env.domains.ev_charging.config import LIMITS, SPLITS, EVConfig
 from cmarl_env.domains.ev_charging.core import EVChargingCore
 from cmarl_env.domains.ev_charging.references import ClairvoyantLP, LeastLaxityFirst, Uncontrolled, binding_range
 from cmarl_env.evaluation import rollout
@@ -24,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ports", type=int, default=4)
     p.add_argument("--days", type=int, default=7)
     p.add_argument("--c", type=float, default=0.5, help="constraint fraction of the uncontrolled peak")
-    p.add_argument("--limit", default="peak", choices=("peak", "hourly"))
-    p.add_argument("--split", default="test", choices=("train", "test", "all"))
+    p.add_argument("--limit", default="peak", choices=LIMITS,
+                   help="the global constraint's variant (EVConfig.limit; docs/ev_charging.md)")
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--start-day", type=int, default=None, help="day index (default: the split's first day)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)

@@ -25,8 +25,11 @@ Lagrangian reward ``r0 + lambda (share - load) + nu unmet``, optionally
 potential-shaped with ``Phi = nu x shortfall`` (``reward_shaping="shortfall_potential"``:
 unmet energy is charged when it becomes unavoidable, not at the car's departure),
 the networks reading each port's minimum rate (``rate_features``) and, with
-``imitation_steps``, an actor first fitted to ``MultiplierRate``. The shipped EV
-policies use ``algorithms/pretrained/ev/recipe.json``. With the default
+``imitation_steps``, an actor first fitted to ``MultiplierRate`` (with ``imitation_floor``: to
+``max(MultiplierRate, minimum rate)``). EV-only levers: the multipliers drawn inside
+``lambda <= lambda_sample_max``, ``nu >= nu_sample_min`` (where Algorithm 1 goes) and unmet energy
+priced at ``unmet_value`` x the window's largest price in the reward. The shipped EV
+policies use ``algorithms/pretrained/ev/recipe.json`` (docs/ev_charging.md). With the default
 ``domain="demand_response"`` nothing of this is read: the demand-response path
 is the code below, unchanged.
 
@@ -91,7 +94,8 @@ REWARD_NORMALIZATION = ("fixed", "multipliers")
 REWARD_SHAPING = ("none", "backlog_potential", "shortfall_potential")
 DOMAINS = ("demand_response", "ev_charging")
 # TrainConfig fields that only the EV-charging domain reads (left out of a demand-response config's to_dict)
-EV_FIELDS = ("domain", "site_type", "ports", "imitation_steps", "rate_features")
+EV_FIELDS = ("domain", "site_type", "ports", "imitation_steps", "rate_features", "lambda_sample_max", "nu_sample_min",
+             "unmet_value", "imitation_floor")
 EV_DATASET = "elaadnl"  # what an EV checkpoint records as its dataset (the ElaadNL tables of cmarl_env.domains.ev_charging)
 
 
@@ -110,10 +114,17 @@ def multiplier_sampler(config: "TrainConfig"):
         return None
     power, wide = float(config.multiplier_power), float(config.wide_fraction)
     one_sided = config.domain == "ev_charging"  # EV's local constraint is an inequality: Algorithm 1 keeps nu <= 0
+    # EV only: the draws can be confined to the part of the ranges Algorithm 1 visits (None = the full ranges)
+    lam_cap = config.lambda_sample_max if one_sided else None
+    nu_floor = config.nu_sample_min if one_sided else None
 
     def sample(rng: np.random.Generator, n: int, lambda_range, nu_range) -> tuple[np.ndarray, np.ndarray]:
         lam_lo, lam_hi = lambda_range
         nu_lo, nu_hi = nu_range
+        if lam_cap is not None:
+            lam_hi = min(lam_hi, lam_cap)
+        if nu_floor is not None:
+            nu_lo = max(nu_lo, nu_floor)
         lam = lam_lo + (lam_hi - lam_lo) * rng.uniform(size=n) ** power
         nu = min(nu_hi, 0.0) + (nu_lo - min(nu_hi, 0.0)) * rng.uniform(size=n) ** power
         broad = rng.uniform(size=n) < wide
@@ -197,6 +208,18 @@ class TrainConfig(ConfigBase):
     imitation_steps: int = 0
     # EV only: the networks also read each port's minimum rate (algorithms.policy.ev_minimum_rates)
     rate_features: bool = True
+    # EV only: the training draw of the multipliers (``multiplier_sampler``) stays in lambda <= lambda_sample_max and
+    # nu >= nu_sample_min (None: the core's full ranges); the networks still read them on the full ranges
+    lambda_sample_max: float | None = None
+    nu_sample_min: float | None = None
+    # EV only: unmet energy also costs unmet_value x the training window's largest absolute price per kWh in the
+    # reward (the evaluation's total cost values it at the horizon's highest price), so that a policy delivers
+    # even at nu = 0, where Algorithm 1 starts; 0 = the plain Lagrangian. Needs reward_shaping="shortfall_potential"
+    # (the value enters its potential too: Phi = (nu - unmet_value x price_norm) x shortfall)
+    unmet_value: float = 0.0
+    # EV only: the imitation teacher charges every port at least at its minimum rate (max(MultiplierRate, min rate):
+    # a car charged at its minimum rate leaves with its energy), so the warm start never plans unmet energy
+    imitation_floor: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.domain, str) or self.domain not in DOMAINS:
@@ -209,6 +232,20 @@ class TrainConfig(ConfigBase):
         check_int("imitation_steps", self.imitation_steps, 0, 10**7)
         if not isinstance(self.rate_features, bool):
             raise ValueError(f"rate_features={self.rate_features!r} must be a bool")
+        if self.lambda_sample_max is not None:
+            check_real("lambda_sample_max", self.lambda_sample_max, 0.0, 15.0, low_open=True)
+        if self.nu_sample_min is not None:
+            check_real("nu_sample_min", self.nu_sample_min, -20.0, 0.0)
+        check_real("unmet_value", self.unmet_value, 0.0, 100.0)
+        if not isinstance(self.imitation_floor, bool):
+            raise ValueError(f"imitation_floor={self.imitation_floor!r} must be a bool")
+        if self.unmet_value and self.reward_shaping != "shortfall_potential":
+            raise ValueError(f"unmet_value={self.unmet_value!r} needs reward_shaping='shortfall_potential' "
+                             f"(domain 'ev_charging'), got reward_shaping={self.reward_shaping!r}; or set 0")
+        for name in ("lambda_sample_max", "nu_sample_min", "imitation_floor"):
+            if getattr(self, name) not in (None, False) and not self.is_ev:
+                raise ValueError(f"{name}={getattr(self, name)!r} is for domain 'ev_charging' only; "
+                                 f"with domain={self.domain!r} allowed: {False if name == 'imitation_floor' else None}")
         if self.imitation_steps and not self.is_ev:
             raise ValueError(f"imitation_steps={self.imitation_steps!r} is for domain 'ev_charging' only; "
                              f"with domain={self.domain!r} allowed: 0")
@@ -417,6 +454,7 @@ class TianshouBatchedEnv(ArrayVectorEnv):
         sampler=None,
         multiplier_scaled: bool = False,
         shaping_gamma: float | None = None,
+        unmet_value: float = 0.0,
     ):
         super().__init__(env.num_envs)
         self.env = env
@@ -432,6 +470,7 @@ class TianshouBatchedEnv(ArrayVectorEnv):
         self.sampler = sampler
         self.multiplier_scaled = bool(multiplier_scaled)
         self.shaping_gamma = None if shaping_gamma is None else float(shaping_gamma)
+        self.unmet_value = float(unmet_value)  # EV: EUR per kWh of unmet energy (``_step_shortfall``)
         self._divisor = np.full(env.num_envs, self.reward_scale)
         self._start_rng = np.random.default_rng(seed)
         core = env.core
@@ -582,9 +621,14 @@ class TianshouBatchedEnv(ArrayVectorEnv):
         of at the car's departure, hours later (same optimal policy; the episode's return changes by ``-Phi(s_0)``)."""
         core = self.env.core
         nu = np.array(core.nu, dtype=np.float64)
+        if self.unmet_value:
+            nu = nu - self.unmet_value  # unmet energy also costs unmet_value per kWh (TrainConfig.unmet_value)
         phi0 = nu * self.env.shortfall()
         obs, reward, terminated, truncated, infos = self.env.step(full)
-        phi1 = nu * _step_signal(infos, bool(truncated.any()), "shortfall")
+        end = bool(truncated.any())
+        phi1 = nu * _step_signal(infos, end, "shortfall")
+        if self.unmet_value:
+            reward = reward - self.unmet_value * _step_signal(infos, end, "unmet")
         reward = (reward + self.shaping_gamma * phi1 - phi0) / self._divisor
         return self._finish_step(obs, reward, terminated, truncated, infos, ids)
 
@@ -787,6 +831,8 @@ def imitate_multiplier_rate(actor: ActorNet, config: TrainConfig, epochs: int = 
     env = make_batched_env(config, config.num_envs)
     core = env.core
     teacher = MultiplierRate(core)
+    if config.imitation_floor:
+        teacher = _MinimumRateFloor(teacher, core)
     sampler = multiplier_sampler(config)
     rng = np.random.default_rng(config.seed + 7)
     obs, _ = env.reset(seed=config.seed + 7)
@@ -811,8 +857,26 @@ def imitate_multiplier_rate(actor: ActorNet, config: TrainConfig, epochs: int = 
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return {"teacher": "MultiplierRate", "samples": int(x.shape[0]), "steps": config.imitation_steps,
+    name = "MultiplierRate" + (" with the minimum-rate floor" if config.imitation_floor else "")
+    return {"teacher": name, "samples": int(x.shape[0]), "steps": config.imitation_steps,
             "final_mse": float(loss.detach()), "seconds": time.perf_counter() - t0}
+
+
+class _MinimumRateFloor:
+    """An imitation teacher: ``max(teacher(obs), min(u, 1))`` per port, ``u`` the port's minimum rate (the fraction of
+    full power that delivers the car's energy exactly at its departure; ``algorithms.policy.ev_minimum_rates``)."""
+
+    def __init__(self, teacher, core):
+        from algorithms.policy import ev_minimum_rates
+        from cmarl_env.domains.ev_charging.core import TIME_NORM_H
+
+        self.teacher, self._rates = teacher, ev_minimum_rates
+        self.spec = {"ports": int(core.ports), "first": 4, "energy_norm": float(core.energy_norm),
+                     "time_norm": TIME_NORM_H, "charger_kw": float(core.config.charger_kw)}
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        u = self._rates(torch.as_tensor(obs, dtype=torch.float64), self.spec).numpy()
+        return np.clip(np.maximum(self.teacher(obs), np.minimum(u, 1.0)), 0.0, 1.0)
 
 
 def _evaluate_ev(policy: AugmentedPolicy, config: TrainConfig, episodes: int | None, seed: int | None) -> dict[str, float]:
@@ -862,12 +926,15 @@ def train(config: TrainConfig, *, progress: bool = True, data: BuildingData | No
     sampler = multiplier_sampler(config) if config.augmented else None
     scaled = config.reward_normalization == "multipliers"
     shaping = config.gamma if config.reward_shaping in ("backlog_potential", "shortfall_potential") else None
+    # EV: unmet energy's value in EUR/kWh (TrainConfig.unmet_value x the window's largest absolute price)
+    unmet_value = config.unmet_value * float(core.price_norm) if config.is_ev and config.unmet_value else 0.0
+    extra = {"unmet_value": unmet_value} if unmet_value else {}
     train_env = TianshouBatchedEnv(train_batched, reward_scale, seed=config.seed,
                                    init_backlog_hours=config.init_backlog_hours, random_soc=config.random_soc,
-                                   sampler=sampler, multiplier_scaled=scaled, shaping_gamma=shaping)
+                                   sampler=sampler, multiplier_scaled=scaled, shaping_gamma=shaping, **extra)
     test_env = TianshouBatchedEnv(make_batched_env(config, config.eval_episodes, data), reward_scale,
                                   seed=config.seed + 1, fixed_seed=True, sampler=sampler, multiplier_scaled=scaled,
-                                  shaping_gamma=shaping)
+                                  shaping_gamma=shaping, **extra)
 
     actor, critic = make_networks(config, core.obs_dim, core)
     imitation = imitate_multiplier_rate(actor, config) if config.is_ev and config.imitation_steps else None

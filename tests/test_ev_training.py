@@ -146,3 +146,57 @@ def test_ev_checkpoints_are_checked_against_the_core():
         load_ev_pretrained("public", expected=core)
     with pytest.raises(ValueError, match=r"site_type='garage' has no shipped EV policy; allowed: \['private'"):
         load_ev_pretrained("garage")
+
+
+# ------------------------------------------------------------------------------- the recipe's EV levers
+def test_ev_sampling_box_unmet_value_and_floor_are_validated_and_ev_only():
+    from algorithms.train import multiplier_sampler
+
+    ev = TrainConfig(domain="ev_charging", multiplier_sampling="skewed", lambda_sample_max=2.0, nu_sample_min=-8.0,
+                     unmet_value=1.0, reward_shaping="shortfall_potential", imitation_floor=True)
+    assert TrainConfig.from_dict(ev.to_dict()) == ev
+    lam, nu = multiplier_sampler(ev)(np.random.default_rng(0), 10_000, (0.0, 15.0), (-20.0, 20.0))
+    assert 0.0 <= lam.min() and lam.max() <= 2.0 and -8.0 <= nu.min() and nu.max() <= 0.0
+    assert lam.max() > 1.5 and nu.min() < -6.0  # the wide draws cover the box
+    with pytest.raises(ValueError, match="lambda_sample_max=2.0 is for domain 'ev_charging' only"):
+        TrainConfig(lambda_sample_max=2.0)
+    with pytest.raises(ValueError, match="unmet_value=1.0 needs reward_shaping='shortfall_potential'"):
+        TrainConfig(domain="ev_charging", unmet_value=1.0)
+    with pytest.raises(ValueError, match="nu_sample_min"):
+        TrainConfig(domain="ev_charging", nu_sample_min=1.0)
+
+
+def test_unmet_value_charges_unmet_energy_in_the_shaped_reward():
+    """With unmet_value v the shaped reward of a step also carries -v x unmet and the potential v x shortfall: never
+    charging costs more than without it."""
+    from algorithms.train import TianshouBatchedEnv
+
+    def returns(value):
+        env = EVBatchedEnv(EVConfig(augment=True, multiplier_mode="sampled", reward="lagrangian", episode_length=24),
+                           num_envs=16, site_type="public")
+        wrapped = TianshouBatchedEnv(env, 1.0, seed=0, shaping_gamma=0.98, unmet_value=value)
+        wrapped.reset()
+        total = np.zeros(16)
+        for _ in range(24):
+            _, r, _, _, _ = wrapped.step(np.zeros((16, env.core.ports)))
+            total += r
+        return total
+
+    base, valued = returns(0.0), returns(0.5)
+    assert valued.mean() < base.mean() - 1e-3
+
+
+def test_floored_teacher_charges_at_least_the_minimum_rate():
+    from algorithms.policy import ev_minimum_rates
+    from algorithms.train import _MinimumRateFloor
+    from cmarl_env.domains.ev_charging.core import TIME_NORM_H
+    from cmarl_env.domains.ev_charging.references import MultiplierRate
+
+    core, obs = _plugged_observations("public")
+    core.set_multipliers(5.0, 0.0)  # a high lambda: MultiplierRate alone charges below the minimum rate
+    obs[:, -2:] = core.observe()[:1, -2:]
+    spec = {"ports": core.ports, "first": 4, "energy_norm": core.energy_norm, "time_norm": TIME_NORM_H,
+            "charger_kw": core.config.charger_kw}
+    u = np.minimum(ev_minimum_rates(torch.as_tensor(obs, dtype=torch.float64), spec).numpy(), 1.0)
+    plain, floored = MultiplierRate(core)(obs), _MinimumRateFloor(MultiplierRate(core), core)(obs)
+    assert np.all(floored >= u - 1e-6) and np.all(floored >= plain) and np.any(plain < u - 1e-3)

@@ -114,7 +114,10 @@ def test_algorithm1_runs_on_ev_and_lambda_rises_when_the_limit_binds():
     assert free.overload_ratio > 0.01  # without multipliers the policy overloads the transformer: the limit binds
     ctl = DualConsensusController(None, policies)
     r = rollout(ctl, core, core.calibration_day, seed=0)
-    assert ctl.dual_config == DualConfig(nu_max=0.0)  # the EV domain's dual defaults
+    from cmarl_env.domains import get_domain
+
+    assert ctl.dual_config == DualConfig(**get_domain("ev_charging").dual_defaults)  # the EV domain's dual defaults
+    assert ctl.dual_config == DualConfig(alpha=0.1, nu_max=0.0)
     lam = r.traces["lambda_mean"]
     assert lam.shape == (72,) and lam[0] >= 0 and lam.max() > 0.1
     over = r.load > r.limit

@@ -795,10 +795,11 @@ def evaluate_lagrangian_return(
     """Mean undiscounted episode return (r_L, unscaled) of the deterministic policy on fixed episodes.
 
     The episodes (start hours and sampled multipliers) are fixed by ``seed``
-    (default: the config's seed + 1), so two policies are compared on the same ones.
+    (default: the config's seed + 1), so two policies are compared on the same ones. Demand response reports the
+    mean ``r0``, ``e_grid`` and ``r2`` per step; EV (per site, episodes = day, cars and multipliers) ``r0``,
+    ``load`` and ``unmet``.
     """
-    if config.is_ev:
-        return _evaluate_ev(policy, config, episodes, seed)
+    signals = ("r0", "load", "unmet") if config.is_ev else ("r0", "e_grid", "r2")
     n = int(episodes or config.eval_episodes)
     env = make_batched_env(config, n, data)
     seed = config.seed + 1 if seed is None else seed
@@ -808,13 +809,13 @@ def evaluate_lagrangian_return(
         core = env.core
         core.lam, core.nu = sampler(np.random.default_rng(seed), n, core.lambda_range, core.nu_range)
         obs = core.observe()
-    totals = {k: np.zeros(n) for k in ("lagrangian_reward", "r0", "e_grid", "r2")}
+    totals = {k: np.zeros(n) for k in ("lagrangian_reward", *signals)}
     for _ in range(config.episode_length):
-        obs, _, _, truncated, infos = env.step(policy.act(obs))
+        obs, _, _, _, infos = env.step(policy.act(obs))
         for k in totals:
             totals[k] += infos[k]
     out = {"lagrangian_return": float(totals["lagrangian_reward"].mean())}
-    out |= {f"mean_{k}": float(totals[k].mean() / config.episode_length) for k in ("r0", "e_grid", "r2")}
+    out |= {f"mean_{k}": float(totals[k].mean() / config.episode_length) for k in signals}
     return out
 
 
@@ -877,27 +878,6 @@ class _MinimumRateFloor:
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         u = self._rates(torch.as_tensor(obs, dtype=torch.float64), self.spec).numpy()
         return np.clip(np.maximum(self.teacher(obs), np.minimum(u, 1.0)), 0.0, 1.0)
-
-
-def _evaluate_ev(policy: AugmentedPolicy, config: TrainConfig, episodes: int | None, seed: int | None) -> dict[str, float]:
-    """EV: mean undiscounted episode return of r_L (unscaled) per site on fixed episodes (day, cars, multipliers)."""
-    n = int(episodes or config.eval_episodes)
-    env = make_batched_env(config, n)
-    seed = config.seed + 1 if seed is None else seed
-    obs, _ = env.reset(seed=seed)
-    sampler = multiplier_sampler(config) if config.augmented else None
-    core = env.core
-    if sampler is not None:
-        core.lam, core.nu = sampler(np.random.default_rng(seed), n, core.lambda_range, core.nu_range)
-        obs = core.observe()
-    totals = {k: np.zeros(n) for k in ("lagrangian_reward", "r0", "load", "unmet")}
-    for _ in range(config.episode_length):
-        obs, _, _, _, infos = env.step(policy.act(obs))
-        for k in totals:
-            totals[k] += infos[k]
-    out = {"lagrangian_return": float(totals["lagrangian_reward"].mean())}
-    out |= {f"mean_{k}": float(totals[k].mean() / config.episode_length) for k in ("r0", "load", "unmet")}
-    return out
 
 
 def train(config: TrainConfig, *, progress: bool = True, data: BuildingData | None = None) -> TrainResult:

@@ -56,6 +56,17 @@ def _priority(spec: RunSpec) -> int:
     return 0 if mdef.reference else (1 if mdef.trains else 2)
 
 
+def _level(scenario, frontier: float, upper: float, upper_name: str) -> tuple[float, str]:
+    """The scenario's constraint level and how it was set: the suite's value, or (``"calibrated"``) the one rule
+    ``frontier + calibrate x (upper - frontier)`` between the LP frontier and the level at which the domain's
+    uncontrolled controller breaks the rule."""
+    if not scenario.calibrated:
+        return float(scenario.constraint), "given by the suite"
+    constraint = frontier + scenario.calibrate * (upper - frontier)
+    return constraint, (f"frontier + {scenario.calibrate:g} x ({upper_name} - frontier) = {frontier:.4f} + "
+                        f"{scenario.calibrate:g} x ({upper:.4f} - {frontier:.4f})")
+
+
 def scenario_facts(scenario: ScenarioSpec, cache_dir: Path | None = None, data=None) -> dict[str, Any]:
     """Where the scenario's constraint sits: the LP frontier and the serve-all controller's grid use (fractions of
     the peak, on roll-out 0's hours), the level (computed for calibrated scenarios), and whether it binds."""
@@ -81,12 +92,7 @@ def scenario_facts(scenario: ScenarioSpec, cache_dir: Path | None = None, data=N
     t0 = time.perf_counter()
     frontier, frontier_se = frontier_fraction(core, scenario.steps, h0, seed=scenario.seed)
     serve_all = rollout(ServeAll(), core, h0, scenario.steps).avg_grid / core.peak_demand
-    if scenario.calibrated:
-        constraint = frontier + scenario.calibrate * (serve_all - frontier)
-        rule = (f"frontier + {scenario.calibrate:g} x (serve-all - frontier) = {frontier:.4f} + {scenario.calibrate:g}"
-                f" x ({serve_all:.4f} - {frontier:.4f})")
-    else:
-        constraint, rule = float(scenario.constraint), "given by the suite"
+    constraint, rule = _level(scenario, frontier, serve_all, "serve-all")
     facts = {"format": SCENARIO_FORMAT, "scenario": scenario.name, "hours": [h0, h0 + scenario.steps],
              "peak_demand_kwh": core.peak_demand, "lp_frontier": frontier, "lp_frontier_stderr": frontier_se,
              "lp_frontier_method": "exact (one LP per agent)" if frontier_se == 0.0 else
@@ -115,12 +121,7 @@ def ev_scenario_facts(scenario: ScenarioSpec) -> dict[str, Any]:
     day, seed = scenario.start_day, scenario.rollout_seed(0)
     core.reset(seed=seed, start_day=day, steps=scenario.steps)
     frontier, threshold = binding_range(core)
-    if scenario.calibrated:
-        constraint = frontier + scenario.calibrate * (threshold - frontier)
-        rule = (f"frontier + {scenario.calibrate:g} x (uncontrolled threshold - frontier) = {frontier:.4f} + "
-                f"{scenario.calibrate:g} x ({threshold:.4f} - {frontier:.4f})")
-    else:
-        constraint, rule = float(scenario.constraint), "given by the suite"
+    constraint, rule = _level(scenario, frontier, threshold, "uncontrolled threshold")
     return {"format": SCENARIO_FORMAT, "scenario": scenario.name, "domain": scenario.domain,
             "days": [day, day + -(-scenario.steps // 24)], "hours": [0, scenario.steps], "rollout0_seed": seed,
             "peak_uncontrolled_kwh": core.peak_uncontrolled, "lp_frontier": frontier,

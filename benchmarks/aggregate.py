@@ -48,6 +48,13 @@ class MetricDef:
     interval: bool = True   # bootstrap an interval (else the IQM alone)
 
 
+# The columns both domains' leaderboards share.
+INFEASIBLE = MetricDef("infeasible_fraction", "Infeasible", "fraction of roll-outs", True, 1.0, 2)
+CONSENSUS_ERROR = MetricDef("consensus_error_final", "Consensus err", "final weighted consensus error of lambda", True,
+                            1.0, 3, False)
+TIMINGS = (MetricDef("train_wall_time_s", "Train s", "training wall time, s", True, 1.0, 0, False),
+           MetricDef("exec_seconds_per_step", "Exec ms/step", "execution wall time per step, ms", True, 1000.0, 3, False))
+
 METRICS: tuple[MetricDef, ...] = (
     MetricDef("total_cost", "Cost", "energy + terminal backlog at the horizon's highest price, per roll-out", True,
               1.0, 0),
@@ -55,13 +62,11 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("grid_use_ratio", "Grid / limit", "average grid use over the limit", None, 1.0, 3),
     MetricDef("backlog_slope_per_agent", "Backlog slope", "kWh per step per agent, last third", True, 1000.0, 2),
     MetricDef("max_agent_backlog_kwh", "Max backlog", "largest backlog of any agent, kWh", True, 1.0, 1, False),
-    MetricDef("infeasible_fraction", "Infeasible", "fraction of roll-outs", True, 1.0, 2),
-    MetricDef("consensus_error_final", "Consensus err", "final weighted consensus error of lambda", True, 1.0, 3,
-              False),
+    INFEASIBLE,
+    CONSENSUS_ERROR,
     MetricDef("lambda_at_cap_fraction", "lambda at cap", "fraction of agents with lambda at its cap (end)", True,
               1.0, 2, False),
-    MetricDef("train_wall_time_s", "Train s", "training wall time, s", True, 1.0, 0, False),
-    MetricDef("exec_seconds_per_step", "Exec ms/step", "execution wall time per step, ms", True, 1000.0, 3, False),
+    *TIMINGS,
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
 # The columns of an EV-charging leaderboard (benchmarks.run.EV_MEAN_KEYS; the EV rule in
@@ -74,11 +79,9 @@ EV_METRICS: tuple[MetricDef, ...] = (
     MetricDef("overload_ratio", "Overload", "average hourly overload over the average cap", True, 1.0, 4),
     MetricDef("unmet_fraction", "Unmet", "unmet energy over the energy the departed cars requested", True, 1.0, 4),
     MetricDef("peak_ratio", "Peak / cap", "largest hourly load over its cap", True, 1.0, 2, False),
-    MetricDef("infeasible_fraction", "Infeasible", "fraction of roll-outs", True, 1.0, 2),
-    MetricDef("consensus_error_final", "Consensus err", "final weighted consensus error of lambda", True, 1.0, 3,
-              False),
-    MetricDef("train_wall_time_s", "Train s", "training wall time, s", True, 1.0, 0, False),
-    MetricDef("exec_seconds_per_step", "Exec ms/step", "execution wall time per step, ms", True, 1000.0, 3, False),
+    INFEASIBLE,
+    CONSENSUS_ERROR,
+    *TIMINGS,
 )
 EV_METRIC_KEYS = tuple(m.key for m in EV_METRICS)
 _INTERVAL = {m.key for m in METRICS if m.interval} | {m.key for m in EV_METRICS if m.interval}

@@ -612,7 +612,10 @@ def write_outputs(config: GridSearchConfig, results: dict[str, dict], out: Path,
         sections.append(f"## c = {c:g}: {len(feasible)} of {len(ids)} points feasible\n\n{rule}\n\n{chosen}\n\n"
                         + "\n".join(table) + "\n")
         suffix = "" if c == config.constraint else f"_c{c:g}"
-        plot_heatmaps(config, at, out / f"figure_A1_{config.method}{suffix}.png", level=c)
+        if config.rectangle:
+            plot_heatmaps(config, at, out / f"figure_A1_{config.method}{suffix}.png", level=c)
+        if config.grid_values:
+            plot_band(config, at, out / f"figure_band_{config.method}{suffix}.png", level=c)
     (out / "table1.md").write_text(f"Fixed multipliers that satisfy both constraints ({config.method}; "
                                    f"{_budget(config)})\n\n" + "\n".join(sections))
     _atomic_json(out / "summary.json", summary)
@@ -643,6 +646,40 @@ def plot_heatmaps(config: GridSearchConfig, results: dict[str, dict], path: Path
     level = config.constraint if level is None else level
     fig.suptitle(f"Fixed-penalty grid ({config.method}, c = {level:g}); red squares satisfy both constraints "
                  "in every roll-out")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    fig.savefig(path.with_suffix(".pdf"))
+    plt.close(fig)
+
+
+def plot_band(config: GridSearchConfig, results: dict[str, dict], path: Path, level: float | None = None) -> None:
+    """The band ``(lambda, -lambda - v)``: (a) mean grid use / limit and (b) total cost against the grid value v,
+    one line per lambda; filled markers are feasible in every roll-out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lams = _axis(config.lambda_min, config.lambda_max, config.lambda_step)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for lam in lams:
+        rows = [(v, results.get(trial_id(lam, round(-lam - v, 10)))) for v in config.grid_values]
+        rows = [(v, r) for v, r in rows if r is not None]
+        if not rows:
+            continue
+        v = [x for x, _ in rows]
+        for ax, key in ((axes[0], "grid_use_ratio"), (axes[1], "total_cost")):
+            line, = ax.plot(v, [r[key] for _, r in rows], label=f"lambda = {lam:g}")
+            ax.scatter(v, [r[key] for _, r in rows], c=[line.get_color() if r.get("feasible") else "white" for _, r in rows],
+                       edgecolors=line.get_color(), zorder=3)
+    axes[0].axhline(1 + feasibility.GRID_TOLERANCE, color="red", lw=0.8, ls="--")
+    for ax, title in ((axes[0], "(a) mean grid use / limit"), (axes[1], "(b) total cost")):
+        ax.set_xlabel("grid value v = -(lambda + nu) per kWh")
+        ax.set_title(title)
+    axes[0].legend()
+    level = config.constraint if level is None else level
+    fig.suptitle(f"Fixed-penalty band ({config.method}, c = {level:g}); filled markers satisfy both constraints in "
+                 "every roll-out; dashed: the grid tolerance")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     fig.savefig(path.with_suffix(".pdf"))

@@ -282,3 +282,14 @@ def test_degenerate_pairs_are_never_selected():
     assert selected_pair(config, results, 0.27)["lambda"] == 6.0
     del results[trial_id(6.0, -11.0)]
     assert selected_pair(config, results, 0.27) is None
+
+
+def test_a_band_search_draws_the_band_not_an_empty_rectangle(tmp_path):
+    """A band-only search has no rectangle to draw: its figure is grid use and cost against the grid value."""
+    config = GridSearchConfig(method="augmented", lambda_min=0.0, lambda_max=0.0, lambda_step=1.0,
+                              grid_values=(0.3, 0.6), rectangle=False, eval_steps=96, constraint=0.4, rollouts=1)
+    summary = run_grid_search(config, tmp_path / "band", max_concurrent=2, progress=False)
+    assert summary["finished"] == summary["points"] == 2
+    assert (tmp_path / "band" / "figure_band_augmented.png").stat().st_size > 0
+    assert not list((tmp_path / "band").glob("figure_A1_*"))
+    assert "| grid value -(lambda+nu) |" in (tmp_path / "band" / "table1.md").read_text()

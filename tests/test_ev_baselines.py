@@ -13,7 +13,7 @@ pytest.importorskip("tianshou")
 from baselines.marl import BaselineConfig, load_policy, train_baseline  # noqa: E402
 from baselines.marl.common import MARLController, ScenarioVectorEnv  # noqa: E402
 from cmarl_env.domains.ev_charging import EVChargingCore, EVConfig  # noqa: E402
-from cmarl_env.domains.ev_charging.evaluation import EVRollout  # noqa: E402
+from cmarl_env.domains.ev_charging.evaluation import GRID_TOLERANCE, EVRollout  # noqa: E402
 from cmarl_env.evaluation import rollout  # noqa: E402
 
 KINDS = ("mappo", "maddpg", "masac", "isac", "mappo_lagrangian", "networked_pd")
@@ -52,8 +52,9 @@ def test_each_baseline_trains_on_ev_and_rolls_out(name, tmp_path):
 
 
 def test_fixed_penalty_reward_and_constraint_infos_come_from_the_seam():
-    """Fixed penalties: r0 + lambda (L_t/N - load) + nu unmet; learned multipliers: the slot infos carry the load's
-    excess over the hour's share and the domain's dual local signal (unmet - allowance x requested)."""
+    """Fixed penalties: r0 + lambda (L_t/N - load) + nu unmet; learned multipliers: the slot infos carry the judged
+    global constraint's cost and limit (``grid_cost``) and the domain's dual local signal (unmet - allowance x
+    requested)."""
     cfg = small("mappo", lambda_=0.5, nu=-3.0, domain_params={"ports": 2, "limit": "hourly"})
     env = ScenarioVectorEnv(cfg, "local_global", num_envs=1)
     env.reset()
@@ -68,21 +69,75 @@ def test_fixed_penalty_reward_and_constraint_infos_come_from_the_seam():
         expected = s.r0 + 0.5 * (s.share - s.load) - 3.0 * s.unmet
         np.testing.assert_allclose(rew, expected / cfg.reward_scale, rtol=1e-12)
 
-    lag = small("mappo_lagrangian", domain_params={"ports": 2, "limit": "hourly"})
-    env = ScenarioVectorEnv(lag, "local_global", num_envs=1)
-    env.reset()
-    ref = EVChargingCore(lag.core_config())
-    ref.reset(seed=lag.seed * 1009)
-    allowance = ref.config.unmet_allowance
-    for _ in range(30):
-        a = rng.uniform(size=(3, 2))
-        _, rew, _, _, infos = env.step(a)
-        s = ref.step(a).signals
-        for j in range(3):
-            assert infos[j]["agent"] == j
-            assert infos[j]["grid"] == pytest.approx(s.load[j] - s.share)
-            assert infos[j]["r2"] == pytest.approx(s.unmet[j] - allowance * s.requested[j])
-        np.testing.assert_allclose(rew, s.r0 / lag.reward_scale, rtol=1e-12)
+    for limit in ("hourly", "average"):
+        lag = small("mappo_lagrangian", domain_params={"ports": 2, "limit": limit})
+        env = ScenarioVectorEnv(lag, "local_global", num_envs=1)
+        env.reset()
+        ref = EVChargingCore(lag.core_config())
+        ref.reset(seed=lag.seed * 1009)
+        allowance = ref.config.unmet_allowance
+        for _ in range(30):
+            a = rng.uniform(size=(3, 2))
+            _, rew, _, _, infos = env.step(a)
+            s = ref.step(a).signals
+            overload = max(s.load.sum() - 3 * s.share, 0.0) / 3
+            for j in range(3):
+                assert infos[j]["agent"] == j
+                if limit == "hourly":   # the judged hourly overload, split equally, limit 1 % of the share
+                    assert infos[j]["grid"] == pytest.approx(overload, abs=1e-12)
+                    assert infos[j]["grid_limit"] == pytest.approx(GRID_TOLERANCE * s.share)
+                else:                   # the overload of the average: the excess over the share, limit 0
+                    assert infos[j]["grid"] == pytest.approx(s.load[j] - s.share)
+                    assert infos[j]["grid_limit"] == 0.0
+                assert infos[j]["r2"] == pytest.approx(s.unmet[j] - allowance * s.requested[j])
+            np.testing.assert_allclose(rew, s.r0 / lag.reward_scale, rtol=1e-12)
+
+
+def test_ev_grid_cost_is_the_hourly_overload_split_equally():
+    """With a cap per hour the learned multipliers' grid cost is the judged overload: >= 0, 0 in hours under the
+    cap, (sum of loads - L_t) / N over it; its limit is the feasibility tolerance x L_t / N."""
+    from baselines.marl.domain import baseline_domain
+
+    adapter = baseline_domain("ev_charging")
+    core = EVChargingCore(EVConfig(n_agents=3, ports=2, split="train", episode_length=72, constraint_fraction=0.5))
+    core.reset(seed=0)
+    over, under = 0, 0
+    for t in range(72):
+        s = core.step(np.ones((3, 2))).signals          # full power: the cap binds in the busy hours only
+        cost, limit = adapter.grid_cost(core, s)
+        cap = core.limit_at(t)
+        assert cost.shape == (3,) and (cost >= 0).all() and np.all(cost == cost[0])
+        np.testing.assert_allclose(limit, GRID_TOLERANCE * cap / 3, rtol=1e-12)
+        if s.load.sum() > cap:
+            over += 1
+            np.testing.assert_allclose(cost, (s.load.sum() - cap) / 3, rtol=1e-9)
+        else:
+            under += 1
+            assert (cost == 0).all()
+    assert over > 0 and under > 0
+
+
+def test_mappo_lagrangian_learns_a_grid_multiplier_on_a_tight_ev_cap(tmp_path):
+    """The mean excess over the share is negative on EV (quiet hours cancel peak hours) and kept lambda at 0; on
+    the hourly overload a tight cap moves it up from the first dual step."""
+    summary = train_baseline(small("mappo_lagrangian", constraint_fraction=0.1), tmp_path / "tight")
+    history = json.loads((tmp_path / "tight" / "metrics.json").read_text())["dual_history"]
+    assert history[0]["grid_excess"] > 0
+    assert summary["multipliers_final"]["lambda_mean"] > 0
+
+
+def test_dual_step_ascends_on_the_overload_not_the_mean_excess():
+    """A constructed batch: 3 agents, one hour over the cap by 3 kWh (cost 1 each) and three quiet hours (cost 0),
+    share 1 kWh: the step is on mean(cost - 0.01 x share) > 0, although the mean load is under the share."""
+    from baselines.marl.training import build, make_env
+
+    config = small("mappo_lagrangian", dual_lr_grid=2.0)
+    alg = build(config, make_env(config)).algorithm
+    agent = np.tile(np.arange(3), 4)
+    cost = np.repeat([1.0, 0.0, 0.0, 0.0], 3)
+    limit = np.full(12, GRID_TOLERANCE * 1.0)
+    alg.dual_step(cost, np.zeros(12), agent, limit)
+    assert alg.multipliers()["lambda"] == pytest.approx([2.0 * (0.25 - GRID_TOLERANCE)])
 
 
 def test_same_seed_same_policy(tmp_path):

@@ -54,9 +54,12 @@ to Tianshou as a ``BaseVectorEnv`` in one of three modes:
 
 For the learned-multiplier baselines (``config.lagrangian``: MAPPO-L, networked
 PD) the reward is the objective ``r0 / reward_scale`` and every slot's step info
-carries its raw constraint signals ``{"r0", "grid": e_grid - c/N, "r2", "agent"}``
-(stored by Tianshou's buffer, read by ``baselines.marl.lagrangian``); the fixed
-multipliers of the cores are then unused.
+carries its raw constraint signals ``{"r0", "grid", "grid_limit", "r2", "agent"}``
+(stored by Tianshou's buffer, read by ``baselines.marl.lagrangian``); ``grid`` and
+``grid_limit`` are the per-step cost and limit of the judged global constraint
+(``BaselineDomain.grid_cost``: demand response ``e_grid - c/N`` and 0; EV with a cap
+per hour the hour's overload / N and 1 % of the share, computed from all N sites of
+the copy). The fixed multipliers of the cores are then unused.
 
 An "env step" in ``BaselineConfig`` is one hour of one scenario copy (all N
 agents act once); Tianshou's step counter counts slots, so it is N times
@@ -641,17 +644,18 @@ class ScenarioVectorEnv(ArrayVectorEnv):
             self.signal_count += 1
             if not self.slots:
                 info_c[k] = {"agent_rew": reward}
-            elif self.signals:  # through the seam: excess over this step's share, the nu step's local signal
-                info_c[k] = (s.r0, g - self.domain.share(core, s), self.domain.dual_local_signal(core, s))
+            elif self.signals:  # the judged global constraint's cost and limit, the nu step's local signal
+                info_c[k] = (s.r0, *self.adapter.grid_cost(core, s), self.domain.dual_local_signal(core, s))
         if self.slots:
             rew = np.array([rew_c[int(i) // n][int(i) % n] for i in ids], dtype=np.float64)
             trunc = np.array([truncated_c[int(i) // n] for i in ids], dtype=bool)
-            if self.signals:  # raw signals of each slot: objective, global excess over the share, local signal, agent
+            if self.signals:  # raw signals of each slot: objective, global cost and its limit, local signal, agent
                 infos = np.empty(len(ids), dtype=object)
                 for r, i in enumerate(ids):
                     k, j = int(i) // n, int(i) % n
-                    r0, grid, r2 = info_c[k]
-                    infos[r] = {"r0": float(r0[j]), "grid": float(grid[j]), "r2": float(r2[j]), "agent": j}
+                    r0, grid, limit, r2 = info_c[k]
+                    infos[r] = {"r0": float(r0[j]), "grid": float(grid[j]), "grid_limit": float(limit[j]),
+                                "r2": float(r2[j]), "agent": j}
             else:
                 infos = self._empty_infos[: len(ids)].copy()
         else:

@@ -11,7 +11,9 @@ domain is small and lives here, one class each:
 * each agent's type key (``agent_keys``: demand scale / site category), for the type one-hot of the features;
 * the feature transform (``log_column``: demand response compresses its backlog column with ``log1p``; the EV
   observation is already normalised);
-* names for the training logs (``signal_names``, ``state_total``) and the action columns (``action_layout``).
+* names for the training logs (``signal_names``, ``state_total``) and the action columns (``action_layout``);
+* the per-step cost and limit of the judged global constraint for the learned-multiplier baselines
+  (``grid_cost``: demand response the excess over the share; EV with a cap per hour the hour's overload / N).
 
 The fixed-penalty reward is the core's own ``reward="lagrangian"``: ``r0 + lambda (share - g) + nu local`` with
 ``g`` the global signal (demand response: ``e_grid``, share ``c/N``; EV: site load, share ``L_t / N`` of the hour)
@@ -74,6 +76,14 @@ class BaselineDomain:
 
     def action_layout(self, core) -> list[str]:
         raise NotImplementedError
+
+    def grid_cost(self, core, signals) -> tuple[np.ndarray, np.ndarray]:
+        """Per-agent (cost, limit) of one step for the learned-multiplier baselines: the grid cost critic is fitted
+        to ``cost``, the dual step ascends on the batch mean of ``cost - limit``, so the pair must be the per-step
+        form of the global constraint the domain judges. Default: the excess of the global signal over the share
+        with limit 0 (demand response's ``mean e_grid <= c/N`` is exactly the judged rule)."""
+        cost = self.seam.global_signal(signals) - self.seam.share(core, signals)
+        return cost, np.zeros_like(cost)
 
     def facts(self, core) -> dict[str, Any]:
         """JSON-friendly facts of the training scenario for the checkpoint's metadata."""
@@ -167,6 +177,27 @@ class EVBaselines(BaselineDomain):
 
     def action_layout(self, core) -> list[str]:
         return [f"port{k}" for k in range(core.ports)]
+
+    def grid_cost(self, core, signals) -> tuple[np.ndarray, np.ndarray]:
+        """With a cap per hour (``limit`` "peak"/"hourly") the judged rule is the average hourly overload
+        ``mean_t max(0, sum_i load_i,t - L_t) <= GRID_TOLERANCE x mean_t L_t`` (``evaluation.EVVerdict``); the mean
+        excess over the share lets quiet hours cancel peak hours, so its multiplier stays at 0. Here every agent's
+        cost is the hour's overload divided by N and its limit ``GRID_TOLERANCE x L_t / N``: the sum over agents
+        is the judged overload, and each agent's kWh raises that overload by the same amount in an hour over the
+        cap, so an equal split is each agent's marginal effect (a split by load would be 0 for an idle site whose
+        next kWh raises the overload just as much); it also keeps the per-agent means of networked PD equal, so its
+        local multipliers agree on the multiplier of the summed constraint (a site's kWh in an hour over the cap
+        thus weighs lambda / N in its own grid column, not lambda as in demand response). Needs the aggregate load:
+        the training env steps all N sites together (centralised training). ``"average"`` judges the overload
+        of the average, whose per-step form is the default mean excess."""
+        if core.config.limit == "average":
+            return super().grid_cost(core, signals)
+        from cmarl_env.domains.ev_charging.evaluation import GRID_TOLERANCE
+
+        load = self.seam.global_signal(signals)
+        share = self.seam.share(core, signals)
+        overload = max(float(load.mean()) - share, 0.0)   # max(0, sum_i load_i - L_t) / N
+        return np.full(load.shape, overload), np.full(load.shape, GRID_TOLERANCE * share)
 
     def facts(self, core) -> dict[str, Any]:
         return {"dataset": "elaadnl", "grid_limit_kwh": float(core.grid_limit), "limit": core.config.limit,

@@ -18,19 +18,20 @@ What is shared by both learned-multiplier baselines (:class:`LagrangianPPO`)
   stacked as the columns (reward, grid, demand)), as in the MAPPO-L of Gu et al. (Safe MAMuJoCo) and SafePO,
   where the reward critic and the cost critic are separate networks. Each is fitted to its own GAE(lambda)
   return (Tianshou's ``compute_episodic_return``, per column) with its own squared error (the value loss is the
-  sum of the three); the column signals, all divided by ``reward_scale``, are ``r0_i``, ``e_grid_i - c/N`` and
-  ``r2_i``, read from the slot infos of ``ScenarioVectorEnv`` (the env reward of these baselines is ``r0``).
+  sum of the three); the column signals, all divided by ``reward_scale``, are ``r0_i``, the grid cost (demand
+  response: ``e_grid_i - c/N``; the domain's ``grid_cost``, see below) and ``r2_i``, read from the slot infos of
+  ``ScenarioVectorEnv`` (the env reward of these baselines is ``r0``).
 * **Combined advantage** ``A_i = A^r_i - lambda_i A^grid_i - mu_i A^dem_i`` for agent i's PPO ratio (clip 0.2),
   normalised per minibatch as in the MAPPO baseline. SafePO divides ``A^r - lambda A^c`` by ``1 + lambda``; with
   per-minibatch normalisation that factor cancels, so it is omitted.
 * **Dual ascent after each collect, on the measured violation**: before the PPO epochs of an update, on the
   whole just-collected batch (``num_envs * rollout_steps`` hours), ``lambda <- clip(lambda + dual_lr_grid *
-  (mean e_grid - c/N), 0, lambda_max)`` and ``mu_i <- clip(mu_i + dual_lr_demand * (mean r2_i - demand_slack),
-  0, mu_max)``; the policy update of that iteration uses the updated multipliers (SafePO's order: multiplier
-  first, then the policy). The references (SafePO's ``Lagrange`` class) take a gradient step on the mean
-  episode cost minus the cost limit with Adam or SGD; here plain projected (sub)gradient ascent on the batch
-  mean per hour, so the step is in the constraints' own units (kWh per agent-hour) and the box is the paper's
-  (``lambda in [0, 15]``, ``|nu| <= 20``).
+  mean(grid cost - grid limit), 0, lambda_max)`` (demand response: ``mean e_grid - c/N``) and
+  ``mu_i <- clip(mu_i + dual_lr_demand * (mean r2_i - demand_slack), 0, mu_max)``; the policy update of that
+  iteration uses the updated multipliers (SafePO's order: multiplier first, then the policy). The references
+  (SafePO's ``Lagrange`` class) take a gradient step on the mean episode cost minus the cost limit with Adam or
+  SGD; here plain projected (sub)gradient ascent on the batch mean per hour, so the step is in the constraints'
+  own units (kWh per agent-hour) and the box is the paper's (``lambda in [0, 15]``, ``|nu| <= 20``).
 * **The executed policy carries no multipliers.** The actor sees only the agent's local features (as every
   baseline's), so the learned ``lambda``/``mu`` shape the policy during training and are then frozen into its
   weights; a new constraint level or population needs retraining. This is the contrast with state
@@ -45,11 +46,17 @@ per-hour advantage of not buying is only the discounting of that later cost; MAP
 large combined return early on, and its advantages are closer to truncated Monte-Carlo returns, in which demand
 pushed past the end of a training episode is free. The primal-dual loop still learns (``tests/test_constrained_baselines.py``).
 
-Other domains (``baselines.marl.domain``): the slot infos carry the domain's signals through the seam, so on EV
-charging ``grid`` is the site load minus the hour's share ``L_t / N`` and ``r2`` the domain's dual local signal
-(unmet energy minus ``unmet_allowance`` x the energy the departing cars requested; ``demand_slack`` defaults to 0
-there). Measured on EV (10 sites, short budgets): the mean excess over the share is negative when the cap binds only
-in peak hours, so lambda stays at 0 and only the unmet multiplier moves.
+Other domains (``baselines.marl.domain``): the slot infos carry the domain's signals through the seam; the grid
+column and its limit are the per-step form of the global constraint the domain JUDGES
+(``BaselineDomain.grid_cost``), and ``r2`` is the domain's dual local signal (EV: unmet energy minus
+``unmet_allowance`` x the energy the departing cars requested; ``demand_slack`` defaults to 0 there). On EV with a
+cap per hour (``limit`` "peak"/"hourly") the judged rule is the average hourly overload, so the grid cost of every
+site is the hour's overload ``max(0, sum_i load_i - L_t) / N`` and its limit ``GRID_TOLERANCE x L_t / N``; with
+``"average"`` it is the site load minus the share ``L_t / N`` with limit 0, as for demand response. Measured on
+EV (``cmarl bench ev``, 10 sites, 4,608 env steps): the earlier mean excess over the share was about -1.8 kWh per
+site-hour (-2.1 with the hourly profile; quiet hours cancel peak hours), so lambda stayed at 0; on the overload
+lambda rises at every dual step, to 1.1-1.3 (MAPPO-L 1.12 peak / 1.27 hourly, networked PD 1.25 / 1.32), but
+at that budget the policies barely change (overload 0.016-0.019 x the cap, unmet 7-8 %: still infeasible).
 
 The two variants differ in the critic input, the multipliers and the advantage (``mappo_lagrangian.py``,
 ``networked_pd.py``). Multipliers are registered buffers of the Tianshou algorithm, so they are saved with and
@@ -124,9 +131,13 @@ class LagrangianPPO(PPO):
         return {"lambda": lam.tolist(), "mu": mu.tolist(), "lambda_mean": float(lam.mean()),
                 "mu_mean": float(mu.mean()), "dual_updates": int(self.dual_updates)}
 
-    def dual_step(self, grid: np.ndarray, r2: np.ndarray, agent: np.ndarray) -> dict[str, Any]:
-        """One projected dual-ascent step on a batch's raw signals (``grid = e_grid - c/N``, ``r2``, agent index)."""
+    def dual_step(self, grid: np.ndarray, r2: np.ndarray, agent: np.ndarray,
+                  grid_limit: np.ndarray | None = None) -> dict[str, Any]:
+        """One projected dual-ascent step on a batch's raw signals (grid cost, ``r2``, agent index), on the
+        excess ``grid - grid_limit`` (``BaselineDomain.grid_cost``; no limit: ``grid`` is the excess already)."""
         n = self.n_agents
+        if grid_limit is not None:
+            grid = grid - grid_limit
         count = np.maximum(np.bincount(agent, minlength=n), 1)
         grid_i = np.bincount(agent, weights=grid, minlength=n) / count       # mean excess grid use per agent
         demand_i = np.bincount(agent, weights=r2, minlength=n) / count - self.demand_slack
@@ -154,7 +165,7 @@ class LagrangianPPO(PPO):
     def _signals(self, batch) -> tuple[np.ndarray, ...]:
         info = batch.info
         try:
-            cols = [np.asarray(info[k], dtype=np.float64) for k in ("r0", "grid", "r2")]
+            cols = [np.asarray(info[k], dtype=np.float64) for k in ("r0", "grid", "grid_limit", "r2")]
             agent = np.asarray(info["agent"], dtype=np.int64)
         except (KeyError, AttributeError, TypeError) as err:
             raise RuntimeError("LagrangianPPO needs the constraint-signal infos of ScenarioVectorEnv "
@@ -162,8 +173,8 @@ class LagrangianPPO(PPO):
         return (*cols, agent)
 
     def _preprocess_batch(self, batch, buffer, indices):
-        r0, grid, r2, agent = self._signals(batch)
-        self.dual_step(grid, r2, agent)
+        r0, grid, grid_limit, r2, agent = self._signals(batch)
+        self.dual_step(grid, r2, agent, grid_limit)
         with torch.no_grad():
             v_s = torch.cat([self.critic(mb.obs) for mb in batch.split(self.max_batchsize, shuffle=False,
                                                                         merge_last=True)])

@@ -7,11 +7,12 @@ no multipliers at execution) is :class:`baselines.marl.lagrangian.LagrangianPPO`
 * **Actor:** ONE Gaussian MLP shared by all agents on the agent's local features (plain observation + type
   one-hot), exactly the MAPPO baseline's (``SlotActor`` over ``build_local_actor("gaussian_clip")``); execution
   is decentralised and multiplier-free.
-* **Centralised critics:** three value networks (reward r0, grid excess ``e_grid - c/N``, backlog growth r2) on
+* **Centralised critics:** three value networks (reward r0, grid cost - demand response: the excess
+  ``e_grid - c/N``, EV with a cap per hour: the hour's overload / N (``BaselineDomain.grid_cost``) - and r2) on
   MAPPO's agent-specific global state ``[local features of agent i, all agents' local features]``
   (``ScenarioVectorEnv`` mode ``"local_global"``), the critic input of the MAPPO baseline.
-* **Multipliers:** ONE global ``lambda`` for the coupled grid constraint (dual ascent on the mean grid excess
-  over all agents and hours of the collected batch: the constraint is on the sum of all agents' grid use) and
+* **Multipliers:** ONE global ``lambda`` for the coupled grid constraint (dual ascent on the mean of the grid
+  cost minus its limit over all agents and hours of the collected batch: the constraint is on the sum) and
   one ``mu_i`` per agent for its own demand constraint (mean r2 of agent i's samples minus the slack).
 * **Advantage:** agent i's own ``A^r - lambda A^grid - mu_i A^dem`` (per-agent GAE and PPO ratio, as MAPPO).
 

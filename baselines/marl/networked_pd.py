@@ -7,7 +7,7 @@ machinery is :class:`baselines.marl.lagrangian.LagrangianPPO`; this module wires
 
 * **Graph:** the scenario's communication graph (``config.graph``, ``graph_params``, ``graph_seed`` through
   ``cmarl_env.graphs``, the graph dual consensus uses).
-* **Local critics:** agent i's three value networks (reward, grid excess, backlog growth) see only its closed
+* **Local critics:** agent i's three value networks (reward, grid cost, backlog growth) see only its closed
   neighbourhood ``[own features, each neighbour's features, zero padding up to the largest degree]``
   (``ScenarioVectorEnv`` mode ``"local_neighbourhood"``; the input width is ``(max degree + 1) x features``, so it
   does not grow with N on bounded-degree graphs, unlike MAPPO's O(N) global state). The critic weights are
@@ -20,6 +20,13 @@ machinery is :class:`baselines.marl.lagrangian.LagrangianPPO`; this module wires
   true, summed constraint - is what the averaging preserves), then each agent's own projected ascent step on
   its measured excess ``mean e_grid_i - c/N``: a distributed dual subgradient method (consensus + local step).
   ``mu_i`` needs no exchange (local constraint).
+* **Grid cost per domain** (``BaselineDomain.grid_cost``): on EV with a cap per hour the judged constraint is
+  the average hourly overload of the SUM of the loads, so agent i's cost is the hour's overload / N and its
+  limit 1 % of ``L_t / N``. That cost needs the hour's aggregate load, which a local agent does not observe: the
+  training env steps all N sites together and hands every slot the overload (centralised training,
+  decentralised execution - the executed actor still reads only local features). The per-agent excesses are
+  then equal, so the local lambdas stay in agreement; the local critics fit a global quantity from a
+  neighbourhood view, a noisier target than demand response's own excess.
 * **Advantage:** agent i's own ``A^r_i - lambda_i A^grid_i - mu_i A^dem_i``. The truncated-Q policy gradient of
   the networked-MARL references averages the local values of the kappa-hop neighbourhood because a neighbour's
   action changes agent i's transitions; here agents' rewards and transitions are independent given the

@@ -258,6 +258,8 @@ class Aggregate:
     common_scenarios: list[str] = field(default_factory=list)   # the scenarios every ranked method ran
     ours: str | None = None                                      # the method the improvement probabilities are of
     improvement: dict[str, Stat] = field(default_factory=dict)   # P(ours better than method) with its interval
+    # scenario -> method -> each run's training description (learned multipliers differ by scenario and seed)
+    training_details: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -334,8 +336,9 @@ def aggregate(records: Sequence[RunRecord], failures: Sequence[Failure] = (), *,
                 y = _score(by, m, common)
                 if x is not None and y is not None:
                     improvement[m] = probability_of_improvement(x, y, seed=seed)
+    details = {sc: {m: [r.metrics.get("budget_detail", "") for r in rs] for m, rs in ms.items()} for sc, ms in by.items()}
     return Aggregate(scenarios, methods, per, seeds, overall, ranks, ranking, mean_rank, facts, list(failures), reps,
-                     common, ours[0] if ours else None, improvement)
+                     common, ours[0] if ours else None, improvement, details)
 
 
 def _score(by, method: str, scenarios: Sequence[str]) -> np.ndarray | None:

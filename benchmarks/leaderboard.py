@@ -57,9 +57,26 @@ def fmt_stat(st: Stat | None, scale: float = 1.0, digits: int = 3, ci: bool = Tr
     return f"{v} [{st.ci_low * scale:.{digits}f}, {st.ci_high * scale:.{digits}f}]"
 
 
-def _training(agg: Aggregate, method: str) -> str:
+def shared_detail(details: Sequence[str]) -> str:
+    """One training description for several runs: the ``"; "``-separated parts they all share, then each part
+    that differs as its values over the runs joined by " / " (e.g. the multipliers MAPPO-L learned per seed), so a
+    table never shows one run's learned values for another's."""
+    split = [d.split("; ") for d in details if d]
+    if not split:
+        return ""
+    if all(parts == split[0] for parts in split):
+        return "; ".join(split[0])
+    if len({len(parts) for parts in split}) != 1:
+        return "; ".join(p for p in split[0] if all(p in parts for parts in split))
+    return "; ".join(col[0] if len(set(col)) == 1 else " / ".join(dict.fromkeys(col)) for col in zip(*split))
+
+
+def _training(agg: Aggregate, method: str, scenario: str | None = None) -> str:
+    """The Training column: over one scenario's runs of the method, or (``scenario=None``) over all of them."""
     info = agg.methods[method]
-    text = info.budget_detail or info.budget or ""
+    runs = (agg.training_details.get(scenario, {}).get(method, []) if scenario is not None
+            else [d for ms in agg.training_details.values() for d in ms.get(method, [])])
+    text = shared_detail(runs) or info.budget_detail or info.budget or ""
     if text in ("none", ""):
         text = "no training"
     if info.note:
@@ -179,7 +196,7 @@ def markdown(agg: Aggregate, suite: str = "", *, scenarios: Sequence[str] | None
             stats = agg.per_scenario[s][m]
             rank = agg.ranks[s].get(m)
             row = ["ref." if rank is None else f"{rank:g}", _md_escape(agg.methods[m].label),
-                   _md_escape(_training(agg, m))]
+                   _md_escape(_training(agg, m, s))]
             row += [fmt_stat(stats.get(d.key), d.scale, d.digits) for d in METRICS_]
             row.append(str(len(agg.seeds[s][m])))
             out.write("| " + " | ".join(row) + " |\n")
@@ -211,7 +228,8 @@ def csv_text(agg: Aggregate, *, ev: bool = False) -> str:
             if st is None:
                 continue
             w.writerow({"scope": scope, "scenario": scenario, "method": method, "label": info.label,
-                        "kind": info.kind, "reference": info.reference, "training": _training(agg, method),
+                        "kind": info.kind, "reference": info.reference,
+                        "training": _training(agg, method, None if scope == "overall" else scenario),
                         "metric": d.key, "iqm": _num(st.iqm), "ci_low": _num(st.ci_low), "ci_high": _num(st.ci_high),
                         "n": st.n, "rank": "" if rank is None else f"{rank:g}"})
 

@@ -307,3 +307,15 @@ def test_update_readme(tmp_path):
     plain.write_text("no markers\n")
     assert not update_readme(plain, "x")
     assert plain.read_text() == "no markers\n"
+
+
+def test_a_training_column_never_shows_one_runs_learned_multipliers_for_another():
+    from benchmarks.leaderboard import shared_detail
+
+    a = "short budget: 6,400 env steps; multipliers learned from (0, 0) to lambda 3.41 (means)"
+    b = "short budget: 6,400 env steps; multipliers learned from (0, 0) to lambda 3.54 (means)"
+    assert shared_detail([a, a]) == a
+    assert shared_detail([a, b]) == ("short budget: 6,400 env steps; multipliers learned from (0, 0) to lambda 3.41 "
+                                     "(means) / multipliers learned from (0, 0) to lambda 3.54 (means)")
+    assert shared_detail([a, "short budget: 6,400 env steps"]) == "short budget: 6,400 env steps"
+    assert shared_detail(["", ""]) == ""

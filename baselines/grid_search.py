@@ -646,10 +646,7 @@ def plot_heatmaps(config: GridSearchConfig, results: dict[str, dict], path: Path
     level = config.constraint if level is None else level
     fig.suptitle(f"Fixed-penalty grid ({config.method}, c = {level:g}); red squares satisfy both constraints "
                  "in every roll-out")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    fig.savefig(path.with_suffix(".pdf"))
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def plot_band(config: GridSearchConfig, results: dict[str, dict], path: Path, level: float | None = None) -> None:
@@ -680,6 +677,13 @@ def plot_band(config: GridSearchConfig, results: dict[str, dict], path: Path, le
     level = config.constraint if level is None else level
     fig.suptitle(f"Fixed-penalty band ({config.method}, c = {level:g}); filled markers satisfy both constraints in "
                  "every roll-out; dashed: the grid tolerance")
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path: Path) -> None:
+    """PNG (for the README) and PDF (for papers) of one grid-search figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     fig.savefig(path.with_suffix(".pdf"))

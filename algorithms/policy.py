@@ -815,3 +815,13 @@ def ev_policy_fn(policy: AugmentedPolicy, core: Any, chunk_size: int = DEFAULT_C
     """``obs -> (n, K)`` actions of an EV checkpoint on ``core``'s observations (``EVPolicy.bind``)."""
     bound = EVPolicy.bind(policy, core)
     return lambda obs: bound.act(obs, chunk_size=chunk_size)
+
+
+def shipped_ev_policies(core: Any, chunk_size: int = DEFAULT_CHUNK) -> tuple[dict, dict, dict]:
+    """The shipped EV policies for the site categories of ``core``, checked against it: (checkpoints, act
+    functions, repository paths), by category; what Algorithm 1 on EV runs with (``cmarl run``, the benchmarks)."""
+    from cmarl_env.domains import get_domain
+
+    loaded = {t: load_ev_pretrained(t, expected=core) for t in get_domain("ev_charging").type_keys(core)}
+    policies = {t: ev_policy_fn(p, core, chunk_size=chunk_size) for t, p in loaded.items()}
+    return loaded, policies, {t: f"algorithms/pretrained/ev/{t}.pt" for t in loaded}

@@ -309,25 +309,21 @@ def _run_ev(args: argparse.Namespace) -> int:
     try:
         check_output_dir(out, "--out")
         from algorithms.execute import INFERENCE_CHUNK, DualConsensusController
-        from algorithms.policy import ev_policy_fn, load_ev_pretrained
-        from cmarl_env.domains import get_domain
-        from cmarl_env.domains.ev_charging.config import EVConfig
+        from algorithms.policy import shipped_ev_policies
+        from cmarl_env.domains.ev_charging.config import SPLITS, EVConfig
         from cmarl_env.domains.ev_charging.core import EVChargingCore
         from cmarl_env.evaluation import rollout
 
         extra = {k: getattr(args, k) for k in ("split", "ports", "limit") if getattr(args, k) is not None}
         split = extra.get("split", "test")
-        lo = EVConfig(split=split).day_window[0] if split in ("train", "test", "all") else None
+        lo = EVConfig(split=split).day_window[0] if split in SPLITS else None
         day = args.start_day if args.start_day is not None else lo
         ev = EVConfig(**(extra | {"split": split}), n_agents=args.agents, constraint_fraction=args.constraint,
                       episode_length=args.steps, start_day=day, seed=args.seed, graph=args.graph, augment=True)
         dual = _dual_ev(args)
         core = EVChargingCore(ev)
-        domain = get_domain("ev_charging")
-        loaded = {t: load_ev_pretrained(t, expected=core) for t in domain.type_keys(core)}
-        policies = {t: ev_policy_fn(p, core, chunk_size=INFERENCE_CHUNK) for t, p in loaded.items()}
-        config = EVRunConfig("ev_charging", ev, dual, int(core.calibration_day), args.steps, args.seed,
-                             {t: f"algorithms/pretrained/ev/{t}.pt" for t in loaded})
+        _, policies, source = shipped_ev_policies(core, chunk_size=INFERENCE_CHUNK)
+        config = EVRunConfig("ev_charging", ev, dual, int(core.calibration_day), args.steps, args.seed, source)
         controller = DualConsensusController(dual, policies, record_agents=args.record_agents)
         with FolderLock(out, "run folder"):
             result = rollout(controller, core, config.start_day, args.steps, seed=args.seed,

@@ -28,7 +28,6 @@ import numpy as np
 
 from cmarl_env.domains import get_domain
 
-DOMAIN_NAMES = ("demand_response", "ev_charging")
 # EVConfig fields a baseline may set in ``domain_params`` (the others come from the baseline config itself)
 EV_PARAMS = ("ports", "site_types", "charger_kw", "daily_use", "limit", "limit_profile", "split", "window",
              "unmet_allowance")
@@ -205,6 +204,7 @@ class EVBaselines(BaselineDomain):
 
 
 _DOMAINS = {"demand_response": DemandResponseBaselines, "ev_charging": EVBaselines}
+DOMAIN_NAMES = tuple(_DOMAINS)
 _CACHE: dict[str, BaselineDomain] = {}
 
 

@@ -48,7 +48,7 @@ def _prepare_ev(spec, ctx: RunContext, *, rounds: int | None) -> Prepared:
     with the EV domain's dual defaults (``EVChargingDomain.dual_defaults``) and the suite's params on top."""
     from algorithms.dual import DualConfig
     from algorithms.execute import INFERENCE_CHUNK
-    from algorithms.policy import ev_policy_fn, load_ev_pretrained
+    from algorithms.policy import shipped_ev_policies
     from cmarl_env.domains import get_domain
     from cmarl_env.domains.ev_charging.core import EVChargingCore
 
@@ -63,9 +63,7 @@ def _prepare_ev(spec, ctx: RunContext, *, rounds: int | None) -> Prepared:
     domain = get_domain("ev_charging")
     dual = DualConfig(**(dict(domain.dual_defaults) | params))
     core0 = EVChargingCore(sc.ev_config(augment=True))
-    loaded = {t: load_ev_pretrained(t, expected=core0) for t in domain.type_keys(core0)}
-    policies = {t: ev_policy_fn(p, core0, chunk_size=INFERENCE_CHUNK) for t, p in loaded.items()}
-    source = {t: f"algorithms/pretrained/ev/{t}.pt" for t in loaded}
+    loaded, policies, source = shipped_ev_policies(core0, chunk_size=INFERENCE_CHUNK)
     return _prepared(spec, dual, policies, loaded, source, "shipped pretrained EV policies")
 
 

@@ -76,6 +76,13 @@ class MethodDef:
     # files whose contents determine the result (checkpoints): hashed into the run's spec hash, so a retrained
     # policy makes finished runs stale instead of silently reusing them
     inputs: Callable[[Mapping[str, Any]], list[Path]] | None = None
+    # the values the kind uses for the parameters a suite leaves out (code defaults, e.g. Algorithm 1's step
+    # sizes): hashed into the run's spec hash, so changing a default makes finished runs stale as well
+    defaults: Callable[[], Mapping[str, Any]] | None = None
+
+    def default_params(self) -> dict[str, Any]:
+        """``defaults()`` as a plain dict ({} when the kind declares none)."""
+        return {} if self.defaults is None else dict(self.defaults())
 
     def input_files(self, params: Mapping[str, Any]) -> list[Path]:
         """The files a run of this method with ``params`` reads: ``inputs(params)`` if given, else the

@@ -261,7 +261,16 @@ class RunSpec:
                                                                          if k in ("kind", "params")},
                    "seed": self.seed, "rollouts": self.rollouts, "oracle": self.oracle,
                    "start_hours": list(self.start_hours), "inputs": self.input_digests()}
+        defaults = self.method_defaults()
+        if defaults:  # only kinds that declare code defaults: the other runs keep their hashes
+            payload["defaults"] = defaults
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def method_defaults(self) -> dict[str, Any]:
+        """The code defaults of the method's kind (registry ``MethodDef.defaults``), part of the spec hash."""
+        from benchmarks.registry import get
+
+        return get(self.method.kind).default_params()
 
     def input_digests(self) -> list[list[str]]:
         """Content hashes of the files the method reads (checkpoints; registry ``MethodDef.inputs``), (name, digest) pairs:

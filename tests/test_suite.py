@@ -356,3 +356,21 @@ def test_spec_hash_follows_the_checkpoint_contents(tmp_path):
     shipped = dataclasses.replace(spec, method=dataclasses.replace(spec.method, params={}))
     assert {name for name, _ in shipped.input_digests()} == {"normal.pt", "double.pt"}
     assert all(digest != "missing" for _, digest in shipped.input_digests())
+
+
+def test_spec_hash_follows_the_dual_defaults(monkeypatch):
+    """Changing Algorithm 1's default step sizes in code must make finished dual runs stale; the methods that
+    declare no code defaults keep their hashes."""
+    from cmarl_env.domains import get_domain
+
+    d = copy.deepcopy(MINIMAL)
+    d["methods"] = {"ours": {"kind": "consensus"}, "rule": {"kind": "rule_based"}}
+    d["experiments"] = [{"name": "main", "methods": ["ours", "rule"]}]
+    ours, rule = parse_suite(d).runs()[:2]
+    assert ours.method.kind == "consensus" and rule.method.kind == "rule_based"
+    assert ours.method_defaults()["dual"]["eta"] > 0 and rule.method_defaults() == {}
+    before_ours, before_rule = ours.spec_hash(), rule.spec_hash()
+    ev = type(get_domain("ev_charging"))
+    monkeypatch.setattr(ev, "dual_defaults", dict(ev.dual_defaults) | {"alpha": 0.123})
+    assert ours.spec_hash() != before_ours
+    assert rule.spec_hash() == before_rule

@@ -128,6 +128,15 @@ def _inputs(params) -> list[Path]:
     return sorted(Path(str(root / f.name)) for f in root.iterdir() if f.name.endswith(".pt"))
 
 
+def _defaults() -> dict[str, Any]:
+    """Algorithm 1's code defaults in both domains (``DualConfig`` and the EV domain's overrides): a run that
+    leaves the step sizes to the defaults is re-run when they change."""
+    from algorithms.dual import DualConfig
+    from cmarl_env.domains import get_domain
+
+    return {"dual": DualConfig().to_dict(), "ev_charging": dict(get_domain("ev_charging").dual_defaults)}
+
+
 def _one_thread() -> None:
     try:
         import torch
@@ -140,10 +149,10 @@ def _one_thread() -> None:
 register(MethodDef(
     kind="consensus", label="Dual consensus (ours)", family="ours", budget="pretrained", colour="tab:blue",
     prepare=lambda spec, ctx: _prepare(spec, ctx, rounds=None), params=_dual_params(), validate=_validate,
-    inputs=_inputs,
+    inputs=_inputs, defaults=_defaults,
 ))
 register(MethodDef(
     kind="no_consensus", label="No consensus (L = 0)", family="ours", budget="pretrained", colour="tab:red",
     prepare=lambda spec, ctx: _prepare(spec, ctx, rounds=0), params=_dual_params(),
-    validate=lambda p: _validate(p, rounds_zero=True), inputs=_inputs,
+    validate=lambda p: _validate(p, rounds_zero=True), inputs=_inputs, defaults=_defaults,
 ))

@@ -117,7 +117,7 @@ def test_algorithm1_runs_on_ev_and_lambda_rises_when_the_limit_binds():
     from cmarl_env.domains import get_domain
 
     assert ctl.dual_config == DualConfig(**get_domain("ev_charging").dual_defaults)  # the EV domain's dual defaults
-    assert ctl.dual_config == DualConfig(alpha=0.1, nu_max=0.0)
+    assert ctl.dual_config == DualConfig(alpha=0.1, eta=0.13, nu_max=0.0)
     lam = r.traces["lambda_mean"]
     assert lam.shape == (72,) and lam[0] >= 0 and lam.max() > 0.1
     over = r.load > r.limit
@@ -150,7 +150,7 @@ def test_per_step_share_in_the_dual_update():
     n = 4
     e = np.array([3.0, 1.0, 2.0, 0.5])
     for period in (1, 2):
-        dual = DualConsensus(None, DualConfig(rounds=0, update_period=period), n=n, share=1.0)
+        dual = DualConsensus(None, DualConfig(alpha=0.05, rounds=0, update_period=period), n=n, share=1.0)
         for s in (2.0, 0.5)[:period]:
             lam, _ = dual.step(e, np.zeros(n), share=s)
         excess = np.mean([e - s for s in (2.0, 0.5)[:period]], axis=0)

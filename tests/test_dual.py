@@ -297,7 +297,7 @@ def test_config_validation_names_the_field(field, value, pattern):
 
 def test_config_defaults_and_roundtrip():
     c = DualConfig()
-    assert (c.alpha, c.eps, c.eta, c.rounds, c.update_period) == (0.05, 0.5, 0.13, 1, 1)
+    assert (c.alpha, c.eps, c.eta, c.rounds, c.update_period) == (0.01, 0.5, 0.07, 1, 1)
     assert (c.lambda_min, c.lambda_max, c.nu_min, c.nu_max) == (0.0, 15.0, -20.0, 20.0)
     assert c.weights == "random_walk"  # the paper's matrix stays the default
     assert DualConfig.from_dict(c.to_dict()) == c

@@ -107,7 +107,7 @@ def test_no_consensus_has_no_bound_and_spreads(dataset):
 
 def test_nu_tracks_the_backlog(dataset):
     """r2 telescopes (r2_t = B_{t+1} - B_t), so while unclipped nu_i = -eta * B_i: the nu range bounds each backlog."""
-    dual = DualConfig(eta=0.3, rounds=1, nu_min=-1e9, nu_max=1e9)
+    dual = DualConfig(alpha=0.05, eta=0.3, rounds=1, nu_min=-1e9, nu_max=1e9)
     result = run_execution(ExecutionConfig(steps=300, dual=dual), {1.0: greedy_policy, 2.0: greedy_policy}, data=dataset)
     t = result.trajectories
     assert t["total_backlog"].max() > 1.0  # not vacuous

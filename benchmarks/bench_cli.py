@@ -1,7 +1,7 @@
 """``cmarl bench SUITE``: run a benchmark suite through Ray, write the leaderboard and the figures.
 
-SUITE is a shipped suite (``quick``, ``paper``, ``scaling``, ``ablations``;
-``benchmarks/suites/*.json``) or the path of a suite JSON file (format in
+SUITE is a shipped suite (the names of ``benchmarks/suites/*.json``: ``quick``,
+``paper_main``, ``baselines``, ``dual_steps``, ...) or the path of a suite JSON file (format in
 ``benchmarks.suite``). Examples::
 
     cmarl bench quick                                  # local Ray on this machine
@@ -22,7 +22,10 @@ from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", metavar="SUITE", help="shipped suite name (quick, paper, scaling, ablations) or a JSON path")
+    from benchmarks.suite import SUITES_DIR
+
+    shipped = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.json")))
+    parser.add_argument("suite", metavar="SUITE", help=f"shipped suite name ({shipped}) or a JSON path")
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (e.g. ray://head:10001 or auto); default: start a local Ray")
     parser.add_argument("--out", default=None, help="results folder (default results/bench/<suite name>)")

@@ -129,6 +129,20 @@ def test_paper_scaling_ablation_content():
     assert {p for m in abl.methods.values() for p in m.params} >= {"rounds", "alpha", "eps", "eta"}
 
 
+def test_dual_steps_suites_sweep_the_default_step_sizes_and_share_their_pairs():
+    """DualConfig's alpha and eta are a pair of suite dual_steps (its rank 1, README "Dual step sizes"), and the
+    held-out suite judges the same pairs on hours outside the training window."""
+    from algorithms.dual import DualConfig
+
+    tuning, held_out = load_suite("dual_steps"), load_suite("dual_steps_held_out")
+    pairs = {(r.method.params["alpha"], r.method.params["eta"]) for r in tuning.runs() if r.method.kind == "consensus"}
+    assert (DualConfig().alpha, DualConfig().eta) in pairs and len(pairs) == 20
+    assert pairs == {(r.method.params["alpha"], r.method.params["eta"])
+                     for r in held_out.runs() if r.method.kind == "consensus"}
+    assert all(r.scenario.start_hour + r.scenario.steps <= 3000 + r.scenario.start_jitter for r in tuning.runs())
+    assert all(r.scenario.start_hour >= 3000 for r in held_out.runs())
+
+
 # --------------------------------------------------------------------------- expansion
 def test_minimal_expansion_and_names():
     suite = parse_suite(MINIMAL)

@@ -36,7 +36,7 @@ from benchmarks import registry
 from benchmarks.aggregate import RunRecord, interval_estimate, load_runs, score_matrix
 
 FIGURES = ("figure_2", "figure_3", "figure_4", "figure_A1", "figure_A2", "figure_A3", "figure_topology",
-           "figure_robustness")
+           "figure_robustness", "figure_dual_steps")
 FORMATS = ("png", "pdf")
 DEMAND_COLOUR = "0.35"
 
@@ -609,6 +609,68 @@ def figure_topology(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "figure_topology")
 
 
+def dual_steps_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """One row per (alpha, eta) pair of the consensus runs that set both step sizes (suites ``dual_steps`` and
+    ``dual_steps_held_out``): infeasible and total roll-outs over the scenarios, mean cost / LP where there is one."""
+    pairs: dict[tuple[float, float], dict[str, Any]] = {}
+    for r in records:
+        p = _params(r)
+        if not is_consensus(r) or "alpha" not in p or "eta" not in p:
+            continue
+        row = pairs.setdefault((float(p["alpha"]), float(p["eta"])), {"alpha": float(p["alpha"]),
+                                                                      "eta": float(p["eta"]), "infeasible": 0,
+                                                                      "rollouts": 0, "cost_ratios": []})
+        row["infeasible"] += int(r.metrics.get("n_infeasible", 0))
+        row["rollouts"] += int(r.metrics.get("n_rollouts", 0))
+        if r.metrics.get("cost_ratio") is not None:
+            row["cost_ratios"].append(float(r.metrics["cost_ratio"]))
+    rows = []
+    for row in pairs.values():
+        ratios = row.pop("cost_ratios")
+        row["cost_ratio"] = float(np.mean(ratios)) if ratios else None
+        rows.append(row)
+    return sorted(rows, key=lambda x: (x["alpha"], x["eta"]))
+
+
+def figure_dual_steps(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
+    """alpha x eta heat-maps: infeasible roll-outs and mean cost / LP, the default pair outlined."""
+    rows = dual_steps_table(records)
+    if not rows:
+        raise MissingData("no consensus runs that set both alpha and eta (cmarl bench dual_steps)")
+    from algorithms.dual import DualConfig
+
+    plt = _setup()
+    alphas = sorted({x["alpha"] for x in rows})
+    etas = sorted({x["eta"] for x in rows})
+    share = np.full((len(etas), len(alphas)), np.nan)
+    cost = np.full((len(etas), len(alphas)), np.nan)
+    for x in rows:
+        i, j = etas.index(x["eta"]), alphas.index(x["alpha"])
+        share[i, j] = x["infeasible"] / max(x["rollouts"], 1)
+        cost[i, j] = np.nan if x["cost_ratio"] is None else x["cost_ratio"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    panels = ((axes[0], share, "(a) Infeasible roll-outs (share)", "Reds", "{:.2f}"),
+              (axes[1], cost, "(b) Mean cost / LP", "viridis", "{:.3f}"))
+    default = (DualConfig().alpha, DualConfig().eta)
+    for ax, values, title, cmap, fmt in panels:
+        im = ax.imshow(values, origin="lower", cmap=cmap, aspect="auto")
+        fig.colorbar(im, ax=ax)
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
+                        color="k" if cmap == "Reds" else "w")
+        if default[0] in alphas and default[1] in etas:
+            ax.add_patch(plt.Rectangle((alphas.index(default[0]) - 0.5, etas.index(default[1]) - 0.5), 1, 1,
+                                       fill=False, lw=2.5, ec="tab:blue", label="DualConfig default"))
+            ax.legend(fontsize=7, loc="upper right")
+        ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+        ax.set_yticks(range(len(etas)), [f"{e:g}" for e in etas])
+        ax.set(xlabel="alpha (step on lambda)", ylabel="eta (step on nu)", title=title)
+        ax.grid(False)
+    fig.suptitle("Algorithm 1's dual step sizes (dual consensus, shipped policies)")
+    return _save(fig, out_dir, "figure_dual_steps")
+
+
 ROBUSTNESS_PREFIX = "robustness"
 #: communication field -> (model, title, x label); the order of the figures
 ROBUSTNESS_MODELS = {
@@ -793,6 +855,7 @@ def make_figures(results_dir: str | Path, out_dir: str | Path | None = None, *,
         "figure_A3": lambda: figure_A3(records, out),
         "figure_topology": lambda: figure_topology(records, out),
         "figure_robustness": lambda: figure_robustness(records, out),
+        "figure_dual_steps": lambda: figure_dual_steps(records, out),
     }
     results = []
     for name in only or FIGURES:

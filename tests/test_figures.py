@@ -331,3 +331,29 @@ def test_figures_command(results, tmp_path, capsys):
                                                           "figure_A1.png"]
     with pytest.raises(SystemExit):
         main(["figures", str(tmp_path / "missing")])
+
+
+def test_figure_dual_steps_tabulates_every_pair_and_marks_the_default(tmp_path, dataset, drawn):
+    """A small alpha x eta sweep (the layout of suite dual_steps): one row per pair with its infeasible roll-outs,
+    the heat-maps drawn; without such runs the figure is skipped with a reason."""
+    from algorithms.dual import DualConfig
+
+    alphas, etas = [DualConfig().alpha, 0.05], [DualConfig().eta, 0.2]
+    raw = {"name": "steps", "defaults": {"scenario": {"steps": 24, "start_jitter": 5}, "seeds": [0], "rollouts": 2,
+                                         "oracle": False},
+           "methods": {"ours": {"kind": "consensus", "sweep": {"alpha": alphas, "eta": etas}},
+                       "rule": {"kind": "rule_based"}},
+           "experiments": [{"methods": ["ours", "rule"]}]}
+    run_suite(parse_suite(raw), tmp_path, backend="serial", progress=False)
+    records, _ = load_runs(tmp_path)
+    rows = F.dual_steps_table(records)
+    assert [(x["alpha"], x["eta"]) for x in rows] == [(a, e) for a in sorted(alphas) for e in sorted(etas)]
+    for x in rows:
+        run = next(r for r in records if r.kind == "consensus" and F._params(r)["alpha"] == x["alpha"]
+                   and F._params(r)["eta"] == x["eta"])
+        assert (x["infeasible"], x["rollouts"]) == (run.metrics["n_infeasible"], 2)
+        assert x["cost_ratio"] is None  # no LP in this suite
+    paths = F.figure_dual_steps(records, tmp_path / "figs")
+    assert [p.name for p in paths] == ["figure_dual_steps.png", "figure_dual_steps.pdf"]
+    with pytest.raises(F.MissingData, match="alpha and eta"):
+        F.figure_dual_steps([r for r in records if r.kind != "consensus"], tmp_path / "none")
